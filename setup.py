@@ -1,0 +1,49 @@
+# Copyright 2026 The mixer_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Installs mixer_jax: `pip install -e '.[test]'`."""
+
+import setuptools
+
+setuptools.setup(
+    name='mixer_jax',
+    version='0.1.0',
+    description='MLP-Mixer in JAX/Flax: the paper\'s models, checkpoints, '
+    'fine-tuning and training.',
+    license='Apache 2.0',
+    packages=setuptools.find_packages(include=['mixer_jax', 'mixer_jax.*']),
+    python_requires='>=3.10',
+    install_requires=[
+        'absl-py',
+        'clu',
+        'etils[epath]',
+        'flax',
+        'importlib_resources',  # tfds 4.9 needs it on Python 3.11.
+        'jax',
+        'ml_collections',
+        'numpy',
+        'optax',
+        'orbax-checkpoint',
+        'scikit-learn',  # Ships the offline `digits` dataset.
+        'tensorboard',
+        'tensorflow-cpu; platform_machine=="x86_64"',
+        'tensorflow; platform_machine!="x86_64"',
+        'tensorflow-datasets',
+        'tqdm',
+    ],
+    extras_require={
+        'test': ['pytest', 'pytest-xdist'],
+        'gpu': ['jax[cuda12]'],
+        'tpu': ['jax[tpu]'],
+    },
+)
