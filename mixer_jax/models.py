@@ -238,3 +238,20 @@ def init_params(model: MlpMixer, *, image_size: int, rng=None,
 
 def count_params(params) -> int:
   return sum(x.size for x in jax.tree.leaves(params))
+
+
+def flops_per_image(model: MlpMixer, *, image_size: int) -> int:
+  """Matmul FLOPs of one forward pass (2 per multiply-add).
+
+  With S patches of P x P x 3 pixels, C channels, N blocks, head K:
+    stem 2 S (3 P^2) C  +  N (token 4 C S D_S + channel 4 S C D_C)  +  2 C K.
+  LayerNorm, GELU, residual adds and the mean are O(S C) per block, under 1 %
+  for the paper's variants, and left out as in the usual MFU accounting;
+  a training step costs 3x the forward (backward = 2 forward).
+  """
+  tokens = (image_size // model.patch_size)**2
+  c = model.hidden_dim
+  stem = 2 * tokens * model.in_channels * model.patch_size**2 * c
+  block = 4 * c * tokens * (model.tokens_mlp_dim + model.channels_mlp_dim)
+  head = 2 * c * (model.num_classes or 0)
+  return stem + model.num_blocks * block + head

@@ -1,0 +1,103 @@
+"""Every file in configs/ loads, as the command line loads it, and is sane."""
+
+import importlib
+import pathlib
+import re
+
+from absl import flags
+from ml_collections import config_flags
+import pytest
+
+from configs import common
+from mixer_jax import checkpoint
+from mixer_jax import models
+
+ROOT = pathlib.Path(__file__).parent.parent
+RECIPES = sorted(p.stem for p in (ROOT / 'configs').glob('*.py')
+                 if p.stem not in ('__init__', 'common'))
+FINE_TUNE = ('b16', 'b32', 'l16', 's16', 's32', 's8')
+
+
+def load(config_arg: str, *overrides: str):
+  """Parses --config=... exactly as `python -m mixer_jax.train` does."""
+  argv = ['train', f'--config={config_arg}', *overrides]
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'config',
+                                  flag_values=flag_values, lock_config=True,
+                                  sys_argv=argv)
+  flag_values(argv)
+  return flag_values.config
+
+
+def test_the_recipes_are_all_here():
+  assert set(FINE_TUNE) <= set(RECIPES)
+  assert {'digits', 'ti4_cifar10', 'l32', 'h14', 'i1k_scratch'} <= set(RECIPES)
+
+
+@pytest.mark.parametrize('name', RECIPES)
+def test_recipe_loads_and_is_consistent(name):
+  config = load(f'configs/{name}.py')
+  # Every field is declared in common: a recipe adds none.
+  assert set(config.keys()) == set(common.get_config().keys())
+  assert set(config.model.keys()) == set(common.get_config().model.keys())
+  models.parse_variant(config.model.variant)
+  if config.pretrained:
+    assert config.pretrained in checkpoint.PUBLISHED
+    variant = checkpoint.PUBLISHED[config.pretrained][0]
+    assert models.parse_variant(variant) == models.parse_variant(
+        config.model.variant)
+  assert config.total_steps > config.warmup_steps >= 0
+  # The docstring states the exact command.
+  doc = importlib.import_module(f'configs.{name}').__doc__
+  assert f'python -m mixer_jax.train --config=configs/{name}.py' in doc
+
+
+@pytest.mark.parametrize('name', FINE_TUNE)
+def test_fine_tune_recipes_follow_the_paper(name):
+  config = load(f'configs/{name}.py')
+  assert (config.optimizer, config.momentum, config.batch_size,
+          config.grad_clip_norm, config.weight_decay, config.warmup_steps,
+          config.decay_type, config.image_size, config.lr) == (
+              'sgd', 0.9, 512, 1.0, 0.0, 500, 'cosine', 224, 0.03)
+  assert (config.dataset, config.total_steps) == ('cifar10', 10_000)
+  assert config.mixup_alpha == 0 and config.randaugment_layers == 0
+
+
+@pytest.mark.parametrize('dataset,steps,eval_split', [
+    ('cifar100', 10_000, 'test'), ('oxford_iiit_pet', 500, 'test'),
+    ('oxford_flowers102', 500, 'test'), ('imagenet2012', 20_000, 'validation'),
+])
+def test_dataset_argument_selects_the_preset(dataset, steps, eval_split):
+  config = load(f'configs/b16.py:{dataset}')
+  assert (config.dataset, config.total_steps, config.eval_split) == (
+      dataset, steps, eval_split)
+
+
+def test_fields_override_from_the_command_line():
+  config = load('configs/b32.py', '--config.lr=0.01',
+                '--config.model.dtype=bfloat16', '--config.accum_steps=8',
+                '--config.model.num_blocks=3', '--config.pretrained=x.npz')
+  assert (config.lr, config.model.dtype, config.accum_steps,
+          config.model.num_blocks, config.pretrained) == (
+              0.01, 'bfloat16', 8, 3, 'x.npz')
+
+
+def test_an_undeclared_field_is_a_clear_error():
+  # ml_collections names the field (an AttributeError from the locked config).
+  with pytest.raises(AttributeError, match='learning_rate'):
+    load('configs/b32.py', '--config.learning_rate=0.01')
+
+
+def test_unknown_dataset_argument():
+  with pytest.raises(Exception, match="Unknown dataset preset 'cifar11'"):
+    load('configs/b16.py:cifar11')
+
+
+def test_every_common_field_has_a_comment():
+  source = (ROOT / 'configs' / 'common.py').read_text().splitlines()
+  source = source[:source.index('  return config')]
+  assignments = [i for i, line in enumerate(source)
+                 if re.match(r'\s+config\.[\w.]+ = ', line)]
+  assert len(assignments) > 40
+  for i in assignments:
+    assert source[i - 1].strip().startswith('#'), source[i]
