@@ -25,7 +25,6 @@ setuptools.setup(
     python_requires='>=3.10',
     install_requires=[
         'absl-py',
-        'clu',
         'etils[epath]',
         'flax',
         'importlib_resources',  # tfds 4.9 needs it on Python 3.11.

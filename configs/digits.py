@@ -44,13 +44,13 @@ def get_config():
   config.shuffle_buffer = 1437
   config.batch_size = 128
   config.eval_batch_size = 128
-  config.total_steps = 1000
+  config.total_steps = 600
   config.optimizer = 'adamw'
   config.lr = 3e-3
   config.weight_decay = 1e-4
   config.warmup_steps = 50
   config.decay_type = 'cosine'
-  config.eval_every = 250
+  config.eval_every = 200
   config.progress_every = 50
-  config.checkpoint_every = 500
+  config.checkpoint_every = 200
   return config

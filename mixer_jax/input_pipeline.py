@@ -1,0 +1,373 @@
+# Copyright 2026 The mixer_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Train and eval input pipelines over tfds, scikit-learn's digits or a folder.
+
+Each dataset becomes a `Source` (its splits' sizes and a reader of undecoded
+records); everything else is shared: tfds split syntax, per-host sharding,
+seeded shuffling, stateless augmentation, batching and eval padding.
+
+The train stream is a pure function of (config, process_index, process_count):
+epoch `e` is this host's shard shuffled with a seed of (seed, process, e), and
+the example at position `i` of the stream is augmented with a seed of (seed,
+process, i). So `start_step=k` skips whole epochs by arithmetic, drops the rest
+on undecoded records and then yields exactly batches k, k+1, ... (tf.data's
+shuffle also mixes in TF's global seed: a program that calls
+tf.random.set_seed must call it alike in every run, or the order changes.)
+"""
+
+import dataclasses
+import functools
+import math
+import os
+from typing import Callable, Iterator, Mapping
+
+import jax
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from mixer_jax import preprocess
+
+try:  # TF only feeds the host; it must not take accelerator memory from JAX.
+  tf.config.set_visible_devices([], 'GPU')
+except RuntimeError:  # TF already initialised by the caller.
+  pass
+
+Batch = dict[str, np.ndarray]
+# Stream ids folded into the seed: shuffling and augmentation draw apart.
+_SHUFFLE, _AUGMENT = 0, 1
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What the train loop needs to know of the data before it starts."""
+  num_classes: int
+  num_train_examples: int  # Examples in config.train_split, all hosts.
+  num_eval_examples: int  # Examples in config.eval_split, all hosts.
+  image_size: int  # = config.image_size
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """A dataset as the shared pipeline sees it."""
+  num_classes: int
+  # Split name -> its size, as tfds split arithmetic reads it.
+  splits: Mapping[str, tfds.core.SplitInfo]
+  # (split name, start, end) -> records {'image': undecoded, 'label': int32}.
+  read: Callable[[str, int, int], tf.data.Dataset]
+  # Undecoded image -> uint8 [H, W, 3].
+  decode: Callable[[tf.Tensor], tf.Tensor]
+
+
+def _decode_image(data: tf.Tensor) -> tf.Tensor:
+  return tf.io.decode_image(data, channels=3, expand_animations=False)
+
+
+def _split_infos(sizes: Mapping[str, int]) -> dict[str, tfds.core.SplitInfo]:
+  return {name: tfds.core.SplitInfo(name=name, shard_lengths=[n], num_bytes=0)
+          for name, n in sizes.items()}
+
+
+def _records(ds: tf.data.Dataset) -> tf.data.Dataset:
+  return ds.map(lambda ex: {'image': ex['image'],
+                            'label': tf.cast(ex['label'], tf.int32)})
+
+
+def prepared_tfds_builder(config) -> tfds.core.DatasetBuilder:
+  """The tfds builder of config.dataset, prepared offline or failing at once.
+
+  Prepared in the data dir: used as is. Else prepared from the source archives
+  in the manual dir, else downloaded if config.download; else an error saying
+  how to provide the data (tfds would retry the network for minutes).
+  """
+  try:
+    builder = tfds.builder(config.dataset, data_dir=config.tfds_data_dir)
+  except ValueError:  # Not found, or not even a well-formed tfds name.
+    raise ValueError(
+        f'Unknown dataset {config.dataset!r}: not a tfds dataset name, not '
+        "'digits' (offline, from scikit-learn) and not an existing folder "
+        'DIR/{train,test}/<class>/*.jpg|png.') from None
+  if builder.is_prepared():
+    return builder
+  manual_dir = config.tfds_manual_dir or os.path.join(
+      builder.data_dir_root, 'downloads', 'manual')
+  archives = sorted(i.filename for i in (builder.url_infos or {}).values()
+                    if i.filename)
+  if builder.MANUAL_DOWNLOAD_INSTRUCTIONS:  # Such as imagenet2012.
+    offline = os.path.isdir(manual_dir) and bool(os.listdir(manual_dir))
+    wanted = (f'in {manual_dir} the files that tfds asks for:\n'
+              f'{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}\n')
+  else:
+    offline = bool(archives) and all(
+        os.path.exists(os.path.join(manual_dir, a)) for a in archives)
+    wanted = f'the original {", ".join(archives)} in {manual_dir}'
+  if not offline and not config.download:
+    raise FileNotFoundError(
+        f'tfds dataset {builder.name!r} is not prepared in '
+        f'{builder.data_dir_root} and download is off. Either put {wanted} '
+        '(or set --config.tfds_manual_dir), or point --config.tfds_data_dir '
+        '(or $TFDS_DATA_DIR) at a data dir where it is prepared, or set '
+        '--config.download=True on a machine with network.')
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=manual_dir))
+  return builder
+
+
+def tfds_source(config) -> Source:
+  """A tfds dataset; images stay encoded until after shuffling (as vit_jax)."""
+  builder = prepared_tfds_builder(config)
+  features = builder.info.features
+  if 'image' not in features or 'label' not in features:
+    raise ValueError(f'tfds dataset {builder.name!r} has no image and label '
+                     f'features (it has {", ".join(features)}).')
+
+  def read(split, start, end):
+    return _records(builder.as_dataset(
+        split=f'{split}[{start}:{end}]', shuffle_files=False,
+        decoders={'image': tfds.decode.SkipDecoding()}))
+
+  return Source(features['label'].num_classes, builder.info.splits, read,
+                _decode_image)
+
+
+@functools.cache
+def digits_arrays() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """scikit-learn's 8x8 digits as uint8 RGB: {'train': 1437, 'test': 360}."""
+  # Imported here: only 'digits' needs scikit-learn.
+  from sklearn import datasets, model_selection
+  digits = datasets.load_digits()
+  images = np.round(digits.images * 255 / 16).astype(np.uint8)
+  images = np.repeat(images[..., None], 3, axis=-1)
+  labels = digits.target.astype(np.int32)
+  train_x, test_x, train_y, test_y = model_selection.train_test_split(
+      images, labels, test_size=360, random_state=0, stratify=labels)
+  return {'train': (train_x, train_y), 'test': (test_x, test_y)}
+
+
+def digits_source() -> Source:
+  """The offline 'digits' dataset, in memory."""
+  arrays = digits_arrays()
+
+  def read(split, start, end):
+    images, labels = arrays[split]
+    return tf.data.Dataset.from_tensor_slices(
+        {'image': images[start:end], 'label': labels[start:end]})
+
+  return Source(10, _split_infos({k: len(v[1]) for k, v in arrays.items()}),
+                read, lambda image: image)
+
+
+def folder_source(root: str) -> Source:
+  """DIR/<split>/<class>/*.jpg|png via tfds's ImageFolder (classes sorted)."""
+  builder = tfds.folder_dataset.ImageFolder(root)
+  if not builder.info.splits:
+    raise ValueError(f'No images in {root}: expected '
+                     f'{root}/<split>/<class>/*.jpg|png.')
+
+  def read(split, start, end):
+    ds = builder.as_dataset(split=split, shuffle_files=False,
+                            decoders={'image': tfds.decode.SkipDecoding()})
+    return _records(ds.skip(start).take(end - start))
+
+  return Source(builder.info.features['label'].num_classes,
+                builder.info.splits, read, _decode_image)
+
+
+def get_source(config) -> Source:
+  if config.dataset == 'digits':
+    return digits_source()
+  if os.path.isdir(config.dataset):
+    return folder_source(config.dataset)
+  return tfds_source(config)
+
+
+def split_ranges(source: Source, split) -> list[tuple[str, int, int]]:
+  """tfds split syntax ('train[:98%]', 'test') -> [(name, start, end)]."""
+  try:
+    instructions = tfds.core.ReadInstruction.from_spec(split).to_absolute(
+        source.splits)
+  except (ValueError, AssertionError) as e:
+    raise ValueError(f'Bad split {split!r} (splits: '
+                     f'{", ".join(source.splits)}): {e}') from None
+  ranges = [(i.splitname, i.from_ or 0,
+             source.splits[i.splitname].num_examples if i.to is None else i.to)
+            for i in instructions]
+  if not any(end > start for _, start, end in ranges):
+    raise ValueError(f'Split {split!r} is empty.')
+  return ranges
+
+
+def host_ranges(ranges, *, process_index: int, process_count: int):
+  """This host's contiguous share of `ranges`, sized as tfds.even_splits.
+
+  Hosts get len // count examples, the first len % count hosts one more, so
+  the largest share is ceil(len / count) for any split (even 'a+b').
+  """
+  total = sum(end - start for _, start, end in ranges)
+  per_host, extra = divmod(total, process_count)
+  lo = process_index * per_host + min(process_index, extra)
+  hi = lo + per_host + (process_index < extra)
+  shares, offset = [], 0
+  for name, start, end in ranges:
+    a, b = max(lo - offset, 0), min(hi - offset, end - start)
+    if a < b:
+      shares.append((name, start + a, start + b))
+    offset += end - start
+  return shares
+
+
+def _num_examples(ranges) -> int:
+  return sum(end - start for _, start, end in ranges)
+
+
+def _read(source: Source, shard, ranges) -> tf.data.Dataset:
+  """Records of this host's `shard` of `ranges`, in order."""
+  if not shard:  # Fewer examples than hosts: no records, the same structure.
+    name, start, _ = next(r for r in ranges if r[2] > r[1])
+    return source.read(name, start, start + 1).take(0)
+  datasets = [source.read(*r) for r in shard]
+  return functools.reduce(tf.data.Dataset.concatenate, datasets)
+
+
+def _processes(process_index, process_count) -> tuple[int, int]:
+  index = jax.process_index() if process_index is None else process_index
+  count = jax.process_count() if process_count is None else process_count
+  if not 0 <= index < count:
+    raise ValueError(f'process_index {index} is not in [0, {count}).')
+  return index, count
+
+
+def local_batch_size(batch_size: int, process_count: int, name: str) -> int:
+  if batch_size % process_count:
+    raise ValueError(f'{name} {batch_size} is not divisible by the '
+                     f'{process_count} processes.')
+  return batch_size // process_count
+
+
+def get_info(config) -> DatasetInfo:
+  """Classes and split sizes; raises config and data errors before training.
+
+  Cheap, except that a tfds dataset found only as source archives in the
+  manual dir is prepared here, once.
+  """
+  preprocess.make_train_fn(config)
+  preprocess.make_eval_fn(config)
+  for name in ('batch_size', 'eval_batch_size'):
+    local_batch_size(config[name], jax.process_count(), name)
+  source = get_source(config)
+  count = lambda split: _num_examples(split_ranges(source, split))
+  return DatasetInfo(source.num_classes, count(config.train_split),
+                     count(config.eval_split), config.image_size)
+
+
+def _host_key(config, process_index: int, stream: int) -> tf.Tensor:
+  return tf.random.experimental.stateless_fold_in(
+      tf.constant([config.seed, process_index], tf.int64), stream)
+
+
+def train_iterator(config, *, start_step: int = 0,
+                   process_index: int | None = None,
+                   process_count: int | None = None) -> Iterator[Batch]:
+  """Infinite: {'image': [local_batch, S, S, 3] in [-1, 1], 'label'}.
+
+  Yields batches start_step, start_step + 1, ... of this host's stream (see
+  the module docstring); local_batch = batch_size // process_count.
+  """
+  process_index, process_count = _processes(process_index, process_count)
+  batch = local_batch_size(config.batch_size, process_count, 'batch_size')
+  train_fn = preprocess.make_train_fn(config)
+  source = get_source(config)
+  ranges = split_ranges(source, config.train_split)
+  shard = host_ranges(ranges, process_index=process_index,
+                      process_count=process_count)
+  size = _num_examples(shard)
+  if not size:
+    raise ValueError(f'Process {process_index} has no examples of '
+                     f'{config.train_split!r}.')
+  records, decode = _read(source, shard, ranges), source.decode
+  if config.cache:
+    records = records.map(lambda ex: dict(ex, image=decode(ex['image'])),
+                          num_parallel_calls=tf.data.AUTOTUNE).cache()
+    decode = lambda image: image
+  shuffle_key = _host_key(config, process_index, _SHUFFLE)
+  augment_key = _host_key(config, process_index, _AUGMENT)
+
+  @tf.autograph.experimental.do_not_convert
+  def epoch(e):
+    seed = tf.random.stateless_uniform(  # A scalar hash of (key, e).
+        [], tf.random.experimental.stateless_fold_in(shuffle_key, e),
+        minval=None, maxval=None, dtype=tf.int64)
+    return records.shuffle(config.shuffle_buffer, seed=seed).enumerate(
+        start=e * size)
+
+  @tf.autograph.experimental.do_not_convert  # Plain graph code: trace fast.
+  def prepare(index, ex):
+    seed = tf.random.experimental.stateless_fold_in(augment_key, index)
+    return {'image': train_fn(decode(ex['image']), seed), 'label': ex['label']}
+
+  first_epoch, skip = divmod(start_step * batch, size)
+  ds = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max)
+  ds = ds.flat_map(epoch).skip(skip)
+  ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+  return _finish(ds.batch(batch, drop_remainder=True)).as_numpy_iterator()
+
+
+def num_eval_batches(config, info: DatasetInfo | None = None, *,
+                     process_count: int | None = None) -> int:
+  """Batches that eval_iterator yields on every host."""
+  process_count = process_count or jax.process_count()
+  batch = local_batch_size(config.eval_batch_size, process_count,
+                           'eval_batch_size')
+  info = info or get_info(config)
+  return _eval_steps(info.num_eval_examples, process_count, batch)
+
+
+def _eval_steps(num_examples: int, process_count: int, batch: int) -> int:
+  """Batches for the largest host share (ceil(num / count) examples)."""
+  return math.ceil(math.ceil(num_examples / process_count) / batch)
+
+
+def eval_iterator(config, *, process_index: int | None = None,
+                  process_count: int | None = None) -> Iterator[Batch]:
+  """One pass: {'image', 'label', 'mask'}; padding (mask 0) ends every host.
+
+  Every host yields num_eval_batches batches, so a multi-host jitted eval step
+  runs as often everywhere; across hosts each example has mask 1 exactly once.
+  """
+  process_index, process_count = _processes(process_index, process_count)
+  batch = local_batch_size(config.eval_batch_size, process_count,
+                           'eval_batch_size')
+  eval_fn = preprocess.make_eval_fn(config)
+  source = get_source(config)
+  ranges = split_ranges(source, config.eval_split)
+  shard = host_ranges(ranges, process_index=process_index,
+                      process_count=process_count)
+  padded = _eval_steps(_num_examples(ranges), process_count, batch) * batch
+  size = config.image_size
+  pad = tf.data.Dataset.from_tensors({
+      'image': tf.zeros([size, size, 3]), 'label': tf.constant(0),
+      'mask': tf.constant(0.)}).repeat(padded - _num_examples(shard))
+  prepare = tf.autograph.experimental.do_not_convert(
+      lambda ex: {'image': eval_fn(source.decode(ex['image'])),
+                  'label': ex['label'], 'mask': tf.constant(1.)})
+  ds = _read(source, shard, ranges).map(prepare,
+                                        num_parallel_calls=tf.data.AUTOTUNE)
+  return _finish(ds.concatenate(pad).batch(batch)).as_numpy_iterator()
+
+
+def _finish(ds: tf.data.Dataset) -> tf.data.Dataset:
+  """Prefetches; parallel maps keep their order (determinism)."""
+  options = tf.data.Options()
+  options.deterministic = True
+  return ds.prefetch(tf.data.AUTOTUNE).with_options(options)

@@ -1,0 +1,355 @@
+"""Tests for mixer_jax.input_pipeline: sources, sharding, resume, errors."""
+
+import collections
+import dataclasses
+import io
+import itertools
+import tarfile
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from configs import common
+from mixer_jax import input_pipeline
+
+tfds.disable_progress_bar()
+
+
+def make_config(**overrides):
+  """digits at its own 8 px, unaugmented: images come back exactly."""
+  config = common.get_config()
+  config.update({
+      'dataset': 'digits', 'image_size': 8, 'train_split': 'train',
+      'eval_split': 'test', 'train_pp': 'resize', 'eval_pp': 'resize',
+      'flip': False, 'batch_size': 16, 'eval_batch_size': 16,
+      'shuffle_buffer': 64, **overrides})
+  return config
+
+
+def to_uint8(images):
+  return np.round((images + 1) * 127.5).astype(np.uint8)
+
+
+def examples(images, labels):
+  """Multiset of (image bytes, label): examples compared by content."""
+  return collections.Counter(
+      (im.tobytes(), int(la)) for im, la in zip(images, labels))
+
+
+def collect(batches, *, masked=True):
+  """(multiset of the examples, or of those with mask 1, number of batches)."""
+  seen, count = collections.Counter(), 0
+  for batch in batches:
+    keep = batch['mask'] > 0 if masked else slice(None)
+    seen += examples(to_uint8(batch['image'][keep]), batch['label'][keep])
+    count += 1
+  return seen, count
+
+
+def digits(split, start=0, end=None):
+  images, labels = input_pipeline.digits_arrays()[split]
+  return examples(images[start:end], labels[start:end])
+
+
+def take(iterator, n):
+  return list(itertools.islice(iterator, n))
+
+
+def assert_same_batches(a, b):
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    assert x.keys() == y.keys()
+    for key in x:
+      np.testing.assert_array_equal(x[key], y[key])
+
+
+# Digits.
+
+
+def test_digits_sizes_and_fixed_split():
+  info = input_pipeline.get_info(make_config())
+  assert info == input_pipeline.DatasetInfo(10, 1437, 360, 8)
+  train_x, train_y = input_pipeline.digits_arrays()['train']
+  test_x, test_y = input_pipeline.digits_arrays()['test']
+  assert train_x.shape == (1437, 8, 8, 3) and train_x.dtype == np.uint8
+  assert train_x.max() == 255 and (train_x[..., 0] == train_x[..., 2]).all()
+  np.testing.assert_array_equal(  # Stratified: 36 +- 1 of each class.
+      np.bincount(test_y), [36, 36, 35, 37, 36, 37, 36, 36, 35, 36])
+  input_pipeline.digits_arrays.cache_clear()
+  np.testing.assert_array_equal(input_pipeline.digits_arrays()['test'][0],
+                                test_x)
+
+
+@pytest.mark.parametrize('split,expected', [
+    ('train[:98%]', 1408), ('train[98%:]', 29), ('test', 360),
+    ('train[:10]+test[:5]', 15)])
+def test_split_syntax(split, expected):
+  info = input_pipeline.get_info(make_config(train_split=split))
+  assert info.num_train_examples == expected
+
+
+def test_train_batches_are_normalised_images():
+  config = make_config(train_pp='inception_crop', flip=True,
+                       randaugment_layers=2, image_size=16)
+  batch = next(input_pipeline.train_iterator(config))
+  assert batch['image'].shape == (16, 16, 16, 3)
+  assert batch['image'].dtype == np.float32 and batch['label'].dtype == np.int32
+  assert -1 <= batch['image'].min() < batch['image'].max() <= 1
+
+
+def test_epochs_cover_the_split_in_new_orders():
+  config = make_config(train_split='train[:40]', batch_size=8)
+  batches = take(input_pipeline.train_iterator(config), 10)
+  epochs = [collect(batches[i:i + 5], masked=False)[0] for i in (0, 5)]
+  assert epochs[0] == epochs[1] == digits('train', 0, 40)
+  orders = [np.concatenate([b['label'] for b in batches[i:i + 5]])
+            for i in (0, 5)]
+  assert not np.array_equal(*orders)
+
+
+AUGMENTED = dict(train_split='train[:40]', train_pp='inception_crop',
+                 flip=True, randaugment_layers=2, randaugment_magnitude=15)
+
+
+@pytest.fixture(name='augmented_stream', scope='module')
+def fixture_augmented_stream():
+  """Batches 0..8 of an augmented stream whose epochs are 2.5 batches."""
+  return take(input_pipeline.train_iterator(make_config(**AUGMENTED)), 9)
+
+
+@pytest.mark.parametrize('start_step', [1, 3, 6])  # Epochs 0, 1 and 2.
+def test_resume_equals_the_stream_from_zero(augmented_stream, start_step):
+  resumed = input_pipeline.train_iterator(make_config(**AUGMENTED),
+                                          start_step=start_step)
+  assert_same_batches(take(resumed, 3),
+                      augmented_stream[start_step:start_step + 3])
+
+
+def test_same_config_same_stream_and_cache_changes_nothing(augmented_stream):
+  config = make_config(**AUGMENTED)
+  assert_same_batches(take(input_pipeline.train_iterator(config), 6),
+                      augmented_stream[:6])
+  config.cache = True
+  assert_same_batches(take(input_pipeline.train_iterator(config), 6),
+                      augmented_stream[:6])
+  config.seed = 1
+  other = next(input_pipeline.train_iterator(config))
+  assert not np.array_equal(other['label'], augmented_stream[0]['label'])
+
+
+@pytest.mark.parametrize('cache', [False, True])
+def test_cache_decodes_each_record_once(monkeypatch, cache):
+  decoded = []
+
+  def decode(image):
+    count = lambda x: decoded.append(1) or x
+    return tf.ensure_shape(tf.numpy_function(count, [image], tf.uint8),
+                           image.shape)
+
+  source = dataclasses.replace(input_pipeline.digits_source(), decode=decode)
+  monkeypatch.setattr(input_pipeline, 'get_source', lambda config: source)
+  config = make_config(train_split='train[:40]', batch_size=8, cache=cache)
+  take(input_pipeline.train_iterator(config), 20)  # 4 epochs.
+  if cache:
+    assert len(decoded) == 40
+  else:  # Every epoch again (and a few prefetched).
+    assert len(decoded) >= 160
+
+
+# Multi-host.
+
+
+def test_hosts_train_on_disjoint_shards():
+  config = make_config(train_split='train[:40]', batch_size=10)
+  shards = [collect(take(input_pipeline.train_iterator(
+      config, process_index=i, process_count=2), 4), masked=False)[0]
+            for i in range(2)]  # 4 batches of 5: one epoch of each host.
+  assert shards[0] == digits('train', 0, 20)
+  assert shards[1] == digits('train', 20, 40)
+
+
+@pytest.mark.parametrize('split,parts,hosts,eval_batch', [
+    ('test', [('test', 0, 360)], 1, 64),  # 360 = 5 * 64 + 40.
+    ('test[:37]', [('test', 0, 37)], 2, 8),  # Shards of 19 and 18 by 4.
+    ('test[:3]', [('test', 0, 3)], 2, 8),  # One batch each, both padded.
+    ('test[:1]', [('test', 0, 1)], 2, 4),  # The second host has none.
+    ('train[:5]+test[:6]', [('train', 0, 5), ('test', 0, 6)], 3, 6),
+])
+def test_eval_scores_every_example_once(split, parts, hosts, eval_batch):
+  config = make_config(eval_split=split, eval_batch_size=eval_batch)
+  steps = input_pipeline.num_eval_batches(config, process_count=hosts)
+  seen = collections.Counter()
+  for i in range(hosts):
+    batches = list(input_pipeline.eval_iterator(
+        config, process_index=i, process_count=hosts))
+    assert len(batches) == steps
+    assert all(b['image'].shape == (eval_batch // hosts, 8, 8, 3)
+               for b in batches)
+    seen += collect(batches)[0]
+  assert seen == sum((digits(*part) for part in parts), collections.Counter())
+
+
+@pytest.mark.parametrize('split,hosts', [
+    ('train', 2), ('train', 3), ('train[3:20]', 4), ('test[:5]', 5),
+    ('test[10%:]', 7)])
+def test_host_ranges_equal_tfds_split_for_jax_process(split, hosts):
+  source = input_pipeline.digits_source()
+  ranges = input_pipeline.split_ranges(source, split)
+  for i in range(hosts):
+    ours = input_pipeline.host_ranges(ranges, process_index=i,
+                                      process_count=hosts)
+    theirs = tfds.split_for_jax_process(split, process_index=i,
+                                        process_count=hosts)
+    assert ours == input_pipeline.split_ranges(source, theirs)
+
+
+def test_host_ranges_of_several_ranges_are_contiguous_shares():
+  ranges = [('train', 0, 10), ('test', 5, 8)]
+  shares = [input_pipeline.host_ranges(ranges, process_index=i,
+                                       process_count=3) for i in range(3)]
+  assert shares == [[('train', 0, 5)], [('train', 5, 9)],
+                    [('train', 9, 10), ('test', 5, 8)]]
+
+
+# Folders.
+
+
+@pytest.fixture(name='folder')
+def fixture_folder(tmp_path):
+  """DIR/{train,test}/{cat,dog}/: PNGs (exact) and one JPEG."""
+  rng = np.random.RandomState(0)
+  written = collections.Counter()
+  for split, n in (('train', 6), ('test', 3)):
+    for label, name in enumerate(('cat', 'dog')):
+      (tmp_path / split / name).mkdir(parents=True)
+      for i in range(n):
+        image = rng.randint(0, 256, (8, 8, 3)).astype(np.uint8)
+        data = tf.io.encode_png(image).numpy()
+        (tmp_path / split / name / f'{i}.png').write_bytes(data)
+        written[split, image.tobytes(), label] += 1
+  jpeg = tf.io.encode_jpeg(np.zeros((12, 10, 3), np.uint8)).numpy()
+  (tmp_path / 'train' / 'dog' / 'x.jpg').write_bytes(jpeg)
+  (tmp_path / 'train' / 'dog' / 'notes.txt').write_text('not an image')
+  return tmp_path, written
+
+
+def test_folder_dataset(folder):
+  root, written = folder
+  config = make_config(dataset=str(root), eval_batch_size=4,
+                       train_split='train[:50%]', batch_size=2)
+  info = input_pipeline.get_info(config)
+  assert info == input_pipeline.DatasetInfo(2, 6, 6, 8)  # 50% of 13.
+  seen, steps = collect(input_pipeline.eval_iterator(config))
+  assert steps == input_pipeline.num_eval_batches(config, info) == 2
+  assert seen == collections.Counter(
+      {(im, la): n for (split, im, la), n in written.items()
+       if split == 'test'})
+  batch = next(input_pipeline.train_iterator(config))
+  assert batch['image'].shape == (2, 8, 8, 3)
+
+
+# tfds: tfds.testing.mock_data and the real cifar10 builder, offline.
+
+
+def test_tfds_mock_data(tmp_path):
+  """The tfds path on mocked records, sizes from written metadata."""
+  builder = tfds.builder('cifar10', data_dir=tmp_path)
+  builder.info.set_splits(tfds.core.SplitDict([
+      tfds.core.SplitInfo(name=name, shard_lengths=[20], num_bytes=0)
+      for name in ('train', 'test')]))
+  builder.data_path.mkdir(parents=True)
+  builder.info.write_to_directory(builder.data_path)
+  config = make_config(dataset='cifar10', tfds_data_dir=str(tmp_path),
+                       image_size=32, batch_size=8, eval_batch_size=8)
+  with tfds.testing.mock_data(num_examples=20, data_dir=str(tmp_path)):
+    info = input_pipeline.get_info(config)
+    assert info == input_pipeline.DatasetInfo(10, 20, 20, 32)
+    batches = take(input_pipeline.train_iterator(config), 4)
+    evals = list(input_pipeline.eval_iterator(config))
+  assert all(b['image'].shape == (8, 32, 32, 3) for b in batches + evals)
+  assert all(-1 <= b['image'].min() < b['image'].max() <= 1 for b in batches)
+  assert len(evals) == input_pipeline.num_eval_batches(config, info) == 3
+  assert sum(b['mask'].sum() for b in evals) == 20
+
+
+def write_cifar10_archive(path, rng, *, per_file=2, test=3):
+  """A tiny archive in the true CIFAR-10 binary format; returns its examples."""
+  written = {'train': collections.Counter(), 'test': collections.Counter()}
+  with tarfile.open(path, 'w:gz') as tar:
+
+    def add(name, data):
+      member = tarfile.TarInfo(f'cifar-10-batches-bin/{name}')
+      member.size = len(data)
+      tar.addfile(member, io.BytesIO(data))
+
+    files = [(f'data_batch_{i}.bin', 'train', per_file) for i in range(1, 6)]
+    for name, split, n in files + [('test_batch.bin', 'test', test)]:
+      labels = rng.randint(0, 10, n).astype(np.uint8)
+      images = rng.randint(0, 256, (n, 32, 32, 3)).astype(np.uint8)
+      planes = images.transpose(0, 3, 1, 2).reshape(n, -1)  # R, G, B planes.
+      add(name, np.concatenate([labels[:, None], planes], axis=1).tobytes())
+      written[split] += examples(images, labels)
+    add('batches.meta.txt', ''.join(f'class{i}\n' for i in range(10)).encode())
+  return written
+
+
+def test_real_cifar10_builder_prepares_from_the_manual_dir(tmp_path,
+                                                          monkeypatch):
+  manual_dir = tmp_path / 'manual'
+  manual_dir.mkdir()
+  archive = manual_dir / 'cifar-10-binary.tar.gz'
+  written = write_cifar10_archive(archive, np.random.RandomState(0))
+  cls = tfds.builder_cls('cifar10')
+  (url, registered), = cls.url_infos.items()
+  ours = tfds.core.download.checksums.compute_url_info(archive)
+  monkeypatch.setattr(cls, 'url_infos', {url: dataclasses.replace(
+      ours, filename=registered.filename)})
+  config = make_config(dataset='cifar10', tfds_data_dir=str(tmp_path / 'data'),
+                       tfds_manual_dir=str(manual_dir), image_size=32,
+                       eval_batch_size=4)
+  info = input_pipeline.get_info(config)
+  assert info == input_pipeline.DatasetInfo(10, 10, 3, 32)
+  for split in ('train', 'test'):
+    config.eval_split = split
+    assert collect(input_pipeline.eval_iterator(config))[0] == written[split]
+
+
+# Errors.
+
+
+@pytest.mark.parametrize('name', ['no_such_set', '/no/such/folder'])
+def test_unknown_dataset_is_a_clear_error(name):
+  with pytest.raises(ValueError, match=f"Unknown dataset '{name}'.*"
+                     r"'digits'.*folder DIR/\{train,test\}/<class>"):
+    input_pipeline.get_info(make_config(dataset=name))
+
+
+def test_missing_tfds_data_fails_at_once_naming_the_manual_dir(tmp_path):
+  config = make_config(dataset='cifar10', tfds_data_dir=str(tmp_path))
+  start = time.time()
+  with pytest.raises(FileNotFoundError) as error:
+    input_pipeline.train_iterator(config)
+  assert time.time() - start < 5
+  message = str(error.value)
+  assert str(tmp_path / 'downloads' / 'manual') in message
+  assert 'cifar-10-binary.tar.gz' in message and 'download=True' in message
+
+
+@pytest.mark.parametrize('make_iterator,overrides,hosts,match', [
+    (input_pipeline.train_iterator, {'batch_size': 10}, 3, 'batch_size 10'),
+    (input_pipeline.eval_iterator, {'eval_batch_size': 10}, 3,
+     'eval_batch_size 10'),
+    (input_pipeline.train_iterator, {}, 0, 'process_index 0'),
+    (input_pipeline.train_iterator, {'train_pp': 'crop'}, 1,
+     'Unknown train_pp'),
+    (input_pipeline.eval_iterator, {'eval_pp': 'crop'}, 1, 'Unknown eval_pp'),
+    (input_pipeline.eval_iterator, {'eval_split': 'validation'}, 1,
+     "Bad split 'validation'"),
+])
+def test_config_errors(make_iterator, overrides, hosts, match):
+  with pytest.raises(ValueError, match=match):
+    make_iterator(make_config(**overrides), process_index=0,
+                  process_count=hosts)

@@ -1,0 +1,203 @@
+"""Tests for mixer_jax.train: the loop, data parallelism, eval, resume."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import digits
+from mixer_jax import checkpoint
+from mixer_jax import input_pipeline
+from mixer_jax import train
+from mixer_jax import train_state
+
+ROOT = pathlib.Path(__file__).parent.parent
+
+
+def small_digits_config(**overrides):
+  """The offline default, shrunk so a test trains in seconds."""
+  config = digits.get_config()
+  config.model.num_blocks = 2
+  config.batch_size = 64
+  config.eval_batch_size = 64  # 360 test images: the last batch is partial.
+  config.total_steps = 8
+  config.warmup_steps = 2
+  config.eval_every = 4
+  config.progress_every = 2
+  config.checkpoint_every = 4
+  config.update(overrides)
+  return config
+
+
+def read_jsonl(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  """One short run of the offline default, shared by the tests below."""
+  workdir = str(tmp_path_factory.mktemp('run'))
+  config = small_digits_config(total_steps=100, eval_every=50,
+                               progress_every=10, checkpoint_every=50)
+  return config, workdir, train.train_and_evaluate(config, workdir)
+
+
+def test_loss_goes_down_and_accuracy_is_sane(trained):
+  _, workdir, final = trained
+  losses = [r['train_loss'] for r in read_jsonl(workdir) if 'train_loss' in r]
+  assert len(losses) == 10
+  assert losses[-1] < 0.7 * losses[0]
+  assert final['step'] == 100 and final['eval_accuracy'] > 0.5
+
+
+def test_workdir_has_checkpoints_logs_and_metrics(trained):
+  _, workdir, final = trained
+  with open(os.path.join(workdir, 'final_metrics.json')) as f:
+    assert json.load(f) == pytest.approx(final)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['100',
+                                                                      '50']
+  assert any(name.startswith('events.out.tfevents')
+             for name in os.listdir(os.path.join(workdir, 'tensorboard')))
+  records = read_jsonl(workdir)
+  assert {'learning_rate', 'img_per_s', 'train_loss'} <= set(records[0])
+  assert [r['step'] for r in records if 'eval_accuracy' in r] == [50, 100]
+  assert set(checkpoint.load(os.path.join(workdir, 'params.npz'))) >= {
+      'stem', 'head', 'MixerBlock_1'}
+
+
+def test_eval_scores_every_example_exactly_once(trained):
+  """The reported accuracy equals a plain numpy pass over the 360 images."""
+  config, workdir, final = trained
+  assert final['eval_examples'] == 360
+  info = input_pipeline.get_info(config)
+  model = train.create_model(config, num_classes=info.num_classes)
+  params = checkpoint.load(os.path.join(workdir, 'params.npz'))
+  correct, losses, seen = 0, [], 0
+  for batch in input_pipeline.eval_iterator(config):
+    logits = np.asarray(model.apply({'params': params}, batch['image']))
+    real = batch['mask'] == 1
+    seen += real.sum()
+    correct += (logits.argmax(-1) == batch['label'])[real].sum()
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    losses += list(-log_p[real, batch['label'][real]])
+  assert seen == 360
+  assert final['eval_accuracy'] == pytest.approx(correct / 360, abs=1e-6)
+  assert final['eval_loss'] == pytest.approx(np.mean(losses), rel=1e-4)
+
+
+def test_a_finished_run_resumes_to_the_same_result(trained):
+  config, workdir, final = trained
+  again = train.train_and_evaluate(config, workdir)
+  assert again['step'] == 100
+  assert again['eval_accuracy'] == final['eval_accuracy']
+
+
+def test_one_and_eight_devices_give_the_same_parameters(tmp_path):
+  assert jax.device_count() == 8
+  config = small_digits_config(total_steps=4, model={'dropout_rate': 0.1})
+  one = str(tmp_path / 'one')
+  eight = str(tmp_path / 'eight')
+  train.train_and_evaluate(config, one, devices=jax.devices()[:1])
+  train.train_and_evaluate(config, eight)
+  a = checkpoint.load(os.path.join(one, 'params.npz'))
+  b = checkpoint.load(os.path.join(eight, 'params.npz'))
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, atol=2e-5, rtol=1e-4)
+  # Training moved the parameters: the comparison is not of two inits.
+  init = train.initial_params(
+      config, train.create_model(config, num_classes=10),
+      rng=jax.random.split(jax.random.PRNGKey(config.seed))[0])
+  assert max(np.abs(x - y).max() for x, y in zip(
+      jax.tree.leaves(a), jax.tree.leaves(init))) > 1e-3
+
+
+def test_resume_in_a_fresh_process_is_exact(tmp_path):
+  """N steps in one go == N/2 steps, then a new process for the rest."""
+  overrides = dict(total_steps=8, checkpoint_every=100, eval_every=100,
+                   mixup_alpha=0.2, model={'dropout_rate': 0.1,
+                                           'stochastic_depth': 0.1})
+  config = small_digits_config(**overrides)
+  whole = str(tmp_path / 'whole')
+  train.train_and_evaluate(config, whole)
+  halves = str(tmp_path / 'halves')
+  train.train_and_evaluate(config, halves, stop_at_step=4)
+  assert sorted(os.listdir(os.path.join(halves, 'checkpoints'))) == ['4']
+  flags = [f'--config.{k}={v}' for k, v in overrides.items() if k != 'model']
+  flags += [f'--config.model.{k}={v}' for k, v in overrides['model'].items()]
+  flags += ['--config.model.num_blocks=2', '--config.batch_size=64',
+            '--config.eval_batch_size=64', '--config.warmup_steps=2',
+            '--config.progress_every=2']
+  result = subprocess.run(
+      [sys.executable, '-m', 'mixer_jax.train', '--config=configs/digits.py',
+       f'--workdir={halves}', *flags], cwd=ROOT, capture_output=True,
+      text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'Resuming from step 4' in result.stderr
+  a = checkpoint.load(os.path.join(whole, 'params.npz'))
+  b = checkpoint.load(os.path.join(halves, 'params.npz'))
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_gradient_accumulation_matches_the_full_batch(tmp_path):
+  config = small_digits_config(total_steps=3)
+  train.train_and_evaluate(config, str(tmp_path / 'full'))
+  config.accum_steps = 4
+  train.train_and_evaluate(config, str(tmp_path / 'accum'))
+  a = checkpoint.load(str(tmp_path / 'full' / 'params.npz'))
+  b = checkpoint.load(str(tmp_path / 'accum' / 'params.npz'))
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, atol=2e-5, rtol=1e-4)
+
+
+def test_a_workdir_of_another_model_is_refused_and_kept(trained, tmp_path):
+  config, workdir, _ = trained
+  before = {p: os.path.getmtime(os.path.join(workdir, p))
+            for p in os.listdir(workdir)}
+  other = small_digits_config(total_steps=100)
+  other.model.hidden_dim = 32
+  with pytest.raises(train_state.WorkdirError,
+                     match='holds a run of another model.*hidden_dim'):
+    train.train_and_evaluate(other, workdir)
+  after = {p: os.path.getmtime(os.path.join(workdir, p))
+           for p in os.listdir(workdir)}
+  assert before == after
+
+
+@pytest.mark.parametrize('overrides,message', [
+    (dict(batch_size=60), 'batch_size 60 is not divisible by the 8 devices'),
+    (dict(eval_batch_size=20), 'eval_batch_size 20 is not divisible'),
+    (dict(accum_steps=16), 'not divisible into accum_steps=16'),
+])
+def test_bad_batch_sizes(tmp_path, overrides, message):
+  with pytest.raises(ValueError, match=message):
+    train.train_and_evaluate(small_digits_config(**overrides), str(tmp_path))
+  assert not os.listdir(tmp_path)
+
+
+def test_mixup_keeps_the_larger_share_and_label_mass():
+  images = np.arange(4, dtype=np.float32).reshape(4, 1)
+  labels = np.eye(4, dtype=np.float32)
+  mixed_images, mixed_labels = train.mixup(jax.random.PRNGKey(0), images,
+                                           labels, alpha=0.5)
+  ratio = float(mixed_labels[1, 1])
+  assert 0.5 <= ratio <= 1.0
+  np.testing.assert_allclose(mixed_labels.sum(-1), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(mixed_labels[1, 0], 1.0 - ratio, rtol=1e-6)
+  np.testing.assert_allclose(mixed_images[1, 0], ratio * 1 + (1 - ratio) * 0,
+                             rtol=1e-6)
+
+
+@pytest.mark.parametrize('flag,expected', [
+    ('configs/b32.py', 'workdirs/b32'),
+    ('configs/b16.py:cifar100', 'workdirs/b16_cifar100'),
+    ('/abs/path/my_recipe.py:a=1,b/2', 'workdirs/my_recipe_a_1_b_2'),
+])
+def test_default_workdir(flag, expected):
+  assert train.default_workdir(flag) == expected
