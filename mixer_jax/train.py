@@ -216,7 +216,6 @@ def train_and_evaluate(config, workdir: str, *, devices=None,
   model = create_model(config, num_classes=info.num_classes)
   tx, schedule = optim.create_optimizer(config)
 
-  os.makedirs(workdir, exist_ok=True)
   checkpoints = train_state.Checkpoints(workdir, config=config,
                                         max_to_keep=config.keep_checkpoints)
   init_rng, train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
@@ -236,6 +235,7 @@ def train_and_evaluate(config, workdir: str, *, devices=None,
         abstract)
     state = checkpoints.restore(abstract)
     logging.info('Resuming from step %d in %s', start_step, workdir)
+  checkpoints.begin()  # Nothing is written to the workdir before this.
 
   train_step = jax.jit(
       make_train_step(model, tx, num_classes=info.num_classes,

@@ -50,19 +50,26 @@ class WorkdirError(ValueError):
 
 
 class Checkpoints:
-  """Orbax checkpoints in WORKDIR/checkpoints, plus WORKDIR/config.json."""
+  """Orbax checkpoints in WORKDIR/checkpoints, plus WORKDIR/config.json.
+
+  Opening one only reads: a run that fails before `begin` leaves no trace.
+  """
 
   def __init__(self, workdir: str, *, config, max_to_keep: int):
-    self._workdir = workdir
+    self._workdir, self._config = workdir, config
     self._config_path = os.path.join(workdir, 'config.json')
     self._check_compatible(config)
+    self._directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
     self._manager = ocp.CheckpointManager(
-        os.path.abspath(os.path.join(workdir, 'checkpoints')),
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
-                                             create=True))
+        self._directory, options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=False))
+
+  def begin(self):
+    """Creates the checkpoint directory and records the run's config."""
+    os.makedirs(self._directory, exist_ok=True)
     if jax.process_index() == 0:
       with open(self._config_path, 'w') as f:
-        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+        f.write(self._config.to_json_best_effort(indent=2, sort_keys=True))
 
   def _check_compatible(self, config):
     """Refuses a workdir whose model or data differ from `config`."""
