@@ -1,0 +1,267 @@
+# Copyright 2026 The mixer_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+r"""Mixer throughput: train step, inference and input pipeline, with MFU.
+
+  python experiments/benchmark.py --variant S/32 --batch 32 [--dtype bfloat16]
+
+Measured in one process on one set of devices; printed as a table and written
+to JSON with a record of the machine and the command. The figures:
+
+  matmul peak  the best FLOP/s of chained square matmuls in --dtype, sizes
+               512 up to 8192, batch-sharded over the devices like the
+               model; best of several calls of at least --matmul_seconds.
+               The reference for MFU.
+  img/s        global batch / median of --steps step times (each step waited
+               for, after compilation and --warmup steps). train: the jitted
+               data-parallel train step, state donated, on a fixed random
+               batch already on the devices (input excluded); inference: the
+               jitted forward pass; input: input_pipeline.train_iterator
+               alone on the host (its step ms: mean time per batch).
+  compile s    wall time of jit(...).lower(...).compile(), tracing included.
+  MFU          model FLOP/s / matmul peak, with 3 x models.flops_per_image
+               per trained image (backward = 2 forward), 1 x per inferred one.
+  memory       device peak_bytes_in_use where the backend reports it (GPU,
+               TPU: the process's high-water mark, max over devices), else
+               the compiled program's arguments + outputs - donated +
+               temporaries per device (XLA's estimate), labelled as such.
+  FLOPs check  XLA's cost analysis / models.flops_per_image for the forward
+               pass, and XLA's train step / forward (should be about 3).
+"""
+
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import platform
+import shlex
+import sys
+from typing import Optional, Sequence
+
+from absl import app
+from absl import flags
+import flax
+import jax
+import jax.numpy as jnp
+import jaxlib
+from ml_collections import config_flags
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # Run as a script: `configs` lives at the root.
+
+# pylint: disable=g-import-not-at-top,g-bad-import-order
+from experiments import measure
+from mixer_jax import models
+
+MODES = ('train', 'inference', 'input')
+# Model FLOPs per image of the device modes, in forward passes.
+FORWARD_PASSES = {'train': 3, 'inference': 1}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """What one run measures; each field is set by the flag of its name."""
+  variant: str = 'S/32'
+  batch: int = 32
+  image_size: int = 224
+  dtype: str = 'float32'
+  devices: Optional[int] = None
+  accum_steps: int = 1
+  num_classes: int = 1000
+  num_blocks: Optional[int] = None
+  steps: int = 10
+  warmup: int = 2
+  modes: Sequence[str] = MODES
+  matmul_seconds: float = 0.05
+  matmul_max_dim: int = 8192
+
+
+flags.DEFINE_string('variant', Settings.variant,
+                    "Mixer variant: 'S/32', 'B/16', 'L/16', 'Ti/4', ...")
+flags.DEFINE_integer('batch', Settings.batch,
+                     'Global batch size, over all the devices used.')
+flags.DEFINE_integer('image_size', Settings.image_size,
+                     'Side of the square images.')
+flags.DEFINE_enum('dtype', Settings.dtype, ['float32', 'bfloat16'],
+                  'Compute dtype of the model and of the matmul peak; '
+                  'parameters stay float32.')
+flags.DEFINE_integer('devices', Settings.devices,
+                     'Use the first N devices (default: all of them).')
+flags.DEFINE_integer('accum_steps', Settings.accum_steps,
+                     'Micro-batches per train step (gradient accumulation in '
+                     'the compiled step); img/s counts the whole batch.')
+flags.DEFINE_integer('num_classes', Settings.num_classes, 'Head classes.')
+flags.DEFINE_integer('num_blocks', Settings.num_blocks,
+                     "Overrides the variant's number of blocks (quick runs).")
+flags.DEFINE_integer('steps', Settings.steps,
+                     'Timed steps per mode (input: timed batches).')
+flags.DEFINE_integer('warmup', Settings.warmup, 'Untimed steps after '
+                     'compilation (input: untimed batches).')
+flags.DEFINE_list('modes', list(Settings.modes),
+                  f'What to measure, of {", ".join(MODES)}.')
+flags.DEFINE_float('matmul_seconds', Settings.matmul_seconds,
+                   'Least duration of one timed call of the matmul peak.')
+flags.DEFINE_integer('matmul_max_dim', Settings.matmul_max_dim,
+                     'Largest square size the matmul peak tries.')
+_INPUT_CONFIG = config_flags.DEFINE_config_file(
+    'input_config', str(ROOT / 'configs' / 'digits.py'),
+    'Config whose train input the input mode measures, with image_size and '
+    'batch_size set to the benchmark\'s. The default (digits, offline) also '
+    'gets train_pp=inception_crop, so that the per-image cost at the '
+    'benchmark resolution is measured. Override: --input_config.<field>=...',
+    lock_config=False)
+_JSON = flags.DEFINE_string('json', None, 'Results file (default: '
+                            'benchmark_<variant>_<dtype>_b<batch>.json here).')
+
+
+def cpu_model() -> str:
+  """The host CPU's model name, from /proc/cpuinfo where there is one."""
+  if os.path.exists('/proc/cpuinfo'):
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  return platform.processor() or platform.machine()
+
+
+def machine_record(devices, command: str) -> dict:
+  return {
+      'date': datetime.datetime.now(datetime.timezone.utc).isoformat(
+          timespec='seconds'),
+      'platform': devices[0].platform, 'device_kind': devices[0].device_kind,
+      'device_count': len(devices), 'devices_available': jax.device_count(),
+      'cpu': cpu_model(), 'cpu_cores': os.cpu_count(),
+      'python': platform.python_version(), 'jax': jax.__version__,
+      'jaxlib': jaxlib.__version__, 'flax': flax.__version__,
+      'command': command,
+  }
+
+
+def run_benchmark(settings: Settings, *, input_config=None,
+                  command: str = '') -> dict:
+  """Every figure, as the JSON holds them; input_config feeds the input mode."""
+  unknown = sorted(set(settings.modes) - set(MODES))
+  used = jax.devices()[:settings.devices or None]
+  if unknown:
+    raise ValueError(f'Unknown mode(s) {", ".join(unknown)}; choose from '
+                     f'{", ".join(MODES)}.')
+  if settings.devices and settings.devices > len(used):
+    raise ValueError(f'--devices={settings.devices}: there are {len(used)}.')
+  if settings.batch % (len(used) * settings.accum_steps):
+    raise ValueError(f'Batch {settings.batch} does not split into '
+                     f'{settings.accum_steps} micro-batch(es) over '
+                     f'{len(used)} devices.')
+  mesh = jax.sharding.Mesh(np.asarray(used), ('data',))
+  depth = {'num_blocks': settings.num_blocks} if settings.num_blocks else {}
+  model = models.create_model(settings.variant, dtype=jnp.dtype(
+      settings.dtype), num_classes=settings.num_classes, **depth)
+  size = settings.image_size
+  results = {'machine': machine_record(used, command),
+             'settings': dataclasses.asdict(settings)}
+  if set(settings.modes) & set(FORWARD_PASSES):  # What MFU needs, first.
+    results['model'] = {'params': models.count_params(models.init_params(
+        model, image_size=size, abstract=True)),
+                        **measure.analytic_vs_xla_flops(model, image_size=size)}
+    results['matmul_peak'] = measure.measure_matmul_peak(
+        mesh, jnp.dtype(settings.dtype), min_seconds=settings.matmul_seconds,
+        max_dim=settings.matmul_max_dim)
+    params = models.init_params(model, image_size=size)
+  timing = dict(mesh=mesh, image_size=size, batch_size=settings.batch,
+                steps=settings.steps, warmup=settings.warmup)
+  # Inference before train: a device's peak memory only ever grows.
+  if 'inference' in settings.modes:
+    results['inference'] = measure.time_inference(model, params, **timing)
+  if 'train' in settings.modes:
+    results['train'] = measure.time_train_step(
+        model, params, num_classes=settings.num_classes,
+        accum_steps=settings.accum_steps, **timing)
+  for mode, passes in FORWARD_PASSES.items():
+    if mode in results:
+      results[mode]['mfu'] = (passes * results['model']['analytic_forward'] *
+                              results[mode]['img_per_s'] /
+                              results['matmul_peak']['flop_per_s'])
+  if 'input' in settings.modes:
+    results['input'] = measure.time_input(input_config, batches=settings.steps,
+                                  warmup=settings.warmup)
+  return results
+
+
+def format_report(results: dict) -> str:
+  """The header lines and the table that the CLI prints."""
+  settings = results['settings']
+  lines = ['{date}  {device_count}x {device_kind} ({platform})  CPU {cpu}  '
+           'jax {jax} jaxlib {jaxlib} flax {flax}\ncommand: {command}'.format(
+               **results['machine'])]
+  if 'model' in results:
+    model, peak = results['model'], results['matmul_peak']
+    ratio = lambda x: f'x{x:.3f}' if x else 'n/a'
+    lines += [
+        f'model {settings["variant"]} @{settings["image_size"]}px: '
+        f'{model["params"]:,} params, {model["analytic_forward"] / 1e9:.3f} '
+        f'GFLOPs/img forward (XLA/analytic {ratio(model["forward_ratio"])}, '
+        f'XLA train/forward {ratio(model["train_over_forward"])})',
+        f'matmul peak ({peak["dtype"]}, {peak["devices"]} device(s)): '
+        f'{peak["flop_per_s"] / 1e12:.3f} TFLOP/s (chain of {peak["chain"]} '
+        f'{peak["dim"]}x{peak["dim"]} matmuls per device, best call '
+        f'{peak["call_seconds"] * 1e3:.1f} ms)']
+  lines += ['', f'{"mode":<10} {"dtype":<9} {"batch":>6} {"img/s":>10} '
+            f'{"step ms":>9} {"compile s":>9} {"MFU":>7}  memory']
+  for mode in (m for m in MODES if m in results):
+    row = results[mode]
+    dtype, compile_s, mfu, memory = 'host', '-', '-', '-'
+    if mode in FORWARD_PASSES:
+      dtype, compile_s, mfu = (settings['dtype'],
+                               f'{row["compile_seconds"]:.2f}',
+                               f'{row["mfu"]:.1%}')
+      memory = f'{row["memory_bytes"] / 2**20:.1f} MiB ({row["memory_source"]})'
+    lines.append(f'{mode:<10} {dtype:<9} {settings["batch"]:>6} '
+                 f'{row["img_per_s"]:>10.1f} {row["step_seconds"] * 1e3:>9.2f} '
+                 f'{compile_s:>9} {mfu:>7}  {memory}')
+  if 'input' in results and 'train' in results:
+    bound = results['input']['img_per_s'] < results['train']['img_per_s']
+    lines.append(f'input pipeline {"slower" if bound else "faster"} than the '
+                 f'train step: training would be '
+                 f'{"input" if bound else "compute"}-bound here.')
+  return '\n'.join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  settings = Settings(**{field.name: flags.FLAGS[field.name].value
+                         for field in dataclasses.fields(Settings)})
+  input_config = _INPUT_CONFIG.value
+  input_config.update(image_size=settings.image_size,
+                      batch_size=settings.batch)
+  overrides = config_flags.get_override_values(flags.FLAGS['input_config'])
+  if not flags.FLAGS['input_config'].present and 'train_pp' not in overrides:
+    input_config.train_pp = 'inception_crop'
+  try:
+    results = run_benchmark(settings, input_config=input_config,
+                            command=shlex.join(sys.orig_argv))
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
+  results['settings']['input_config'] = config_flags.get_config_filename(
+      flags.FLAGS['input_config'])
+  print(format_report(results))
+  path = _JSON.value or (f'benchmark_{settings.variant.replace("/", "")}_'
+                         f'{settings.dtype}_b{settings.batch}.json')
+  with open(path, 'w') as f:
+    json.dump(results, f, indent=2)
+  print(f'results: {os.path.abspath(path)}')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,258 @@
+# Copyright 2026 The mixer_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""How each benchmark figure is measured; experiments/benchmark.py is the CLI."""
+
+import math
+import statistics
+import time
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec
+
+from configs import common
+from mixer_jax import input_pipeline
+from mixer_jax import models
+from mixer_jax import optim
+from mixer_jax import train
+from mixer_jax import train_state
+
+
+def data_parallel_shardings(mesh):
+  """(replicated, batch-sharded) shardings, as train.train_and_evaluate."""
+  return (NamedSharding(mesh, PartitionSpec()),
+          NamedSharding(mesh, PartitionSpec('data')))
+
+
+def time_calls(call, *, steps: int, warmup: int) -> list[float]:
+  """Seconds of each of `steps` calls of `call` (which blocks), after warmup."""
+  for _ in range(warmup):
+    call()
+  seconds = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    call()
+    seconds.append(time.perf_counter() - start)
+  return seconds
+
+
+def chained_matmul(x, w, *, chain: int):
+  """x @ w @ w ... (`chain` products): one long program of dependent matmuls."""
+  for _ in range(chain):
+    x = x @ w
+  return x
+
+
+def measure_matmul_peak(mesh, dtype, *, min_seconds: float = 0.05,
+                        max_dim: int = 8192, repeats: int = 5) -> dict:
+  """The best matmul FLOP/s the mesh's devices reach: the reference for MFU.
+
+  Each device multiplies its [dim, dim] block of a batch-sharded
+  [devices x dim, dim] matrix by a replicated [dim, dim] one, `chain` times in
+  one program, at the default matmul precision (as the model); `chain` grows
+  until a call takes min_seconds, which hides launch overheads. Square sizes
+  from 512 double up to max_dim, until one is no faster than the one before
+  or a product takes over a second, and the fastest wins: the smallest size that runs long enough is often not
+  the fastest (on a 2-core CPU 1024 reaches ~80 % of what 2048 does).
+  """
+  replicated, rows = data_parallel_shardings(mesh)
+
+  def best_seconds(dim, chain):
+    def make(key):
+      x_key, w_key = jax.random.split(key)
+      return (jax.random.normal(x_key, (mesh.size * dim, dim), dtype),
+              jax.random.normal(w_key, (dim, dim), dtype) / math.sqrt(dim))
+    x, w = jax.jit(make, out_shardings=(rows, replicated))(
+        jax.random.PRNGKey(0))
+    product = jax.jit(lambda x, w: chained_matmul(x, w, chain=chain),
+                      out_shardings=rows).lower(x, w).compile()
+    return min(time_calls(lambda: product(x, w).block_until_ready(),
+                          steps=repeats, warmup=1))
+
+  best, dim = None, 512
+  while dim <= max_dim:
+    chain, seconds = 1, best_seconds(dim, 1)
+    while seconds < min_seconds:  # A product alone may time slower than chained.
+      chain = math.ceil(chain * min_seconds / seconds)
+      seconds = best_seconds(dim, chain)
+    flop_per_s = 2 * dim**3 * chain * mesh.size / seconds
+    if best is not None and flop_per_s <= best['flop_per_s']:
+      break  # Past the fastest size.
+    best = {'flop_per_s': flop_per_s, 'call_seconds': seconds, 'dim': dim,
+            'chain': chain}
+    if seconds / chain > 1.0:
+      break
+    dim *= 2
+  return {**best, 'dtype': jnp.dtype(dtype).name, 'devices': mesh.size}
+
+
+def random_batch(mesh, *, batch_size: int, image_size: int, num_classes: int):
+  """A fixed random batch made on the devices, sharded as training shards it."""
+  def make(key):
+    image_key, label_key = jax.random.split(key)
+    shape = (batch_size, image_size, image_size, 3)
+    return {'image': jax.random.uniform(image_key, shape, minval=-1.0),
+            'label': jax.random.randint(label_key, shape[:1], 0, num_classes)}
+
+  return jax.jit(make, out_shardings=data_parallel_shardings(mesh)[1])(
+      jax.random.PRNGKey(0))
+
+
+def fine_tuning_optimizer():
+  """configs/common's optimizer: the paper's fine-tuning SGD, clipped."""
+  return optim.create_optimizer(common.get_config())[0]
+
+
+def donatable_train_state(params, tx, mesh):
+  """A replicated TrainState of its own buffers: donating it spares `params`.
+
+  device_put may reuse a buffer already on a target device, so `params` are
+  copied first, where they are (on the host, as init_params leaves them).
+  """
+  state = train_state.TrainState.create(
+      params=jax.tree.map(jnp.copy, params), tx=tx, rng=jax.random.PRNGKey(0))
+  return jax.device_put(state, data_parallel_shardings(mesh)[0])
+
+
+def memory_figures(compiled, devices) -> dict:
+  """Peak device memory where the backend reports it, else XLA's estimate.
+
+  The estimate, per device, counts donated buffers once: arguments + outputs
+  - aliased + temporaries of the compiled program.
+  """
+  analysis = compiled.memory_analysis()
+  estimate = (analysis.argument_size_in_bytes +
+              analysis.output_size_in_bytes - analysis.alias_size_in_bytes +
+              analysis.temp_size_in_bytes)
+  figures = {'memory_bytes': estimate,
+             'memory_source': 'compiled estimate: args+outputs+temp',
+             'compiled_memory_bytes': estimate}
+  stats = [device.memory_stats() or {} for device in devices]
+  if all('peak_bytes_in_use' in s for s in stats):
+    figures.update(memory_bytes=max(s['peak_bytes_in_use'] for s in stats),
+                   memory_source='device peak_bytes_in_use')
+  return figures
+
+
+def compile_and_time(jitted, args, run, *, mesh, batch_size: int, steps: int,
+                     warmup: int) -> dict:
+  """Compiles `jitted` for `args`, then times run(compiled) (which blocks)."""
+  start = time.perf_counter()
+  compiled = jitted.lower(*args).compile()
+  compile_seconds = time.perf_counter() - start
+  seconds = time_calls(lambda: run(compiled), steps=steps, warmup=warmup)
+  median = statistics.median(seconds)
+  return {'img_per_s': batch_size / median, 'step_seconds': median,
+          'step_seconds_all': seconds, 'compile_seconds': compile_seconds,
+          **memory_figures(compiled, mesh.devices.flat)}
+
+
+def time_train_step(model, params, *, mesh, image_size: int,
+                    batch_size: int, num_classes: int, steps: int,
+                    warmup: int, accum_steps: int = 1) -> dict:
+  """The train step as train.py runs it, on a fixed batch (input excluded).
+
+  State (a copy of `params`) replicated and donated, batch sharded.
+  """
+  replicated, _ = data_parallel_shardings(mesh)
+  tx = fine_tuning_optimizer()
+  state = [donatable_train_state(params, tx, mesh)]  # Each step replaces it.
+  batch = random_batch(mesh, batch_size=batch_size, image_size=image_size,
+                       num_classes=num_classes)
+  step = jax.jit(train.make_train_step(model, tx, num_classes=num_classes,
+                                       accum_steps=accum_steps),
+                 donate_argnums=(0,), out_shardings=(replicated, replicated))
+
+  def run(compiled):
+    state[0], metrics = compiled(state[0], batch)
+    jax.block_until_ready((state[0], metrics))
+
+  return compile_and_time(step, (state[0], batch), run, mesh=mesh,
+                          batch_size=batch_size, steps=steps, warmup=warmup)
+
+
+def time_inference(model, params, *, mesh, image_size: int, batch_size: int,
+                   steps: int, warmup: int) -> dict:
+  """The jitted forward pass (train=False) on a fixed batch on the devices."""
+  replicated, batch_sharding = data_parallel_shardings(mesh)
+  params = jax.device_put(params, replicated)
+  images = random_batch(mesh, batch_size=batch_size, image_size=image_size,
+                        num_classes=1)['image']
+  forward = jax.jit(lambda p, x: model.apply({'params': p}, x, train=False),
+                    out_shardings=batch_sharding)
+  return compile_and_time(
+      forward, (params, images),
+      lambda compiled: compiled(params, images).block_until_ready(),
+      mesh=mesh, batch_size=batch_size, steps=steps, warmup=warmup)
+
+
+def time_input(config, *, batches: int, warmup: int) -> dict:
+  """Host img/s of input_pipeline.train_iterator alone (no device, no model).
+
+  Total time of `batches` batches after `warmup` ones: the pipeline prefetches,
+  so a short run flatters it a little.
+  """
+  iterator = input_pipeline.train_iterator(config)
+  for _ in range(warmup):
+    next(iterator)
+  start = time.perf_counter()
+  images = sum(len(next(iterator)['label']) for _ in range(batches))
+  seconds = time.perf_counter() - start
+  return {'img_per_s': images / seconds, 'step_seconds': seconds / batches,
+          'dataset': config.dataset, 'train_pp': config.train_pp,
+          'image_size': config.image_size}
+
+
+def xla_flops(jitted, *args) -> Optional[float]:
+  """FLOPs in XLA's cost analysis of the compiled program (None if absent)."""
+  cost = jitted.lower(*args).compile().cost_analysis()
+  if isinstance(cost, list):  # Some jax versions: one dict per program.
+    cost = cost[0]
+  flops = (cost or {}).get('flops', 0.0)
+  return float(flops) if flops > 0 else None
+
+
+def xla_flops_per_image(model, *, image_size: int, train_step: bool = False,
+                        batch_size: int = 2) -> Optional[float]:
+  """XLA's count of FLOPs per image of the forward pass or the train step.
+
+  Compiled for one device on abstract inputs: nothing is allocated.
+  """
+  params = models.init_params(model, image_size=image_size, abstract=True)
+  images = jax.ShapeDtypeStruct((batch_size, image_size, image_size, 3),
+                                jnp.float32)
+  if train_step:
+    tx = fine_tuning_optimizer()
+    state = jax.eval_shape(lambda p: train_state.TrainState.create(
+        params=p, tx=tx, rng=jax.random.PRNGKey(0)), params)
+    labels = jax.ShapeDtypeStruct((batch_size,), jnp.int32)
+    flops = xla_flops(jax.jit(train.make_train_step(
+        model, tx, num_classes=model.num_classes)), state,
+                      {'image': images, 'label': labels})
+  else:
+    flops = xla_flops(jax.jit(lambda p, x: model.apply(
+        {'params': p}, x, train=False)), params, images)
+  return flops and flops / batch_size
+
+
+def analytic_vs_xla_flops(model, *, image_size: int) -> dict:
+  """models.flops_per_image against XLA's count, forward and train step."""
+  analytic = models.flops_per_image(model, image_size=image_size)
+  forward = xla_flops_per_image(model, image_size=image_size)
+  step = xla_flops_per_image(model, image_size=image_size, train_step=True)
+  return {'analytic_forward': analytic, 'xla_forward': forward,
+          'xla_train': step, 'forward_ratio': forward and forward / analytic,
+          'train_over_forward': step and forward and step / forward}

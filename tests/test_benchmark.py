@@ -1,0 +1,160 @@
+"""Tests for experiments/benchmark.py: FLOPs accounting and the harness.
+
+No timing is asserted: the figures only have to be well formed.
+"""
+
+import json
+import math
+import pathlib
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import digits
+from experiments import benchmark
+from experiments import measure
+from mixer_jax import models
+
+ROOT = pathlib.Path(__file__).parent.parent
+
+
+# A one-block Ti/4 on 16 px images, on the 8 virtual CPU devices: seconds.
+TINY = benchmark.Settings(variant='Ti/4', num_blocks=1, image_size=16, batch=16,
+                          num_classes=10, accum_steps=2, steps=2, warmup=1,
+                          matmul_seconds=0.005, matmul_max_dim=512)
+
+
+def input_config(image_size=16, batch_size=16):
+  config = digits.get_config()
+  config.update(image_size=image_size, batch_size=batch_size,
+                train_pp='inception_crop')
+  return config
+
+
+@pytest.fixture(scope='module')
+def mesh():
+  return jax.sharding.Mesh(np.asarray(jax.devices()), ('data',))
+
+
+@pytest.fixture(scope='module')
+def results():
+  """Every mode of the harness, end to end, once for the tests below."""
+  return benchmark.run_benchmark(TINY, input_config=input_config(),
+                                 command='test')
+
+
+def is_positive(x):
+  return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+# XLA also counts LayerNorm, GELU and the adds, which the formula leaves out.
+@pytest.mark.parametrize('variant,image_size', [
+    ('Ti/4', 32), ('S/32', 224), ('B/16', 224), ('L/32', 224),
+])
+def test_analytic_forward_flops_match_xla(variant, image_size):
+  model = models.create_model(variant, num_classes=1000, num_blocks=2)
+  xla = measure.xla_flops_per_image(model, image_size=image_size)
+  analytic = models.flops_per_image(model, image_size=image_size)
+  assert xla == pytest.approx(analytic, rel=0.03)
+
+
+def test_train_step_flops_are_three_forward_passes(results):
+  model = results['model']
+  assert model['analytic_forward'] == models.flops_per_image(
+      models.create_model('Ti/4', num_classes=10, num_blocks=1),
+      image_size=16)
+  assert model['xla_train'] == pytest.approx(3 * model['xla_forward'],
+                                             rel=0.1)
+  assert model['train_over_forward'] == pytest.approx(
+      model['xla_train'] / model['xla_forward'])
+
+
+def test_matmul_peak_counts_every_product(mesh):
+  """XLA keeps the chain as written: 2 dim^3 FLOPs per product and device."""
+  replicated, rows = measure.data_parallel_shardings(mesh)
+  x = jax.ShapeDtypeStruct((mesh.size * 64, 64), jnp.float32, sharding=rows)
+  w = jax.ShapeDtypeStruct((64, 64), jnp.float32, sharding=replicated)
+  chain = jax.jit(lambda x, w: measure.chained_matmul(x, w, chain=3),
+                  out_shardings=rows)
+  assert measure.xla_flops(chain, x, w) == 3 * 2 * 64**3
+
+
+def test_matmul_peak(results):
+  peak = results['matmul_peak']
+  assert is_positive(peak['flop_per_s'])
+  assert peak['call_seconds'] >= TINY.matmul_seconds and peak['chain'] >= 1
+  assert peak['devices'] == jax.device_count()
+
+
+@pytest.mark.parametrize('mode', ['train', 'inference'])
+def test_device_modes_are_well_formed(results, mode):
+  figures = results[mode]
+  for key in ('img_per_s', 'step_seconds', 'compile_seconds', 'mfu',
+              'memory_bytes', 'compiled_memory_bytes'):
+    assert is_positive(figures[key]), key
+  assert len(figures['step_seconds_all']) == TINY.steps
+  assert figures['img_per_s'] == pytest.approx(TINY.batch /
+                                               figures['step_seconds'])
+  passes = 3 if mode == 'train' else 1
+  assert figures['mfu'] == pytest.approx(
+      passes * results['model']['analytic_forward'] * figures['img_per_s'] /
+      results['matmul_peak']['flop_per_s'])
+  # CPU devices report no peak memory: the compiled estimate stands in.
+  assert figures['memory_source'].startswith('compiled estimate')
+
+
+def test_input_mode(results):
+  assert is_positive(results['input']['img_per_s'])
+  assert results['input']['train_pp'] == 'inception_crop'
+  assert results['input']['image_size'] == 16
+
+
+def test_report_has_a_row_per_mode_and_json_round_trips(results):
+  report = benchmark.format_report(results)
+  for mode in benchmark.MODES:
+    assert any(line.startswith(mode + ' ') for line in report.splitlines())
+  assert 'matmul peak' in report and 'command: test' in report
+  assert json.loads(json.dumps(results))['settings']['num_blocks'] == 1
+
+
+def test_donated_train_state_spares_the_params(mesh):
+  params = {'kernel': jnp.ones((4, 4))}
+  state = measure.donatable_train_state(
+      params, measure.fine_tuning_optimizer(), mesh)
+  jax.jit(lambda s: s.replace(step=s.step + 1), donate_argnums=(0,))(state)
+  assert state.params['kernel'].is_deleted()
+  assert not params['kernel'].is_deleted()
+
+
+def test_cli_writes_json(tmp_path, capsys):
+  path = tmp_path / 'out.json'
+  flags.FLAGS(['benchmark.py', '--image_size=16', '--batch=8', '--steps=1',
+               '--warmup=0', '--modes=input', f'--json={path}'])
+  try:
+    benchmark.main(['benchmark.py'])
+  finally:
+    flags.FLAGS.unparse_flags()
+  assert any(line.startswith('input ')
+             for line in capsys.readouterr().out.splitlines())
+  results = json.loads(path.read_text())
+  assert is_positive(results['input']['img_per_s'])
+  # The default input config gets the fine-tuning crop at the benchmark size.
+  assert results['input']['train_pp'] == 'inception_crop'
+  assert results['input']['image_size'] == 16
+  assert results['settings']['input_config'].endswith('configs/digits.py')
+  for key in ('date', 'device_kind', 'device_count', 'platform', 'cpu', 'jax',
+              'jaxlib', 'flax', 'command'):
+    assert results['machine'][key], key
+
+
+def test_cli_rejects_a_batch_that_does_not_split():
+  flags.FLAGS(['benchmark.py', '--batch=12', '--modes=input'])
+  try:
+    with pytest.raises(app.UsageError, match='does not split'):
+      benchmark.main(['benchmark.py'])
+  finally:
+    flags.FLAGS.unparse_flags()
