@@ -27,9 +27,11 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-# Config fields that define the model and its data: a workdir trained with
-# other values holds "another model" and is never resumed into this one.
-MODEL_FIELDS = ('model', 'image_size', 'resolution_factor', 'dataset')
+# Config fields that define the model, its starting point and its data: a
+# workdir trained with other values holds "another model" and is never
+# resumed into this one.
+MODEL_FIELDS = ('model', 'pretrained', 'image_size', 'resolution_factor',
+                'dataset')
 
 
 @flax.struct.dataclass

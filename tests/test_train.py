@@ -1,5 +1,6 @@
 """Tests for mixer_jax.train: the loop, data parallelism, eval, resume."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -9,12 +10,15 @@ import sys
 import jax
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from configs import digits
+from configs import ti4_cifar10
 from mixer_jax import checkpoint
 from mixer_jax import input_pipeline
 from mixer_jax import train
 from mixer_jax import train_state
+from tests import test_input_pipeline
 
 ROOT = pathlib.Path(__file__).parent.parent
 
@@ -201,3 +205,70 @@ def test_mixup_keeps_the_larger_share_and_label_mass():
 ])
 def test_default_workdir(flag, expected):
   assert train.default_workdir(flag) == expected
+
+
+class FixedLogits:
+  """A stand-in model whose logits are its parameters."""
+
+  def apply(self, variables, images, *, train):
+    del images, train
+    return variables['params']
+
+
+def test_eval_step_sums_top1_top5_and_loss_over_real_examples_only():
+  rng = np.random.RandomState(0)
+  logits = rng.randn(16, 20).astype(np.float32)
+  labels = rng.randint(0, 20, 16).astype(np.int32)
+  mask = np.ones(16, np.float32)
+  mask[12:] = 0  # Padding.
+  sums = train.make_eval_step(FixedLogits(), num_classes=20)(
+      logits, {'image': np.zeros((16, 1)), 'label': labels, 'mask': mask})
+  real = slice(0, 12)
+  order = np.argsort(-logits[real], axis=-1)
+  log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  assert float(sums['count']) == 12
+  assert float(sums['correct']) == np.sum(order[:, 0] == labels[real])
+  assert float(sums['correct_top5']) == np.sum(
+      (order[:, :5] == labels[real, None]).any(-1))
+  np.testing.assert_allclose(
+      sums['loss'], -log_p[np.arange(12), labels[real]].sum(), rtol=1e-5)
+  ten = train.make_eval_step(FixedLogits(), num_classes=10)(
+      logits[:, :10], {'image': np.zeros((16, 1)), 'label': labels % 10,
+                       'mask': mask})
+  assert 'correct_top5' not in ten
+
+
+def test_cifar10_from_scratch_recipe_runs_on_the_real_tfds_loader(
+    tmp_path, monkeypatch):
+  """configs/ti4_cifar10.py through tfds's own cifar10 builder, offline."""
+  manual_dir = tmp_path / 'manual'
+  manual_dir.mkdir()
+  archive = manual_dir / 'cifar-10-binary.tar.gz'
+  test_input_pipeline.write_cifar10_archive(
+      archive, np.random.RandomState(0), per_file=4, test=5)
+  cls = tfds.builder_cls('cifar10')
+  (url, registered), = cls.url_infos.items()
+  ours = tfds.core.download.checksums.compute_url_info(archive)
+  monkeypatch.setattr(cls, 'url_infos', {url: dataclasses.replace(
+      ours, filename=registered.filename)})
+  config = ti4_cifar10.get_config()
+  config.update(dict(
+      tfds_data_dir=str(tmp_path / 'data'), tfds_manual_dir=str(manual_dir),
+      train_split='train', batch_size=16, eval_batch_size=8, total_steps=3,
+      warmup_steps=1, progress_every=1, eval_every=3, checkpoint_every=3,
+      model={'num_blocks': 1}))
+  workdir = str(tmp_path / 'run')
+  final = train.train_and_evaluate(config, workdir)
+  # RandAugment, pad-and-crop, mixup, label smoothing and stochastic depth
+  # all ran; every one of the 5 test images was scored once.
+  assert final['step'] == 3 and final['eval_examples'] == 5
+  assert all(np.isfinite(r['train_loss']) for r in read_jsonl(workdir)
+             if 'train_loss' in r)
+
+
+def test_a_workdir_is_not_resumed_from_another_checkpoint(trained):
+  config, workdir, _ = trained
+  other = config.copy_and_resolve_references()
+  other.pretrained = 'imagenet1k/Mixer-B_16'
+  with pytest.raises(train_state.WorkdirError, match='pretrained'):
+    train.train_and_evaluate(other, workdir)
