@@ -233,7 +233,8 @@ def init_params(model: MlpMixer, *, image_size: int, rng=None,
   init = lambda rng: model.init(rng, jnp.zeros(images.shape), train=False)
   if abstract:
     return jax.eval_shape(init, rng)['params']
-  return jax.jit(init, backend='cpu')(rng)['params']
+  cpu = jax.local_devices(backend='cpu')[0]
+  return jax.jit(init)(jax.device_put(rng, cpu))['params']
 
 
 def count_params(params) -> int:

@@ -120,7 +120,7 @@ def make_train_step(model, tx, *, num_classes: int, accum_steps: int = 1,
     state = state.replace(step=state.step + 1,
                           params=optax.apply_updates(state.params, updates),
                           opt_state=opt_state)
-    return state, {'loss': loss, 'grad_norm': optax.global_norm(grads)}
+    return state, {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
 
   return train_step
 
@@ -255,7 +255,7 @@ def train_and_evaluate(config, workdir: str, *, devices=None,
                               every=config.progress_every)
   logging.info('%s on %d %s device(s): %s, %d train / %d eval examples, '
                '%d classes.', config.model.variant, mesh.size,
-               jax.devices()[0].platform, config.dataset,
+               mesh.devices.flat[0].platform, config.dataset,
                info.num_train_examples, info.num_eval_examples,
                info.num_classes)
 

@@ -277,6 +277,7 @@ def http_server(tmp_path):
   threading.Thread(target=server.serve_forever, daemon=True).start()
   yield f'http://127.0.0.1:{server.server_port}', served, requests
   server.shutdown()
+  server.server_close()
 
 
 def test_url_is_downloaded_once_into_the_cache(http_server, tmp_path):

@@ -296,17 +296,25 @@ def write_cifar10_archive(path, rng, *, per_file=2, test=3):
   return written
 
 
-def test_real_cifar10_builder_prepares_from_the_manual_dir(tmp_path,
-                                                          monkeypatch):
+def synthetic_cifar10_manual_dir(tmp_path, monkeypatch, **sizes):
+  """A manual dir holding a synthetic cifar-10-binary.tar.gz that tfds's own
+  cifar10 builder accepts (its registered checksum swapped for the archive's,
+  for this test only). Returns (manual_dir, the examples written)."""
   manual_dir = tmp_path / 'manual'
   manual_dir.mkdir()
   archive = manual_dir / 'cifar-10-binary.tar.gz'
-  written = write_cifar10_archive(archive, np.random.RandomState(0))
+  written = write_cifar10_archive(archive, np.random.RandomState(0), **sizes)
   cls = tfds.builder_cls('cifar10')
   (url, registered), = cls.url_infos.items()
   ours = tfds.core.download.checksums.compute_url_info(archive)
   monkeypatch.setattr(cls, 'url_infos', {url: dataclasses.replace(
       ours, filename=registered.filename)})
+  return manual_dir, written
+
+
+def test_real_cifar10_builder_prepares_from_the_manual_dir(tmp_path,
+                                                          monkeypatch):
+  manual_dir, written = synthetic_cifar10_manual_dir(tmp_path, monkeypatch)
   config = make_config(dataset='cifar10', tfds_data_dir=str(tmp_path / 'data'),
                        tfds_manual_dir=str(manual_dir), image_size=32,
                        eval_batch_size=4)

@@ -1,6 +1,5 @@
 """Tests for mixer_jax.train: the loop, data parallelism, eval, resume."""
 
-import dataclasses
 import json
 import os
 import pathlib
@@ -10,7 +9,6 @@ import sys
 import jax
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from configs import digits
 from configs import ti4_cifar10
@@ -241,16 +239,8 @@ def test_eval_step_sums_top1_top5_and_loss_over_real_examples_only():
 def test_cifar10_from_scratch_recipe_runs_on_the_real_tfds_loader(
     tmp_path, monkeypatch):
   """configs/ti4_cifar10.py through tfds's own cifar10 builder, offline."""
-  manual_dir = tmp_path / 'manual'
-  manual_dir.mkdir()
-  archive = manual_dir / 'cifar-10-binary.tar.gz'
-  test_input_pipeline.write_cifar10_archive(
-      archive, np.random.RandomState(0), per_file=4, test=5)
-  cls = tfds.builder_cls('cifar10')
-  (url, registered), = cls.url_infos.items()
-  ours = tfds.core.download.checksums.compute_url_info(archive)
-  monkeypatch.setattr(cls, 'url_infos', {url: dataclasses.replace(
-      ours, filename=registered.filename)})
+  manual_dir, _ = test_input_pipeline.synthetic_cifar10_manual_dir(
+      tmp_path, monkeypatch, per_file=4, test=5)
   config = ti4_cifar10.get_config()
   config.update(dict(
       tfds_data_dir=str(tmp_path / 'data'), tfds_manual_dir=str(manual_dir),
