@@ -159,12 +159,12 @@ def compile_and_time(jitted, args, run, *, mesh, batch_size: int, steps: int,
           **memory_figures(compiled, mesh.devices.flat)}
 
 
-def time_train_step(model, params, *, mesh, image_size: int,
-                    batch_size: int, num_classes: int, steps: int,
-                    warmup: int, accum_steps: int = 1) -> dict:
-  """The train step as train.py runs it, on a fixed batch (input excluded).
+def train_step_program(model, params, *, mesh, image_size: int,
+                       batch_size: int, num_classes: int, accum_steps: int = 1):
+  """(jitted, args, run): the train step as train.py runs it, on a fixed batch.
 
-  State (a copy of `params`) replicated and donated, batch sharded.
+  State (a copy of `params`) replicated and donated, batch sharded; input is
+  excluded. run(compiled) makes one step and waits for it.
   """
   replicated, _ = data_parallel_shardings(mesh)
   tx = fine_tuning_optimizer()
@@ -179,23 +179,40 @@ def time_train_step(model, params, *, mesh, image_size: int,
     state[0], metrics = compiled(state[0], batch)
     jax.block_until_ready((state[0], metrics))
 
-  return compile_and_time(step, (state[0], batch), run, mesh=mesh,
-                          batch_size=batch_size, steps=steps, warmup=warmup)
+  return step, (state[0], batch), run
 
 
-def time_inference(model, params, *, mesh, image_size: int, batch_size: int,
-                   steps: int, warmup: int) -> dict:
-  """The jitted forward pass (train=False) on a fixed batch on the devices."""
+def inference_program(model, params, *, mesh, image_size: int,
+                      batch_size: int):
+  """(jitted, args, run): the jitted forward pass on a fixed batch."""
   replicated, batch_sharding = data_parallel_shardings(mesh)
   params = jax.device_put(params, replicated)
   images = random_batch(mesh, batch_size=batch_size, image_size=image_size,
                         num_classes=1)['image']
   forward = jax.jit(lambda p, x: model.apply({'params': p}, x, train=False),
                     out_shardings=batch_sharding)
-  return compile_and_time(
-      forward, (params, images),
-      lambda compiled: compiled(params, images).block_until_ready(),
-      mesh=mesh, batch_size=batch_size, steps=steps, warmup=warmup)
+  return (forward, (params, images),
+          lambda compiled: compiled(params, images).block_until_ready())
+
+
+def time_train_step(model, params, *, mesh, image_size: int,
+                    batch_size: int, num_classes: int, steps: int,
+                    warmup: int, accum_steps: int = 1) -> dict:
+  """Times train_step_program (see there)."""
+  program = train_step_program(model, params, mesh=mesh, image_size=image_size,
+                               batch_size=batch_size, num_classes=num_classes,
+                               accum_steps=accum_steps)
+  return compile_and_time(*program, mesh=mesh, batch_size=batch_size,
+                          steps=steps, warmup=warmup)
+
+
+def time_inference(model, params, *, mesh, image_size: int, batch_size: int,
+                   steps: int, warmup: int) -> dict:
+  """Times inference_program: the forward pass (train=False)."""
+  program = inference_program(model, params, mesh=mesh, image_size=image_size,
+                              batch_size=batch_size)
+  return compile_and_time(*program, mesh=mesh, batch_size=batch_size,
+                          steps=steps, warmup=warmup)
 
 
 def time_input(config, *, batches: int, warmup: int) -> dict:
