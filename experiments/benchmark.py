@@ -146,6 +146,8 @@ def machine_record(devices, command: str) -> dict:
       'python': platform.python_version(), 'jax': jax.__version__,
       'jaxlib': jaxlib.__version__, 'flax': flax.__version__,
       'command': command,
+      # XLA's flags change the compiled programs, hence the figures.
+      'xla_flags': os.environ.get('XLA_FLAGS', ''),
   }
 
 
@@ -204,6 +206,8 @@ def format_report(results: dict) -> str:
   lines = ['{date}  {device_count}x {device_kind} ({platform})  CPU {cpu}  '
            'jax {jax} jaxlib {jaxlib} flax {flax}\ncommand: {command}'.format(
                **results['machine'])]
+  if results['machine'].get('xla_flags'):
+    lines.append(f'XLA_FLAGS: {results["machine"]["xla_flags"]}')
   if 'model' in results:
     model, peak = results['model'], results['matmul_peak']
     ratio = lambda x: f'x{x:.3f}' if x else 'n/a'

@@ -149,6 +149,8 @@ def test_cli_writes_json(tmp_path, capsys):
   for key in ('date', 'device_kind', 'device_count', 'platform', 'cpu', 'jax',
               'jaxlib', 'flax', 'command'):
     assert results['machine'][key], key
+  # conftest's virtual devices come from XLA_FLAGS: the record names them.
+  assert 'device_count=8' in results['machine']['xla_flags']
 
 
 def test_cli_rejects_a_batch_that_does_not_split():
