@@ -32,8 +32,8 @@ process, on the CPU, float32, with the figures of benchmark.py:
 
 import statistics
 import sys
-import time
 import pathlib
+import time
 
 from absl import app
 from absl import flags
@@ -44,6 +44,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from experiments import measure
 from mixer_jax import models
 
 _VARIANT = flags.DEFINE_string('variant', 'S/32', "Mixer variant, e.g. 'S/32'.")
@@ -136,17 +137,6 @@ def matmul_peak(*, min_seconds: float) -> tuple[float, int]:
   return best
 
 
-def median_seconds(step, *, steps: int, warmup: int) -> float:
-  for _ in range(warmup):
-    step()
-  seconds = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    step()
-    seconds.append(time.perf_counter() - start)
-  return statistics.median(seconds)
-
-
 def main(argv):
   del argv
   size, batch = _IMAGE_SIZE.value, _BATCH.value
@@ -177,7 +167,8 @@ def main(argv):
   for mode, step, passes in (('inference', inference, 1),
                              ('train', train_step, 3)):
     network.train(mode == 'train')
-    seconds = median_seconds(step, steps=_STEPS.value, warmup=_WARMUP.value)
+    seconds = statistics.median(
+        measure.time_calls(step, steps=_STEPS.value, warmup=_WARMUP.value))
     print(f'{mode:<10} {batch:>6} {batch / seconds:>8.1f} '
           f'{seconds * 1e3:>9.1f} {passes * flops * batch / seconds / peak:>7.1%}')
 
