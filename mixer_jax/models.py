@@ -30,19 +30,63 @@ import jax.numpy as jnp
 Dtype = Any
 
 
+@jax.custom_vjp
+def _matmul_per_example_grad(x, kernel):
+  """x (batch, rows, k) @ kernel (k, n), exactly as nn.Dense computes it."""
+  return jax.lax.dot_general(x, kernel, (((2,), (0,)), ((), ())))
+
+
+def _matmul_per_example_grad_fwd(x, kernel):
+  return _matmul_per_example_grad(x, kernel), (x, kernel)
+
+
+def _matmul_per_example_grad_bwd(residuals, dy):
+  x, kernel = residuals
+  dx = jax.lax.dot_general(dy, kernel, (((2,), (1,)), ((), ())))
+  # One matmul per example, then their sum, in float32.
+  dkernel = jax.lax.dot_general(x, dy, (((1,), (1,)), ((0,), (0,))),
+                                preferred_element_type=jnp.float32).sum(0)
+  return dx, dkernel.astype(kernel.dtype)
+
+
+_matmul_per_example_grad.defvjp(_matmul_per_example_grad_fwd,
+                                _matmul_per_example_grad_bwd)
+
+
+def per_example_kernel_grad(x, kernel, dimension_numbers, precision=None,
+                            preferred_element_type=None):
+  """A dot_general for nn.Dense: same product, kernel gradient per example.
+
+  The token-mixing kernel's gradient contracts batch x channels (16,384 for
+  S/32 at batch 32) into a (tokens, D_S) matrix; XLA:CPU runs that one long
+  contraction slowly, and a batch of per-example products, summed, faster
+  (experiments/README.md). The values are the same sums.
+  """
+  if (x.ndim != 3 or dimension_numbers != (((2,), (0,)), ((), ())) or
+      precision is not None or preferred_element_type is not None):
+    raise ValueError('per_example_kernel_grad takes nn.Dense\'s product of '
+                     '(batch, rows, k) inputs only.')
+  return _matmul_per_example_grad(x, kernel)
+
+
 class MlpBlock(nn.Module):
-  """Dense -> GELU -> Dense over the last axis, back to the input width."""
+  """Dense -> GELU -> Dense over the last axis, back to the input width.
+
+  `dot_general`: nn.Dense's, e.g. per_example_kernel_grad (None: lax's).
+  """
   mlp_dim: int
   approximate_gelu: bool = True
   dropout_rate: float = 0.0
   dtype: Dtype = jnp.float32
+  dot_general: Optional[Any] = None
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
-    y = nn.Dense(self.mlp_dim, dtype=self.dtype)(x)
+    dense = dict(dtype=self.dtype, dot_general=self.dot_general)
+    y = nn.Dense(self.mlp_dim, **dense)(x)
     y = nn.gelu(y, approximate=self.approximate_gelu)
     y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
-    y = nn.Dense(x.shape[-1], dtype=self.dtype)(y)
+    y = nn.Dense(x.shape[-1], **dense)(y)
     return nn.Dropout(self.dropout_rate, deterministic=not train)(y)
 
 
@@ -52,6 +96,7 @@ class MixerBlock(nn.Module):
   `drop_path_rate` drops a whole residual branch per example (stochastic
   depth) and rescales the kept ones by 1/(1 - rate), so that evaluation needs
   no correction; the token and channel branches draw independently.
+  `per_example_token_grad`: see MlpMixer.
   """
   tokens_mlp_dim: int
   channels_mlp_dim: int
@@ -59,6 +104,7 @@ class MixerBlock(nn.Module):
   dropout_rate: float = 0.0
   drop_path_rate: float = 0.0
   dtype: Dtype = jnp.float32
+  per_example_token_grad: bool = False
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
@@ -69,7 +115,10 @@ class MixerBlock(nn.Module):
                            deterministic=not train)
     y = nn.LayerNorm(dtype=self.dtype)(x)
     y = jnp.swapaxes(y, 1, 2)
-    y = MlpBlock(self.tokens_mlp_dim, name='token_mixing', **mlp)(y, train=train)
+    y = MlpBlock(self.tokens_mlp_dim, name='token_mixing',
+                 dot_general=(per_example_kernel_grad
+                              if self.per_example_token_grad else None),
+                 **mlp)(y, train=train)
     y = jnp.swapaxes(y, 1, 2)
     x = x + drop_path(y)
     y = nn.LayerNorm(dtype=self.dtype)(x)
@@ -94,6 +143,9 @@ class MlpMixer(nn.Module):
     stochastic_depth: drop-path rate of the last block; block i of N uses
       `stochastic_depth * i / (N - 1)` as big_vision's Mixer (0 for block 0).
     in_channels: image channels the model expects.
+    per_example_token_grad: compute the token-mixing kernels' gradients per
+      example, then sum them (per_example_kernel_grad): the same values, and
+      faster on XLA:CPU. None: on where jax's default backend is the CPU.
   """
   patch_size: int
   num_classes: Optional[int]
@@ -106,10 +158,14 @@ class MlpMixer(nn.Module):
   dropout_rate: float = 0.0
   stochastic_depth: float = 0.0
   in_channels: int = 3
+  per_example_token_grad: Optional[bool] = None
 
   @nn.compact
   def __call__(self, images, *, train: bool = False):
     self.check_input_shape(images.shape)
+    per_example_token_grad = self.per_example_token_grad
+    if per_example_token_grad is None:
+      per_example_token_grad = jax.default_backend() == 'cpu'
     x = PatchStem(self.patch_size, self.hidden_dim, dtype=self.dtype,
                   name='stem')(images)
     for i in range(self.num_blocks):
@@ -119,7 +175,8 @@ class MlpMixer(nn.Module):
           approximate_gelu=self.approximate_gelu,
           dropout_rate=self.dropout_rate,
           drop_path_rate=self.stochastic_depth * depth_fraction,
-          dtype=self.dtype, name=f'MixerBlock_{i}')(x, train=train)
+          dtype=self.dtype, per_example_token_grad=per_example_token_grad,
+          name=f'MixerBlock_{i}')(x, train=train)
     x = nn.LayerNorm(dtype=self.dtype, name='pre_head_layer_norm')(x)
     x = jnp.mean(x.astype(jnp.float32), axis=1)
     if self.num_classes:

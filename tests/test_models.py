@@ -150,6 +150,48 @@ def test_bfloat16_compute_keeps_float32_params_and_close_logits():
   assert 1e-5 < delta.max() < 0.05 * np.abs(logits).max()
 
 
+def loss_and_grads(model, params, images):
+  loss = lambda p: jnp.sum(model.apply({'params': p}, images)**2)
+  return jax.jit(jax.value_and_grad(loss))(params)
+
+
+@pytest.mark.parametrize('dtype,rtol', [(jnp.float32, 1e-5),
+                                        (jnp.bfloat16, 2e-2)])
+def test_per_example_token_grad_gives_the_same_loss_and_gradients(dtype,
+                                                                  rtol):
+  params = checkpoint.load(TESTDATA / 'vit_jax_mixer_tiny.npz')
+  images, _ = load_io('vit_jax_mixer_tiny')
+  loss, grads = loss_and_grads(
+      tiny_model(dtype=dtype, per_example_token_grad=False), params, images)
+  loss_per_example, grads_per_example = loss_and_grads(
+      tiny_model(dtype=dtype, per_example_token_grad=True), params, images)
+  assert loss_per_example == loss  # The forward pass is the same program.
+  for path, grad in jax.tree_util.tree_leaves_with_path(grads):
+    other = grads_per_example
+    for key in path:
+      other = other[key.key]
+    assert other.dtype == jnp.float32
+    np.testing.assert_allclose(other, grad, rtol=rtol,
+                               atol=rtol * np.abs(grad).max(),
+                               err_msg=jax.tree_util.keystr(path))
+
+
+def test_per_example_token_grad_is_the_cpu_default():
+  params = checkpoint.load(TESTDATA / 'vit_jax_mixer_tiny.npz')
+  images, _ = load_io('vit_jax_mixer_tiny')
+  lowered = lambda **kw: jax.jit(jax.grad(lambda p: jnp.sum(tiny_model(
+      **kw).apply({'params': p}, images)))).lower(params).as_text()
+  assert jax.default_backend() == 'cpu'
+  assert lowered() == lowered(per_example_token_grad=True)
+  assert lowered() != lowered(per_example_token_grad=False)
+
+
+def test_per_example_kernel_grad_takes_only_batched_dense_products():
+  with pytest.raises(ValueError, match='per_example_kernel_grad'):
+    models.per_example_kernel_grad(jnp.ones((4, 3)), jnp.ones((3, 2)),
+                                   (((1,), (0,)), ((), ())))
+
+
 def test_train_mode_without_dropout_is_deterministic_and_equal_to_eval():
   params = checkpoint.load(TESTDATA / 'vit_jax_mixer_tiny.npz')
   images, _ = load_io('vit_jax_mixer_tiny')
