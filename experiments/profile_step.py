@@ -24,9 +24,9 @@ groups the traced HLO ops:
                             contracts the last axes of both (x @ w.T), TN the
                             first ones (x.T @ w). GFLOP/s from the compiled
                             HLO's shapes (2 per multiply-add).
-  ... (Eigen)               a plain XLA:CPU dot, which Eigen runs on its
-                            own threads: like every asynchronous op, timed
-                            from its launch to its `end: <op>` trace event.
+  ... (Eigen)               a plain XLA:CPU dot: Eigen runs it on its own
+                            threads after the traced launch returns, so its
+                            time shows as idle, not in its row.
   <fusion name> (ops)       every other op, by XLA's name for it less its
                             number, and the ops it fuses.
 
@@ -34,7 +34,8 @@ groups the traced HLO ops:
             thread pool can overlap, so the rows may add up to more than the
             busy time, and an op that shares the cores looks slower.
   busy      time per step with at least one traced op running; idle = the
-            untraced step time less busy (dispatch, waits, tracing).
+            untraced step time less busy (dispatch, waits, and work XLA runs
+            without a trace event, such as Eigen's threads inside a dot).
 
 XLA:CPU emits these events only with --xla_cpu_enable_xprof_traceme, which
 this script adds to XLA_FLAGS. The trace stays in --trace_dir for XProf or
@@ -87,9 +88,14 @@ class Instruction:
 
 @dataclasses.dataclass(frozen=True)
 class Op:
-  """What a traced HLO op is: its group's label and its FLOPs per run."""
+  """What a traced HLO op is: its group's label and its FLOPs per run.
+
+  `untimed`: a plain XLA:CPU dot, which Eigen runs on its threads after the
+  traced launch returns, so that its event does not hold its time.
+  """
   label: str
   flops: float = 0.0
+  untimed: bool = False
 
 
 def parse_hlo(hlo_text: str) -> dict[str, dict[str, Instruction]]:
@@ -151,7 +157,7 @@ def hlo_ops(hlo_text: str) -> dict[str, Op]:
       label = re.sub(r'\.\d+$', '', name)
       if instruction.op == 'dot':
         dot = describe_dot(instruction, scope)
-        ops[name] = Op(dot.label + ' (Eigen)', dot.flops)
+        ops[name] = Op(dot.label + ' (Eigen)', dot.flops, untimed=True)
         continue
       inner = {}
       if called := re.search(r'calls=%?([\w.\-]+)', instruction.attrs):
@@ -200,33 +206,9 @@ def busy_seconds(intervals: Iterable[tuple[int, int]]) -> float:
   return total / 1e12
 
 
-def op_intervals(events) -> list[tuple[str, int, int]]:
-  """Each op run's (name, start, end), asynchronous ones up to their end.
-
-  XLA:CPU traces an op's launch under its name; an op that completes later
-  (an Eigen dot, say) also leaves an instant `end: <name>` event when done:
-  the k-th launch of a name ends at its k-th `end:` event.
-  """
-  launches, ends = collections.defaultdict(list), collections.defaultdict(list)
-  for name, start, end in events:
-    if name.startswith('end: '):
-      ends[name[len('end: '):]].append(start)
-    else:
-      launches[name].append((start, end))
-  intervals = []
-  for name, runs in launches.items():
-    runs.sort()
-    done = sorted(ends.get(name, ()))
-    if len(done) != len(runs):
-      done = [end for _, end in runs]
-    intervals += [(name, start, max(end, finish))
-                  for (start, end), finish in zip(runs, done)]
-  return intervals
-
-
 def summarize(events, ops: dict[str, Op], *, steps: int) -> dict:
   """Per-step time, calls and FLOP/s of each op group, and the busy time."""
-  traced = [(ops[name], start, end) for name, start, end in op_intervals(events)
+  traced = [(ops[name], start, end) for name, start, end in events
             if name in ops]
   if not traced:
     raise RuntimeError(
@@ -234,9 +216,10 @@ def summarize(events, ops: dict[str, Op], *, steps: int) -> dict:
         'only with --xla_cpu_enable_xprof_traceme (set by this script before '
         'jax starts); on GPU or TPU read the trace with XProf.')
   groups = collections.defaultdict(lambda: {'seconds': 0.0, 'calls': 0,
-                                            'flops': 0.0})
+                                            'flops': 0.0, 'untimed': False})
   for op, start, end in traced:
     group = groups[op.label]
+    group['untimed'] = op.untimed
     group['seconds'] += (end - start) / 1e12 / steps
     group['calls'] += 1 / steps
     group['flops'] += op.flops / steps
@@ -244,13 +227,16 @@ def summarize(events, ops: dict[str, Op], *, steps: int) -> dict:
            'calls_per_step': round(g['calls'], 2),
            'gflop_per_step': g['flops'] / 1e9,
            'gflop_per_s': (g['flops'] / g['seconds'] / 1e9 if g['flops'] and
-                           g['seconds'] else None)}
+                           g['seconds'] and not g['untimed'] else None),
+           'untimed': g['untimed']}
           for label, g in groups.items()]
   rows.sort(key=lambda row: -row['ms_per_step'])
-  dots = [row for row in rows if row['gflop_per_step']]
+  dots = [row for row in rows if row['gflop_per_step'] and not row['untimed']]
   dot_ms = sum(row['ms_per_step'] for row in dots)
   dot_gflop = sum(row['gflop_per_step'] for row in dots)
   return {
+      'untimed_dot_gflop_per_step': sum(
+          row['gflop_per_step'] for row in rows if row['untimed']),
       'busy_ms_per_step': busy_seconds((s, e) for _, s, e in traced) / steps *
                           1e3,
       'dot_ms_per_step': dot_ms, 'dot_gflop_per_step': dot_gflop,
@@ -302,10 +288,11 @@ def format_summary(result: dict, *, top: int) -> str:
       f'step {step:.1f} ms (untraced median); traced ops busy '
       f'{result["busy_ms_per_step"]:.1f} ms/step, idle '
       f'{result["idle_ms_per_step"]:.1f} ms/step',
-      f'dots {result["dot_ms_per_step"]:.1f} ms/step, '
+      f'traced dots {result["dot_ms_per_step"]:.1f} ms/step, '
       f'{result["dot_gflop_per_step"]:.1f} GFLOP/step at '
-      f'{result["dot_gflop_per_s"] or 0:.1f} GFLOP/s; other ops '
-      f'{result["other_ms_per_step"]:.1f} ms/step',
+      f'{result["dot_gflop_per_s"] or 0:.1f} GFLOP/s; Eigen dots '
+      f'{result["untimed_dot_gflop_per_step"]:.1f} GFLOP/step (their time is '
+      f'in idle); other ops {result["other_ms_per_step"]:.1f} ms/step',
       f'trace: {result["trace_dir"]}', '',
       f'{"ms/step":>9} {"% step":>7} {"calls":>6} {"GFLOP/s":>8}  op']
   for row in result['rows'][:top]:
