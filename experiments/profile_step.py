@@ -26,7 +26,9 @@ groups the traced HLO ops:
                             HLO's shapes (2 per multiply-add).
   ... (Eigen)               a plain XLA:CPU dot: Eigen runs it on its own
                             threads after the traced launch returns, so its
-                            time shows as idle, not in its row.
+                            row holds the launch only; its work shows in the
+                            rows of the ops that share the cores with it,
+                            and in idle. Its FLOPs are counted.
   <fusion name> (ops)       every other op, by XLA's name for it less its
                             number, and the ops it fuses.
 
@@ -291,8 +293,8 @@ def format_summary(result: dict, *, top: int) -> str:
       f'traced dots {result["dot_ms_per_step"]:.1f} ms/step, '
       f'{result["dot_gflop_per_step"]:.1f} GFLOP/step at '
       f'{result["dot_gflop_per_s"] or 0:.1f} GFLOP/s; Eigen dots '
-      f'{result["untimed_dot_gflop_per_step"]:.1f} GFLOP/step (their time is '
-      f'in idle); other ops {result["other_ms_per_step"]:.1f} ms/step',
+      f'{result["untimed_dot_gflop_per_step"]:.1f} GFLOP/step (launches '
+      f'traced, not their work); other ops {result["other_ms_per_step"]:.1f} ms/step',
       f'trace: {result["trace_dir"]}', '',
       f'{"ms/step":>9} {"% step":>7} {"calls":>6} {"GFLOP/s":>8}  op']
   for row in result['rows'][:top]:
