@@ -21,7 +21,8 @@ to JSON with a record of the machine and the command. The figures:
   matmul peak  the best FLOP/s of chained square matmuls in --dtype, sizes
                512 up to 8192, batch-sharded over the devices like the
                model; best of several calls of at least --matmul_seconds.
-               The reference for MFU.
+               The reference for MFU. Each size's figure is printed and
+               kept in the JSON (by_dim), for MFU against another peak.
   img/s        global batch / median of --steps step times (each step waited
                for, after compilation and --warmup steps). train: the jitted
                data-parallel train step, state donated, on a fixed random
@@ -219,7 +220,9 @@ def format_report(results: dict) -> str:
         f'matmul peak ({peak["dtype"]}, {peak["devices"]} device(s)): '
         f'{peak["flop_per_s"] / 1e12:.3f} TFLOP/s (chain of {peak["chain"]} '
         f'{peak["dim"]}x{peak["dim"]} matmuls per device, best call '
-        f'{peak["call_seconds"] * 1e3:.1f} ms)']
+        f'{peak["call_seconds"] * 1e3:.1f} ms); by size: ' + ', '.join(
+            f'{dim} {flop_per_s / 1e9:,.0f}'
+            for dim, flop_per_s in peak['by_dim'].items()) + ' GFLOP/s']
   lines += ['', f'{"mode":<10} {"dtype":<9} {"batch":>6} {"img/s":>10} '
             f'{"step ms":>9} {"compile s":>9} {"MFU":>7}  memory']
   for mode in (m for m in MODES if m in results):

@@ -67,6 +67,8 @@ def measure_matmul_peak(mesh, dtype, *, min_seconds: float = 0.05,
   from 512 double up to max_dim (or until one product takes over a second)
   and the fastest wins: the smallest size that runs long enough is often not
   the fastest (on a 2-core CPU 1024 reaches ~80 % of what 2048 does).
+  `by_dim` keeps every size's FLOP/s, so that MFU against another peak
+  definition (one fixed size, say) can be worked out from the same run.
   """
   replicated, rows = data_parallel_shardings(mesh)
 
@@ -82,20 +84,22 @@ def measure_matmul_peak(mesh, dtype, *, min_seconds: float = 0.05,
     return min(time_calls(lambda: product(x, w).block_until_ready(),
                           steps=repeats, warmup=1))
 
-  best, dim = None, 512
+  best, by_dim, dim = None, {}, 512
   while dim <= max_dim:
     chain, seconds = 1, best_seconds(dim, 1)
     while seconds < min_seconds:  # A product alone may time slower than chained.
       chain = math.ceil(chain * min_seconds / seconds)
       seconds = best_seconds(dim, chain)
     flop_per_s = 2 * dim**3 * chain * mesh.size / seconds
+    by_dim[str(dim)] = flop_per_s
     if best is None or flop_per_s > best['flop_per_s']:
       best = {'flop_per_s': flop_per_s, 'call_seconds': seconds, 'dim': dim,
               'chain': chain}
     if seconds / chain > 1.0:
       break
     dim *= 2
-  return {**best, 'dtype': jnp.dtype(dtype).name, 'devices': mesh.size}
+  return {**best, 'by_dim': by_dim, 'dtype': jnp.dtype(dtype).name,
+          'devices': mesh.size}
 
 
 def random_batch(mesh, *, batch_size: int, image_size: int, num_classes: int):

@@ -88,6 +88,10 @@ def test_matmul_peak(results):
   assert is_positive(peak['flop_per_s'])
   assert peak['call_seconds'] >= TINY.matmul_seconds and peak['chain'] >= 1
   assert peak['devices'] == jax.device_count()
+  # Every size tried is kept, the reported one is the fastest of them.
+  assert peak['by_dim'][str(peak['dim'])] == peak['flop_per_s']
+  assert peak['flop_per_s'] == max(peak['by_dim'].values())
+  assert list(peak['by_dim'])[0] == '512'
 
 
 @pytest.mark.parametrize('mode', ['train', 'inference'])
