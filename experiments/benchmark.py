@@ -87,6 +87,7 @@ class Settings:
   modes: Sequence[str] = MODES
   matmul_seconds: float = 0.05
   matmul_max_dim: int = 8192
+  per_example_token_grad: Optional[bool] = None
 
 
 flags.DEFINE_string('variant', Settings.variant,
@@ -116,6 +117,11 @@ flags.DEFINE_float('matmul_seconds', Settings.matmul_seconds,
                    'Least duration of one timed call of the matmul peak.')
 flags.DEFINE_integer('matmul_max_dim', Settings.matmul_max_dim,
                      'Largest square size the matmul peak tries.')
+flags.DEFINE_boolean('per_example_token_grad',
+                     Settings.per_example_token_grad,
+                     'Force the per-example token-mixing kernel gradient on '
+                     'or off (--noper_example_token_grad); default: the '
+                     "model's own choice for the backend (on for the CPU).")
 _INPUT_CONFIG = config_flags.DEFINE_config_file(
     'input_config', str(ROOT / 'configs' / 'digits.py'),
     'Config whose train input the input mode measures, with image_size and '
@@ -168,15 +174,18 @@ def run_benchmark(settings: Settings, *, input_config=None,
                      f'{len(used)} devices.')
   mesh = jax.sharding.Mesh(np.asarray(used), ('data',))
   depth = {'num_blocks': settings.num_blocks} if settings.num_blocks else {}
-  model = models.create_model(settings.variant, dtype=jnp.dtype(
-      settings.dtype), num_classes=settings.num_classes, **depth)
+  model = models.create_model(
+      settings.variant, dtype=jnp.dtype(settings.dtype),
+      num_classes=settings.num_classes,
+      per_example_token_grad=settings.per_example_token_grad, **depth)
   size = settings.image_size
   results = {'machine': machine_record(used, command),
              'settings': dataclasses.asdict(settings)}
   if set(settings.modes) & set(FORWARD_PASSES):  # What MFU needs, first.
     results['model'] = {'params': models.count_params(models.init_params(
         model, image_size=size, abstract=True)),
-                        **measure.analytic_vs_xla_flops(model, image_size=size)}
+                        'per_example_token_grad': model.resolved_per_example_token_grad(),
+        **measure.analytic_vs_xla_flops(model, image_size=size)}
     results['matmul_peak'] = measure.measure_matmul_peak(
         mesh, jnp.dtype(settings.dtype), min_seconds=settings.matmul_seconds,
         max_dim=settings.matmul_max_dim)
@@ -216,7 +225,9 @@ def format_report(results: dict) -> str:
         f'model {settings["variant"]} @{settings["image_size"]}px: '
         f'{model["params"]:,} params, {model["analytic_forward"] / 1e9:.3f} '
         f'GFLOPs/img forward (XLA/analytic {ratio(model["forward_ratio"])}, '
-        f'XLA train/forward {ratio(model["train_over_forward"])})',
+        f'XLA train/forward {ratio(model["train_over_forward"])}); '
+        f'per-example token gradient '
+        f'{"on" if model["per_example_token_grad"] else "off"}',
         f'matmul peak ({peak["dtype"]}, {peak["devices"]} device(s)): '
         f'{peak["flop_per_s"] / 1e12:.3f} TFLOP/s (chain of {peak["chain"]} '
         f'{peak["dim"]}x{peak["dim"]} matmuls per device, best call '

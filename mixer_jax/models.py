@@ -163,9 +163,7 @@ class MlpMixer(nn.Module):
   @nn.compact
   def __call__(self, images, *, train: bool = False):
     self.check_input_shape(images.shape)
-    per_example_token_grad = self.per_example_token_grad
-    if per_example_token_grad is None:
-      per_example_token_grad = jax.default_backend() == 'cpu'
+    per_example_token_grad = self.resolved_per_example_token_grad()
     x = PatchStem(self.patch_size, self.hidden_dim, dtype=self.dtype,
                   name='stem')(images)
     for i in range(self.num_blocks):
@@ -183,6 +181,12 @@ class MlpMixer(nn.Module):
       x = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
                    dtype=self.dtype, name='head')(x)
     return x.astype(jnp.float32)
+
+  def resolved_per_example_token_grad(self) -> bool:
+    """per_example_token_grad, None meaning: on where the backend is the CPU."""
+    if self.per_example_token_grad is None:
+      return jax.default_backend() == 'cpu'
+    return self.per_example_token_grad
 
   def check_input_shape(self, shape):
     """Raises ValueError naming the problem if images of `shape` cannot fit."""

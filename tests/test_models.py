@@ -184,6 +184,9 @@ def test_per_example_token_grad_is_the_cpu_default():
   assert jax.default_backend() == 'cpu'
   assert lowered() == lowered(per_example_token_grad=True)
   assert lowered() != lowered(per_example_token_grad=False)
+  assert tiny_model().resolved_per_example_token_grad()
+  assert not tiny_model(
+      per_example_token_grad=False).resolved_per_example_token_grad()
 
 
 def test_per_example_kernel_grad_takes_only_batched_dense_products():
