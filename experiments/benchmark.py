@@ -182,9 +182,10 @@ def run_benchmark(settings: Settings, *, input_config=None,
   results = {'machine': machine_record(used, command),
              'settings': dataclasses.asdict(settings)}
   if set(settings.modes) & set(FORWARD_PASSES):  # What MFU needs, first.
-    results['model'] = {'params': models.count_params(models.init_params(
-        model, image_size=size, abstract=True)),
-                        'per_example_token_grad': model.resolved_per_example_token_grad(),
+    results['model'] = {
+        'params': models.count_params(models.init_params(
+            model, image_size=size, abstract=True)),
+        'per_example_token_grad': model.resolved_per_example_token_grad(),
         **measure.analytic_vs_xla_flops(model, image_size=size)}
     results['matmul_peak'] = measure.measure_matmul_peak(
         mesh, jnp.dtype(settings.dtype), min_seconds=settings.matmul_seconds,
