@@ -30,6 +30,9 @@ to JSON with a record of the machine and the command. The figures:
                jitted forward pass; input: input_pipeline.train_iterator
                alone on the host (its step ms: mean time per batch).
   compile s    wall time of jit(...).lower(...).compile(), tracing included.
+  faults/step  the process's minor page faults per timed step (Unix): memory
+               the step maps afresh and the kernel zeroes. Near 0 where a
+               step reuses what the last one freed (--reuse_host_memory).
   MFU          model FLOP/s / matmul peak, with 3 x models.flops_per_image
                per trained image (backward = 2 forward), 1 x per inferred one.
   memory       device peak_bytes_in_use where the backend reports it (GPU,
@@ -64,7 +67,9 @@ sys.path.insert(0, str(ROOT))  # Run as a script: `configs` lives at the root.
 
 # pylint: disable=g-import-not-at-top,g-bad-import-order
 from experiments import measure
+from mixer_jax import host_memory
 from mixer_jax import models
+from mixer_jax import train  # noqa: F401  (defines --reuse_host_memory)
 
 MODES = ('train', 'inference', 'input')
 # Model FLOPs per image of the device modes, in forward passes.
@@ -129,6 +134,8 @@ _INPUT_CONFIG = config_flags.DEFINE_config_file(
     'gets train_pp=inception_crop, so that the per-image cost at the '
     'benchmark resolution is measured. Override: --input_config.<field>=...',
     lock_config=False)
+# mixer_jax.train's --[no]reuse_host_memory, listed in this script's --help.
+flags.declare_key_flag('reuse_host_memory', flag_values=flags.FLAGS)
 _JSON = flags.DEFINE_string('json', None, 'Results file (default: '
                             'benchmark_<variant>_<dtype>_b<batch>.json here).')
 
@@ -144,6 +151,7 @@ def cpu_model() -> str:
 
 
 def machine_record(devices, command: str) -> dict:
+  """Where and how the figures were taken; main adds host_memory_reused."""
   return {
       'date': datetime.datetime.now(datetime.timezone.utc).isoformat(
           timespec='seconds'),
@@ -219,6 +227,11 @@ def format_report(results: dict) -> str:
                **results['machine'])]
   if results['machine'].get('xla_flags'):
     lines.append(f'XLA_FLAGS: {results["machine"]["xla_flags"]}')
+  if 'host_memory_reused' in results['machine']:
+    lines.append('host memory freed by a step: ' + (
+        'reused by the next (CPU dispatch synchronous, glibc mmap and trim '
+        'off)' if results['machine']['host_memory_reused'] else
+        'allocator defaults'))
   if 'model' in results:
     model, peak = results['model'], results['matmul_peak']
     ratio = lambda x: f'x{x:.3f}' if x else 'n/a'
@@ -236,18 +249,21 @@ def format_report(results: dict) -> str:
             f'{dim} {flop_per_s / 1e9:,.0f}'
             for dim, flop_per_s in peak['by_dim'].items()) + ' GFLOP/s']
   lines += ['', f'{"mode":<10} {"dtype":<9} {"batch":>6} {"img/s":>10} '
-            f'{"step ms":>9} {"compile s":>9} {"MFU":>7}  memory']
+            f'{"step ms":>9} {"compile s":>9} {"MFU":>7} {"faults/step":>11}'
+            '  memory']
   for mode in (m for m in MODES if m in results):
     row = results[mode]
-    dtype, compile_s, mfu, memory = 'host', '-', '-', '-'
+    dtype, compile_s, mfu, faults, memory = 'host', '-', '-', '-', '-'
     if mode in FORWARD_PASSES:
       dtype, compile_s, mfu = (settings['dtype'],
                                f'{row["compile_seconds"]:.2f}',
                                f'{row["mfu"]:.1%}')
+      if row.get('page_faults_per_step') is not None:
+        faults = f'{row["page_faults_per_step"]:,.0f}'
       memory = f'{row["memory_bytes"] / 2**20:.1f} MiB ({row["memory_source"]})'
     lines.append(f'{mode:<10} {dtype:<9} {settings["batch"]:>6} '
                  f'{row["img_per_s"]:>10.1f} {row["step_seconds"] * 1e3:>9.2f} '
-                 f'{compile_s:>9} {mfu:>7}  {memory}')
+                 f'{compile_s:>9} {mfu:>7} {faults:>11}  {memory}')
   if 'input' in results and 'train' in results:
     bound = results['input']['img_per_s'] < results['train']['img_per_s']
     lines.append(f'input pipeline {"slower" if bound else "faster"} than the '
@@ -261,6 +277,9 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   settings = Settings(**{field.name: flags.FLAGS[field.name].value
                          for field in dataclasses.fields(Settings)})
+  # Before run_benchmark starts jax's backends.
+  reused = (flags.FLAGS.reuse_host_memory and
+            host_memory.reuse_freed_memory())
   input_config = _INPUT_CONFIG.value
   input_config.update(image_size=settings.image_size,
                       batch_size=settings.batch)
@@ -274,6 +293,7 @@ def main(argv):
     raise app.UsageError(str(e)) from e
   results['settings']['input_config'] = config_flags.get_config_filename(
       flags.FLAGS['input_config'])
+  results['machine']['host_memory_reused'] = reused
   print(format_report(results))
   path = _JSON.value or (f'benchmark_{settings.variant.replace("/", "")}_'
                          f'{settings.dtype}_b{settings.batch}.json')

@@ -30,6 +30,11 @@ from mixer_jax import optim
 from mixer_jax import train
 from mixer_jax import train_state
 
+try:
+  import resource  # pylint: disable=g-import-not-at-top
+except ImportError:  # Not on Windows.
+  resource = None
+
 
 def data_parallel_shardings(mesh):
   """(replicated, batch-sharded) shardings, as train.train_and_evaluate."""
@@ -47,6 +52,11 @@ def time_calls(call, *, steps: int, warmup: int) -> list[float]:
     call()
     seconds.append(time.perf_counter() - start)
   return seconds
+
+
+def minor_page_faults() -> Optional[int]:
+  """The process's minor page faults so far; None where unknown."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource else None
 
 
 def chained_matmul(x, w, *, chain: int):
@@ -156,10 +166,15 @@ def compile_and_time(jitted, args, run, *, mesh, batch_size: int, steps: int,
   start = time.perf_counter()
   compiled = jitted.lower(*args).compile()
   compile_seconds = time.perf_counter() - start
-  seconds = time_calls(lambda: run(compiled), steps=steps, warmup=warmup)
+  time_calls(lambda: run(compiled), steps=0, warmup=warmup)
+  faults_before = minor_page_faults()
+  seconds = time_calls(lambda: run(compiled), steps=steps, warmup=0)
+  faults = (None if faults_before is None else
+            (minor_page_faults() - faults_before) / steps)
   median = statistics.median(seconds)
   return {'img_per_s': batch_size / median, 'step_seconds': median,
           'step_seconds_all': seconds, 'compile_seconds': compile_seconds,
+          'page_faults_per_step': faults,
           **memory_figures(compiled, mesh.devices.flat)}
 
 

@@ -72,6 +72,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # Run as a script: `configs` lives at the root.
 
 from experiments import measure
+from mixer_jax import host_memory
 from mixer_jax import models
 
 _INSTRUCTION = re.compile(
@@ -328,6 +329,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   f = flags.FLAGS
+  if f.reuse_host_memory:  # As the benchmark; before jax's backends start.
+    host_memory.reuse_freed_memory()
   try:
     result = profile(
         variant=f.variant, batch=f.batch, image_size=f.image_size,
@@ -344,4 +347,6 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
+  # mixer_jax.train's --[no]reuse_host_memory (imported through measure).
+  flags.declare_key_flag('reuse_host_memory')
   app.run(main)

@@ -36,6 +36,7 @@ import numpy as np
 import optax
 
 from mixer_jax import checkpoint
+from mixer_jax import host_memory
 from mixer_jax import input_pipeline
 from mixer_jax import metrics
 from mixer_jax import models
@@ -50,6 +51,10 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Where checkpoints, logs and metrics go; a run in an '
     'existing workdir resumes. Default: workdirs/<config name>.')
+_REUSE_HOST_MEMORY = flags.DEFINE_boolean(
+    'reuse_host_memory', True, 'On the CPU backend, keep the memory a step '
+    'frees for the next one instead of faulting it in again '
+    '(mixer_jax/host_memory.py).')
 
 _MODEL_OVERRIDES = ('num_blocks', 'hidden_dim', 'tokens_mlp_dim',
                     'channels_mlp_dim')
@@ -312,6 +317,8 @@ def main(argv):
   if os.environ.get('MIXER_JAX_DISTRIBUTED') or os.environ.get(
       'JAX_COORDINATOR_ADDRESS'):
     jax.distributed.initialize()
+  if _REUSE_HOST_MEMORY.value:  # Before anything starts jax's backends.
+    host_memory.reuse_freed_memory()
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].serialize()
                                               .split('=', 1)[-1])
   logging.info('Workdir: %s', os.path.abspath(workdir))

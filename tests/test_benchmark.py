@@ -6,7 +6,11 @@ No timing is asserted: the figures only have to be well formed.
 import dataclasses
 import json
 import math
+import os
 import pathlib
+import platform
+import subprocess
+import sys
 
 from absl import app
 from absl import flags
@@ -112,6 +116,7 @@ def test_device_modes_are_well_formed(results, mode):
               'memory_bytes', 'compiled_memory_bytes'):
     assert is_positive(figures[key]), key
   assert len(figures['step_seconds_all']) == TINY.steps
+  assert figures['page_faults_per_step'] >= 0  # Counted on Linux.
   assert figures['img_per_s'] == pytest.approx(TINY.batch /
                                                figures['step_seconds'])
   passes = 3 if mode == 'train' else 1
@@ -148,8 +153,10 @@ def test_donated_train_state_spares_the_params(mesh):
 
 def test_cli_writes_json(tmp_path, capsys):
   path = tmp_path / 'out.json'
+  # This process's jax already runs: the allocator is left as it is.
   flags.FLAGS(['benchmark.py', '--image_size=16', '--batch=8', '--steps=1',
-               '--warmup=0', '--modes=input', f'--json={path}'])
+               '--warmup=0', '--modes=input', f'--json={path}',
+               '--noreuse_host_memory'])
   try:
     benchmark.main(['benchmark.py'])
   finally:
@@ -167,6 +174,25 @@ def test_cli_writes_json(tmp_path, capsys):
     assert results['machine'][key], key
   # conftest's virtual devices come from XLA_FLAGS: the record names them.
   assert 'device_count=8' in results['machine']['xla_flags']
+  assert results['machine']['host_memory_reused'] is False
+
+
+def test_cli_in_a_fresh_process_reuses_host_memory(tmp_path):
+  path = tmp_path / 'out.json'
+  result = subprocess.run(
+      [sys.executable, 'experiments/benchmark.py', '--variant=Ti/4',
+       '--num_blocks=1', '--image_size=16', '--batch=8', '--num_classes=10',
+       '--steps=2', '--warmup=1', '--modes=train', '--matmul_seconds=0.005',
+       '--matmul_max_dim=512', f'--json={path}'],
+      cwd=ROOT, env=dict(os.environ, XLA_FLAGS=''), capture_output=True,
+      text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  results = json.loads(path.read_text())
+  reused = platform.system() == 'Linux' and platform.libc_ver()[0] == 'glibc'
+  assert results['machine']['host_memory_reused'] is reused
+  assert ('host memory freed by a step: reused by the next' in
+          result.stdout) is reused
+  assert results['train']['page_faults_per_step'] >= 0
 
 
 def test_cli_rejects_a_batch_that_does_not_split():

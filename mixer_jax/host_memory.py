@@ -1,0 +1,60 @@
+# Copyright 2026 The mixer_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Host memory on XLA:CPU: each step reuses the blocks the last one freed.
+
+XLA:CPU allocates a compiled program's temporaries afresh at every call (961 MB
+for S/32's train step at batch 32). glibc's malloc serves a block that large
+with mmap and unmaps it when it is freed, so every call faults its temporaries
+in again, page by page, each page zeroed by the kernel: 240,000 page faults
+and about 0.7 s of CPU time per S/32 train step on a 2-core VM
+(experiments/README.md). With mmap and trimming off, glibc keeps freed blocks
+in its heap and the next call reuses them, without a fault.
+
+That holds for the calling thread's heap only (glibc's other arenas map large
+blocks whatever its settings), so the CPU backend must run single-device
+programs on the thread that calls them: jax's `jax_cpu_enable_async_dispatch`
+off. Both settings are process-wide; the entry points (train, benchmark,
+profile) make them, a library import does not.
+"""
+
+import ctypes
+import platform
+import sys
+
+import jax
+
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+
+
+def reuse_freed_memory() -> bool:
+  """Keeps XLA:CPU's per-call temporaries in the heap between calls.
+
+  Call before jax's backends start, i.e. before the process's first jax
+  computation or device query: the CPU backend reads its dispatch setting when
+  it is created. Returns whether the allocator settings were made: on Linux
+  with glibc, where the default backend is the CPU. Elsewhere (a GPU or TPU
+  backend, another C library) nothing changes beyond the CPU backend's
+  synchronous dispatch, which only the host-side programs there use.
+  """
+  if not sys.platform.startswith('linux') or platform.libc_ver()[0] != 'glibc':
+    return False
+  jax.config.update('jax_cpu_enable_async_dispatch', False)
+  if jax.default_backend() != 'cpu':
+    return False
+  mallopt = ctypes.CDLL(None).mallopt
+  # -1: never give the top of the heap back to the system (man mallopt).
+  return (mallopt(_M_MMAP_MAX, 0) == 1 and
+          mallopt(_M_TRIM_THRESHOLD, -1) == 1)

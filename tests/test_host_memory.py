@@ -1,0 +1,73 @@
+"""Tests for mixer_jax/host_memory.py, each in a fresh process of one device.
+
+The settings are process-wide and must precede jax's backends, so each case
+runs in its own interpreter; what is asserted is the page faults of one call
+of a program whose temporaries glibc would map afresh, not its time.
+"""
+
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).parent.parent
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith('linux') or platform.libc_ver()[0] != 'glibc',
+    reason='The allocator settings are glibc\'s.')
+
+# Two tanh(x @ w) layers and their gradients, reduced to scalars: about 50 MB
+# of temporaries in one block, over glibc's largest mmap threshold (32 MB).
+PROGRAM = r"""
+import json, resource, sys
+import jax, jax.numpy as jnp
+from mixer_jax import host_memory
+
+reused = host_memory.reuse_freed_memory() if sys.argv[1] == 'reuse' else None
+
+def loss(x, w):
+  for _ in range(2):
+    x = jnp.tanh(x @ w)
+  return x.sum()
+
+def grad_sums(x, w):
+  return [g.sum() for g in jax.grad(loss, argnums=(0, 1))(x, w)]
+
+x, w = jnp.ones((16384, 256)), jnp.eye(256) / 2
+compiled = jax.jit(grad_sums).lower(x, w).compile()
+faults = []
+for _ in range(10):  # The heap may still grow once in the first few calls.
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  jax.block_until_ready(compiled(x, w))
+  faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({
+    'reused': reused,
+    'faults_per_call': sorted(faults)[len(faults) // 2],  # The median.
+    'temp_pages': compiled.memory_analysis().temp_size_in_bytes /
+                  resource.getpagesize(),
+    'async_dispatch': jax.config.values['jax_cpu_enable_async_dispatch']}))
+"""
+
+
+def run_program(mode: str) -> dict:
+  env = dict(os.environ, XLA_FLAGS='', JAX_PLATFORMS='cpu')  # One device.
+  result = subprocess.run([sys.executable, '-c', PROGRAM, mode], cwd=ROOT,
+                          env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_freed_temporaries_are_reused_without_page_faults():
+  default, reused = run_program('default'), run_program('reuse')
+  assert default['temp_pages'] > 32 * 2**20 / 4096  # Over the mmap threshold.
+  # Without the settings a call faults its temporaries in again ...
+  assert default['faults_per_call'] > 0.5 * default['temp_pages']
+  assert default['async_dispatch']
+  # ... with them, it reuses the pages the last call freed.
+  assert reused['reused'] is True and not reused['async_dispatch']
+  assert reused['faults_per_call'] < 0.05 * reused['temp_pages']
