@@ -56,7 +56,9 @@ def time_calls(call, *, steps: int, warmup: int) -> list[float]:
 
 def minor_page_faults() -> Optional[int]:
   """The process's minor page faults so far; None where unknown."""
-  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource else None
+  if resource is None:
+    return None
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def chained_matmul(x, w, *, chain: int):

@@ -295,7 +295,8 @@ def format_summary(result: dict, *, top: int) -> str:
       f'{result["dot_gflop_per_step"]:.1f} GFLOP/step at '
       f'{result["dot_gflop_per_s"] or 0:.1f} GFLOP/s; Eigen dots '
       f'{result["untimed_dot_gflop_per_step"]:.1f} GFLOP/step (launches '
-      f'traced, not their work); other ops {result["other_ms_per_step"]:.1f} ms/step',
+      f'traced, not their work); other ops '
+      f'{result["other_ms_per_step"]:.1f} ms/step',
       f'trace: {result["trace_dir"]}', '',
       f'{"ms/step":>9} {"% step":>7} {"calls":>6} {"GFLOP/s":>8}  op']
   for row in result['rows'][:top]:

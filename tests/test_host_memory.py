@@ -1,8 +1,9 @@
 """Tests for mixer_jax/host_memory.py, each in a fresh process of one device.
 
 The settings are process-wide and must precede jax's backends, so each case
-runs in its own interpreter; what is asserted is the page faults of one call
-of a program whose temporaries glibc would map afresh, not its time.
+runs in its own interpreter. Asserted: the page faults per call (median of
+10) of a program whose temporaries glibc would map afresh, and its values;
+never its time.
 """
 
 import json
