@@ -21,10 +21,10 @@ and about 0.7 s of CPU time per S/32 train step on a 2-core VM
 (experiments/README.md). With mmap and trimming off, glibc keeps freed blocks
 in its heap and the next call reuses them, without a fault.
 
-That holds for glibc's main heap, the main thread's, only (its other arenas
-map large blocks whatever the settings), so the CPU backend must run
-single-device programs on the thread that calls them: jax's
-`jax_cpu_enable_async_dispatch` off. Both settings are process-wide; the entry points (train, benchmark,
+That holds for glibc's main heap, the main thread's, only (its other arenas map
+large blocks whatever the settings), so the CPU backend must run single-device
+programs on the thread that calls them: jax's `jax_cpu_enable_async_dispatch`
+off. Both settings are process-wide; the entry points (train, benchmark,
 profile) make them, a library import does not: a script or notebook of one's
 own calls reuse_freed_memory() first. Where another malloc is preloaded
 (tcmalloc, jemalloc), mallopt is its own and may ignore these settings; the
