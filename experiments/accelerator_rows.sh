@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The issue's accelerator rows in one go: S/32, B/32, B/16 and L/16 in
-# bfloat16, train and inference. B/16 runs twice, with the per-example
-# token-mixing gradient off (the model's default off the CPU: B/16's row) and
-# on, the comparison that decides that default.
+# bfloat16, train and inference. B/16 runs three times: with the CPU's kernel
+# gradient forms off (the model's default off the CPU: B/16's row), then with
+# the per-example token-mixing gradient on, then with the transposed
+# channel-mixing gradient on: the comparisons that decide those defaults.
 #
 #   bash experiments/accelerator_rows.sh [OUT_DIR]
 #
@@ -21,6 +22,10 @@ bench() {  # NAME ARGS...: one benchmark run, its table appended to the log.
 python -c 'import jax; print(jax.devices())' | tee "$out/log.txt"
 bench s32 --variant S/32 --batch 256
 bench b32 --variant B/32 --batch 256
-bench b16 --variant B/16 --batch 256 --noper_example_token_grad
-bench b16_token_grad_on --variant B/16 --batch 256 --per_example_token_grad
+bench b16 --variant B/16 --batch 256 --noper_example_token_grad \
+    --notransposed_channel_grad
+bench b16_token_grad_on --variant B/16 --batch 256 --per_example_token_grad \
+    --notransposed_channel_grad
+bench b16_channel_grad_on --variant B/16 --batch 256 \
+    --noper_example_token_grad --transposed_channel_grad
 bench l16 --variant L/16 --batch 128

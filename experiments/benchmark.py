@@ -93,6 +93,7 @@ class Settings:
   matmul_seconds: float = 0.05
   matmul_max_dim: int = 8192
   per_example_token_grad: Optional[bool] = None
+  transposed_channel_grad: Optional[bool] = None
 
 
 flags.DEFINE_string('variant', Settings.variant,
@@ -127,6 +128,12 @@ flags.DEFINE_boolean('per_example_token_grad',
                      'Force the per-example token-mixing kernel gradient on '
                      'or off (--noper_example_token_grad); default: the '
                      "model's own choice for the backend (on for the CPU).")
+flags.DEFINE_boolean('transposed_channel_grad',
+                     Settings.transposed_channel_grad,
+                     'Force the channel-mixing kernel gradient as row-major '
+                     'matmuls of a transposed operand on or off '
+                     '(--notransposed_channel_grad); default: the model\'s '
+                     'own choice for the backend (on for the CPU).')
 _INPUT_CONFIG = config_flags.DEFINE_config_file(
     'input_config', str(ROOT / 'configs' / 'digits.py'),
     'Config whose train input the input mode measures, with image_size and '
@@ -185,7 +192,8 @@ def run_benchmark(settings: Settings, *, input_config=None,
   model = models.create_model(
       settings.variant, dtype=jnp.dtype(settings.dtype),
       num_classes=settings.num_classes,
-      per_example_token_grad=settings.per_example_token_grad, **depth)
+      per_example_token_grad=settings.per_example_token_grad,
+      transposed_channel_grad=settings.transposed_channel_grad, **depth)
   size = settings.image_size
   results = {'machine': machine_record(used, command),
              'settings': dataclasses.asdict(settings)}
@@ -194,6 +202,7 @@ def run_benchmark(settings: Settings, *, input_config=None,
         'params': models.count_params(models.init_params(
             model, image_size=size, abstract=True)),
         'per_example_token_grad': model.resolved_per_example_token_grad(),
+        'transposed_channel_grad': model.resolved_transposed_channel_grad(),
         **measure.analytic_vs_xla_flops(model, image_size=size)}
     results['matmul_peak'] = measure.measure_matmul_peak(
         mesh, jnp.dtype(settings.dtype), min_seconds=settings.matmul_seconds,
@@ -240,8 +249,9 @@ def format_report(results: dict) -> str:
         f'{model["params"]:,} params, {model["analytic_forward"] / 1e9:.3f} '
         f'GFLOPs/img forward (XLA/analytic {ratio(model["forward_ratio"])}, '
         f'XLA train/forward {ratio(model["train_over_forward"])}); '
-        f'per-example token gradient '
-        f'{"on" if model["per_example_token_grad"] else "off"}',
+        f'kernel gradients: per-example token '
+        f'{"on" if model["per_example_token_grad"] else "off"}, transposed '
+        f'channel {"on" if model["transposed_channel_grad"] else "off"}',
         f'matmul peak ({peak["dtype"]}, {peak["devices"]} device(s)): '
         f'{peak["flop_per_s"] / 1e12:.3f} TFLOP/s (chain of {peak["chain"]} '
         f'{peak["dim"]}x{peak["dim"]} matmuls per device, best call '

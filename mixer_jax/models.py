@@ -27,52 +27,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mixer_jax import kernel_grads
+
 Dtype = Any
-
-
-@jax.custom_vjp
-def _matmul_per_example_grad(x, kernel):
-  """x (batch, rows, k) @ kernel (k, n), exactly as nn.Dense computes it."""
-  return jax.lax.dot_general(x, kernel, (((2,), (0,)), ((), ())))
-
-
-def _matmul_per_example_grad_fwd(x, kernel):
-  return _matmul_per_example_grad(x, kernel), (x, kernel)
-
-
-def _matmul_per_example_grad_bwd(residuals, dy):
-  x, kernel = residuals
-  dx = jax.lax.dot_general(dy, kernel, (((2,), (1,)), ((), ())))
-  # One matmul per example, then their sum, in float32.
-  dkernel = jax.lax.dot_general(x, dy, (((1,), (1,)), ((0,), (0,))),
-                                preferred_element_type=jnp.float32).sum(0)
-  return dx, dkernel.astype(kernel.dtype)
-
-
-_matmul_per_example_grad.defvjp(_matmul_per_example_grad_fwd,
-                                _matmul_per_example_grad_bwd)
-
-
-def per_example_kernel_grad(x, kernel, dimension_numbers, precision=None,
-                            preferred_element_type=None):
-  """A dot_general for nn.Dense: same product, kernel gradient per example.
-
-  The token-mixing kernel's gradient contracts batch x channels (16,384 for
-  S/32 at batch 32) into a (tokens, D_S) matrix; XLA:CPU runs that one long
-  contraction slowly, and a batch of per-example products, summed, faster
-  (experiments/README.md). The values are the same sums.
-  """
-  if (x.ndim != 3 or dimension_numbers != (((2,), (0,)), ((), ())) or
-      precision is not None or preferred_element_type is not None):
-    raise ValueError('per_example_kernel_grad takes nn.Dense\'s product of '
-                     '(batch, rows, k) inputs only.')
-  return _matmul_per_example_grad(x, kernel)
 
 
 class MlpBlock(nn.Module):
   """Dense -> GELU -> Dense over the last axis, back to the input width.
 
-  `dot_general`: nn.Dense's, e.g. per_example_kernel_grad (None: lax's).
+  `dot_general`: nn.Dense's, one of kernel_grads' (None: lax's).
   """
   mlp_dim: int
   approximate_gelu: bool = True
@@ -96,7 +59,7 @@ class MixerBlock(nn.Module):
   `drop_path_rate` drops a whole residual branch per example (stochastic
   depth) and rescales the kept ones by 1/(1 - rate), so that evaluation needs
   no correction; the token and channel branches draw independently.
-  `per_example_token_grad`: see MlpMixer.
+  `per_example_token_grad`, `transposed_channel_grad`: see MlpMixer.
   """
   tokens_mlp_dim: int
   channels_mlp_dim: int
@@ -105,6 +68,7 @@ class MixerBlock(nn.Module):
   drop_path_rate: float = 0.0
   dtype: Dtype = jnp.float32
   per_example_token_grad: bool = False
+  transposed_channel_grad: bool = False
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
@@ -116,14 +80,16 @@ class MixerBlock(nn.Module):
     y = nn.LayerNorm(dtype=self.dtype)(x)
     y = jnp.swapaxes(y, 1, 2)
     y = MlpBlock(self.tokens_mlp_dim, name='token_mixing',
-                 dot_general=(per_example_kernel_grad
+                 dot_general=(kernel_grads.per_example_kernel_grad
                               if self.per_example_token_grad else None),
                  **mlp)(y, train=train)
     y = jnp.swapaxes(y, 1, 2)
     x = x + drop_path(y)
     y = nn.LayerNorm(dtype=self.dtype)(x)
-    y = MlpBlock(self.channels_mlp_dim, name='channel_mixing', **mlp)(
-        y, train=train)
+    y = MlpBlock(self.channels_mlp_dim, name='channel_mixing',
+                 dot_general=(kernel_grads.transposed_operand_kernel_grad
+                              if self.transposed_channel_grad else None),
+                 **mlp)(y, train=train)
     return x + drop_path(y)
 
 
@@ -144,7 +110,12 @@ class MlpMixer(nn.Module):
       `stochastic_depth * i / (N - 1)` as big_vision's Mixer (0 for block 0).
     in_channels: image channels the model expects.
     per_example_token_grad: compute the token-mixing kernels' gradients per
-      example, then sum them (per_example_kernel_grad): the same values, and
+      example, then sum them (kernel_grads.per_example_kernel_grad): the same
+      values, and faster on XLA:CPU. None: on where jax's default backend is
+      the CPU.
+    transposed_channel_grad: compute the channel-mixing kernels' gradients
+      as row-major matmuls, their smaller operand transposed
+      (kernel_grads.transposed_operand_kernel_grad): the same values, and
       faster on XLA:CPU. None: on where jax's default backend is the CPU.
   """
   patch_size: int
@@ -159,11 +130,14 @@ class MlpMixer(nn.Module):
   stochastic_depth: float = 0.0
   in_channels: int = 3
   per_example_token_grad: Optional[bool] = None
+  transposed_channel_grad: Optional[bool] = None
 
   @nn.compact
   def __call__(self, images, *, train: bool = False):
     self.check_input_shape(images.shape)
-    per_example_token_grad = self.resolved_per_example_token_grad()
+    kernel_grads_on = dict(
+        per_example_token_grad=self.resolved_per_example_token_grad(),
+        transposed_channel_grad=self.resolved_transposed_channel_grad())
     x = PatchStem(self.patch_size, self.hidden_dim, dtype=self.dtype,
                   name='stem')(images)
     for i in range(self.num_blocks):
@@ -173,8 +147,8 @@ class MlpMixer(nn.Module):
           approximate_gelu=self.approximate_gelu,
           dropout_rate=self.dropout_rate,
           drop_path_rate=self.stochastic_depth * depth_fraction,
-          dtype=self.dtype, per_example_token_grad=per_example_token_grad,
-          name=f'MixerBlock_{i}')(x, train=train)
+          dtype=self.dtype, name=f'MixerBlock_{i}',
+          **kernel_grads_on)(x, train=train)
     x = nn.LayerNorm(dtype=self.dtype, name='pre_head_layer_norm')(x)
     x = jnp.mean(x.astype(jnp.float32), axis=1)
     if self.num_classes:
@@ -183,10 +157,12 @@ class MlpMixer(nn.Module):
     return x.astype(jnp.float32)
 
   def resolved_per_example_token_grad(self) -> bool:
-    """per_example_token_grad, None meaning: on where the backend is the CPU."""
-    if self.per_example_token_grad is None:
-      return jax.default_backend() == 'cpu'
-    return self.per_example_token_grad
+    """per_example_token_grad; None means on where the backend is the CPU."""
+    return _on_cpu_if_none(self.per_example_token_grad)
+
+  def resolved_transposed_channel_grad(self) -> bool:
+    """transposed_channel_grad; None means on where the backend is the CPU."""
+    return _on_cpu_if_none(self.transposed_channel_grad)
 
   def check_input_shape(self, shape):
     """Raises ValueError naming the problem if images of `shape` cannot fit."""
@@ -200,6 +176,10 @@ class MlpMixer(nn.Module):
     if height % self.patch_size or width % self.patch_size:
       raise ValueError(f'Image size {height}x{width} is not divisible by the '
                        f'patch size {self.patch_size}.')
+
+
+def _on_cpu_if_none(setting: Optional[bool]) -> bool:
+  return jax.default_backend() == 'cpu' if setting is None else setting
 
 
 class PatchStem(nn.Module):

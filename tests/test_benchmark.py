@@ -88,14 +88,18 @@ def test_matmul_peak_counts_every_product(mesh):
   assert measure.xla_flops(chain, x, w) == 3 * 2 * 64**3
 
 
-def test_per_example_token_grad_is_recorded_and_can_be_forced():
+def test_kernel_grad_forms_are_recorded_and_can_be_forced():
   """The GPU comparison needs both settings; the JSON says which ran."""
   forced = dataclasses.replace(TINY, modes=('inference',),
-                               per_example_token_grad=False)
+                               per_example_token_grad=False,
+                               transposed_channel_grad=True)
   results = benchmark.run_benchmark(forced, command='test')
   assert results['model']['per_example_token_grad'] is False
   assert results['settings']['per_example_token_grad'] is False
-  assert 'per-example token gradient off' in benchmark.format_report(results)
+  assert results['model']['transposed_channel_grad'] is True
+  assert results['settings']['transposed_channel_grad'] is True
+  assert ('kernel gradients: per-example token off, transposed channel on'
+          in benchmark.format_report(results))
 
 
 def test_matmul_peak(results):
@@ -138,7 +142,8 @@ def test_report_has_a_row_per_mode_and_json_round_trips(results):
   for mode in benchmark.MODES:
     assert any(line.startswith(mode + ' ') for line in report.splitlines())
   assert 'matmul peak' in report and 'command: test' in report
-  assert 'per-example token gradient on' in report  # The CPU's default.
+  assert ('kernel gradients: per-example token on, transposed channel on'
+          in report)  # The CPU's defaults.
   assert json.loads(json.dumps(results))['settings']['num_blocks'] == 1
 
 

@@ -155,19 +155,24 @@ def loss_and_grads(model, params, images):
   return jax.jit(jax.value_and_grad(loss))(params)
 
 
+KERNEL_GRAD_FORMS = ('per_example_token_grad', 'transposed_channel_grad')
+
+
+@pytest.mark.parametrize('form', KERNEL_GRAD_FORMS)
 @pytest.mark.parametrize('dtype,rtol', [(jnp.float32, 1e-5),
                                         (jnp.bfloat16, 2e-2)])
-def test_per_example_token_grad_gives_the_same_loss_and_gradients(dtype,
-                                                                  rtol):
+def test_kernel_grad_forms_give_the_same_loss_and_gradients(form, dtype,
+                                                            rtol):
   params = checkpoint.load(TESTDATA / 'vit_jax_mixer_tiny.npz')
   images, _ = load_io('vit_jax_mixer_tiny')
-  loss, grads = loss_and_grads(
-      tiny_model(dtype=dtype, per_example_token_grad=False), params, images)
-  loss_per_example, grads_per_example = loss_and_grads(
-      tiny_model(dtype=dtype, per_example_token_grad=True), params, images)
-  assert loss_per_example == loss  # The forward pass is the same program.
+  stock = dict.fromkeys(KERNEL_GRAD_FORMS, False)
+  loss, grads = loss_and_grads(tiny_model(dtype=dtype, **stock), params,
+                               images)
+  loss_form, grads_form = loss_and_grads(
+      tiny_model(dtype=dtype, **{**stock, form: True}), params, images)
+  assert loss_form == loss  # The forward pass is the same program.
   for path, grad in jax.tree_util.tree_leaves_with_path(grads):
-    other = grads_per_example
+    other = grads_form
     for key in path:
       other = other[key.key]
     assert other.dtype == jnp.float32
@@ -176,23 +181,17 @@ def test_per_example_token_grad_gives_the_same_loss_and_gradients(dtype,
                                err_msg=jax.tree_util.keystr(path))
 
 
-def test_per_example_token_grad_is_the_cpu_default():
+@pytest.mark.parametrize('form', KERNEL_GRAD_FORMS)
+def test_kernel_grad_forms_are_the_cpu_default(form):
   params = checkpoint.load(TESTDATA / 'vit_jax_mixer_tiny.npz')
   images, _ = load_io('vit_jax_mixer_tiny')
   lowered = lambda **kw: jax.jit(jax.grad(lambda p: jnp.sum(tiny_model(
       **kw).apply({'params': p}, images)))).lower(params).as_text()
   assert jax.default_backend() == 'cpu'
-  assert lowered() == lowered(per_example_token_grad=True)
-  assert lowered() != lowered(per_example_token_grad=False)
-  assert tiny_model().resolved_per_example_token_grad()
-  assert not tiny_model(
-      per_example_token_grad=False).resolved_per_example_token_grad()
-
-
-def test_per_example_kernel_grad_takes_only_batched_dense_products():
-  with pytest.raises(ValueError, match='per_example_kernel_grad'):
-    models.per_example_kernel_grad(jnp.ones((4, 3)), jnp.ones((3, 2)),
-                                   (((1,), (0,)), ((), ())))
+  assert lowered() == lowered(**{form: True})
+  assert lowered() != lowered(**{form: False})
+  assert getattr(tiny_model(), f'resolved_{form}')()
+  assert not getattr(tiny_model(**{form: False}), f'resolved_{form}')()
 
 
 def test_train_mode_without_dropout_is_deterministic_and_equal_to_eval():
