@@ -22,6 +22,8 @@ gradient as lax, and that kernel gradient in a form XLA:CPU runs faster
 up to float rounding; parameters and checkpoints are untouched.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -47,20 +49,24 @@ def _input_grad(dy, kernel):
   return jax.lax.dot_general(dy, kernel, (((dy.ndim - 1,), (1,)), ((), ())))
 
 
-@jax.custom_vjp
-def _matmul_per_example_grad(x, kernel):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _matmul_per_example_grad(x, kernel, left):
+  del left  # The backward's.
   return _dense(x, kernel)
 
 
-def _matmul_per_example_grad_fwd(x, kernel):
+def _matmul_per_example_grad_fwd(x, kernel, left):
+  del left
   return _dense(x, kernel), (x, kernel)
 
 
-def _matmul_per_example_grad_bwd(residuals, dy):
+def _matmul_per_example_grad_bwd(left, residuals, dy):
   x, kernel = residuals
   # One matmul per example, then their sum, in float32.
-  dkernel = jax.lax.dot_general(x, dy, (((1,), (1,)), ((0,), (0,))),
-                                preferred_element_type=jnp.float32).sum(0)
+  per_example = lambda a, b: jax.lax.dot_general(
+      a, b, (((1,), (1,)), ((0,), (0,))),
+      preferred_element_type=jnp.float32).sum(0)
+  dkernel = per_example(x, dy) if left == 'x' else per_example(dy, x).T
   return _input_grad(dy, kernel), dkernel.astype(kernel.dtype)
 
 
@@ -69,16 +75,23 @@ _matmul_per_example_grad.defvjp(_matmul_per_example_grad_fwd,
 
 
 def per_example_kernel_grad(x, kernel, dimension_numbers, precision=None,
-                            preferred_element_type=None):
+                            preferred_element_type=None, *, left='x'):
   """(batch, rows, k) @ (k, n); the kernel gradient per example, then summed.
 
   For the token-mixing MLP, whose kernel gradient contracts batch x channels
   (16,384 for S/32 at batch 32) into a (tokens, D_S) matrix: a batch of
   per-example products runs on YNNPACK, the one long contraction on Eigen.
+  `left`: the operand on the left of each product, 'x' (x_b.T @ dy_b) or
+  'dy' ((dy_b.T @ x_b).T). YNNPACK takes the product when that operand is a
+  transpose of a row-major array, as the token-mixing MLP's input is for its
+  first layer and its output gradient for its second.
   """
   _check_dense_product('per_example_kernel_grad', x, dimension_numbers,
                        precision, preferred_element_type, ndim=3)
-  return _matmul_per_example_grad(x, kernel)
+  if left not in ('x', 'dy'):
+    raise ValueError(f"per_example_kernel_grad's left is 'x' or 'dy', got "
+                     f'{left!r}.')
+  return _matmul_per_example_grad(x, kernel, left)
 
 
 @jax.custom_vjp

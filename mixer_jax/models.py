@@ -20,6 +20,7 @@ the MLPs, stochastic depth, and exact (erf) GELU for timm-trained weights.
 """
 
 import dataclasses
+import functools
 import re
 from typing import Any, Optional
 
@@ -35,22 +36,31 @@ Dtype = Any
 class MlpBlock(nn.Module):
   """Dense -> GELU -> Dense over the last axis, back to the input width.
 
-  `dot_general`: nn.Dense's, one of kernel_grads' (None: lax's).
+  `dot_generals`: the first and the second nn.Dense's, kernel_grads' forms
+  (None: lax's).
   """
   mlp_dim: int
   approximate_gelu: bool = True
   dropout_rate: float = 0.0
   dtype: Dtype = jnp.float32
-  dot_general: Optional[Any] = None
+  dot_generals: tuple[Any, Any] = (None, None)
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
-    dense = dict(dtype=self.dtype, dot_general=self.dot_general)
-    y = nn.Dense(self.mlp_dim, **dense)(x)
+    first, second = self.dot_generals
+    y = nn.Dense(self.mlp_dim, dtype=self.dtype, dot_general=first)(x)
     y = nn.gelu(y, approximate=self.approximate_gelu)
     y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
-    y = nn.Dense(x.shape[-1], **dense)(y)
+    y = nn.Dense(x.shape[-1], dtype=self.dtype, dot_general=second)(y)
     return nn.Dropout(self.dropout_rate, deterministic=not train)(y)
+
+
+# Token mixing's first layer takes swapped activations (x) and its second's
+# output gradient (dy) comes swapped: each one's per-example transposes are
+# the row-major arrays XLA already holds, so each goes on the left.
+_PER_EXAMPLE_TOKEN_GRAD = (
+    kernel_grads.per_example_kernel_grad,
+    functools.partial(kernel_grads.per_example_kernel_grad, left='dy'))
 
 
 class MixerBlock(nn.Module):
@@ -80,15 +90,16 @@ class MixerBlock(nn.Module):
     y = nn.LayerNorm(dtype=self.dtype)(x)
     y = jnp.swapaxes(y, 1, 2)
     y = MlpBlock(self.tokens_mlp_dim, name='token_mixing',
-                 dot_general=(kernel_grads.per_example_kernel_grad
-                              if self.per_example_token_grad else None),
+                 dot_generals=(_PER_EXAMPLE_TOKEN_GRAD
+                               if self.per_example_token_grad else (None,) * 2),
                  **mlp)(y, train=train)
     y = jnp.swapaxes(y, 1, 2)
     x = x + drop_path(y)
     y = nn.LayerNorm(dtype=self.dtype)(x)
     y = MlpBlock(self.channels_mlp_dim, name='channel_mixing',
-                 dot_general=(kernel_grads.transposed_operand_kernel_grad
-                              if self.transposed_channel_grad else None),
+                 dot_generals=(
+                     (kernel_grads.transposed_operand_kernel_grad,) * 2
+                     if self.transposed_channel_grad else (None,) * 2),
                  **mlp)(y, train=train)
     return x + drop_path(y)
 

@@ -1,5 +1,6 @@
 """Tests for mixer_jax.kernel_grads: lax's product and gradients, new forms."""
 
+import functools
 import re
 
 import jax
@@ -10,8 +11,12 @@ import pytest
 from mixer_jax import kernel_grads
 
 DENSE_3D = (((2,), (0,)), ((), ()))
-FORMS = (kernel_grads.per_example_kernel_grad,
-         kernel_grads.transposed_operand_kernel_grad)
+FORMS = {
+    'per_example': kernel_grads.per_example_kernel_grad,
+    'per_example_dy_left': functools.partial(
+        kernel_grads.per_example_kernel_grad, left='dy'),
+    'transposed_operand': kernel_grads.transposed_operand_kernel_grad,
+}
 
 
 def value_and_grads(dot_general, x, kernel):
@@ -26,8 +31,9 @@ def value_and_grads(dot_general, x, kernel):
 # (k, n) both ways round: transposed_operand_kernel_grad transposes x for
 # k <= n, dy (and the product) for k > n.
 @pytest.mark.parametrize('k,n', [(16, 40), (40, 16)])
-@pytest.mark.parametrize('form', FORMS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize('form', FORMS)
 def test_forms_match_lax(form, k, n):
+  form = FORMS[form]
   x_key, k_key = jax.random.split(jax.random.PRNGKey(0))
   x = jax.random.normal(x_key, (3, 7, k))
   kernel = jax.random.normal(k_key, (k, n))
@@ -73,3 +79,9 @@ def test_forms_take_only_dense_products(form, x_shape):
   with pytest.raises(ValueError, match=form.__name__):
     form(x, jnp.ones((3, 2)), (((x.ndim - 1,), (0,)), ((), ())),
          preferred_element_type=jnp.float32)
+
+
+def test_per_example_kernel_grad_takes_x_or_dy_on_the_left():
+  with pytest.raises(ValueError, match="left is 'x' or 'dy', got 'kernel'"):
+    kernel_grads.per_example_kernel_grad(
+        jnp.ones((2, 4, 3)), jnp.ones((3, 2)), DENSE_3D, left='kernel')

@@ -1,6 +1,7 @@
 """Tests for mixer_jax.models: variants, parity with vit_jax and timm, options."""
 
 import pathlib
+import re
 
 import jax
 import jax.numpy as jnp
@@ -192,6 +193,24 @@ def test_kernel_grad_forms_are_the_cpu_default(form):
   assert lowered() != lowered(**{form: False})
   assert getattr(tiny_model(), f'resolved_{form}')()
   assert not getattr(tiny_model(**{form: False}), f'resolved_{form}')()
+
+
+# Dots of the compiled gradient that contract their left operand over its
+# first axis, which XLA:CPU runs on Eigen rather than YNNPACK: the stem's and
+# the head's kernel gradients, and without a form two per MLP per block.
+@pytest.mark.parametrize('token,channel,expected', [
+    (True, True, 2), (False, True, 2 + 2 * 2), (True, False, 2 + 2 * 2),
+    (False, False, 2 + 4 * 2)])
+def test_kernel_grad_forms_leave_no_dot_contracting_a_first_lhs_axis(
+    token, channel, expected):
+  images, _ = load_io('vit_jax_mixer_tiny')
+  model = tiny_model(per_example_token_grad=token,
+                     transposed_channel_grad=channel)
+  params = models.init_params(model, image_size=images.shape[1])
+  grad = jax.grad(lambda p: jnp.sum(model.apply({'params': p}, images)**2))
+  hlo = jax.jit(grad).lower(params).compile().as_text()
+  lhs_dims = re.findall(r' dot\(.*lhs_contracting_dims=\{([\d,]+)\}', hlo)
+  assert sum('0' in dims.split(',') for dims in lhs_dims) == expected
 
 
 def test_train_mode_without_dropout_is_deterministic_and_equal_to_eval():
