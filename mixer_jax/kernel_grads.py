@@ -27,9 +27,6 @@ import functools
 import jax
 import jax.numpy as jnp
 
-_DENSE = (((1,), (0,)), ((), ()))  # nn.Dense's product, for a 2-D input.
-
-
 def _check_dense_product(name, x, dimension_numbers, precision,
                          preferred_element_type, *, ndim=None):
   dense = (((x.ndim - 1,), (0,)), ((), ()))
@@ -124,10 +121,10 @@ def transposed_operand_kernel_grad(x, kernel, dimension_numbers,
                                    precision=None, preferred_element_type=None):
   """(..., k) @ (k, n); the kernel gradient with its smaller operand transposed.
 
-  x.T @ dy becomes a row-major matmul: the smaller of x and dy is transposed
-  into a buffer of its own (for the channel-mixing MLP the (tokens, C) one,
-  a quarter of the other), and for k > n the (n, k) product is transposed
-  back, which is the kernel's size.
+  x.T @ dy becomes a row-major matmul: the smaller of x and dy (for the
+  channel-mixing MLP the C-wide one, a quarter of the D_C-wide other) is
+  transposed into a buffer of its own, and for k > n the (n, k) product is
+  transposed back, a copy the kernel's size.
   """
   _check_dense_product('transposed_operand_kernel_grad', x, dimension_numbers,
                        precision, preferred_element_type)
