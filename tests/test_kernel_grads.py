@@ -67,17 +67,19 @@ def test_transposed_operand_grad_has_no_dot_contracting_a_first_lhs_axis(k, n):
   assert not any('0' in dims.split(',') for dims in ours)
 
 
-@pytest.mark.parametrize('form,x_shape', [
-    (kernel_grads.per_example_kernel_grad, (4, 3)),  # Not batched.
-    (kernel_grads.transposed_operand_kernel_grad, (2, 4, 3)),
+@pytest.mark.parametrize('form,x_shape,dimension_numbers', [
+    # Not batched, though nn.Dense's own product.
+    (kernel_grads.per_example_kernel_grad, (4, 3), (((1,), (0,)), ((), ()))),
+    # Contracting the batch axis: not nn.Dense's product.
+    (kernel_grads.transposed_operand_kernel_grad, (3, 4, 3),
+     (((0,), (0,)), ((), ()))),
 ])
-def test_forms_take_only_dense_products(form, x_shape):
-  x = jnp.ones(x_shape)
+def test_forms_take_only_dense_products(form, x_shape, dimension_numbers):
+  x, kernel = jnp.ones(x_shape), jnp.ones((3, 2))
   with pytest.raises(ValueError, match=form.__name__):
-    form(x, jnp.ones((3, 2)), (((0,), (0,)), ((), ())) if x.ndim == 3 else
-         (((1,), (0,)), ((), ())))
+    form(x, kernel, dimension_numbers)
   with pytest.raises(ValueError, match=form.__name__):
-    form(x, jnp.ones((3, 2)), (((x.ndim - 1,), (0,)), ((), ())),
+    form(x, kernel, (((x.ndim - 1,), (0,)), ((), ())),
          preferred_element_type=jnp.float32)
 
 
