@@ -22,7 +22,7 @@ the MLPs, stochastic depth, and exact (erf) GELU for timm-trained weights.
 import dataclasses
 import functools
 import re
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import flax.linen as nn
 import jax
@@ -293,6 +293,38 @@ def count_params(params) -> int:
   return sum(x.size for x in jax.tree.leaves(params))
 
 
+class Matmul(NamedTuple):
+  """`count` matmuls of one forward pass per image: (rows, k) @ (k, n).
+
+  Entries that share a `name` are one MLP's layers, each the other's shape
+  reversed, (rows, k) @ (k, n) then (rows, n) @ (n, k).
+  """
+  name: str
+  rows: int
+  k: int
+  n: int
+  count: int
+
+  @property
+  def flops(self) -> int:
+    return 2 * self.rows * self.k * self.n * self.count
+
+
+def forward_matmuls(model: MlpMixer, *, image_size: int) -> tuple[Matmul, ...]:
+  """Every matmul of one image's forward pass, by shape."""
+  tokens = (image_size // model.patch_size)**2
+  c, blocks = model.hidden_dim, model.num_blocks
+  matmuls = [
+      Matmul('stem', tokens, model.in_channels * model.patch_size**2, c, 1),
+      Matmul('token_mixing', c, tokens, model.tokens_mlp_dim, blocks),
+      Matmul('token_mixing', c, model.tokens_mlp_dim, tokens, blocks),
+      Matmul('channel_mixing', tokens, c, model.channels_mlp_dim, blocks),
+      Matmul('channel_mixing', tokens, model.channels_mlp_dim, c, blocks)]
+  if model.num_classes:
+    matmuls.append(Matmul('head', 1, c, model.num_classes, 1))
+  return tuple(matmuls)
+
+
 def flops_per_image(model: MlpMixer, *, image_size: int) -> int:
   """Matmul FLOPs of one forward pass (2 per multiply-add).
 
@@ -302,9 +334,4 @@ def flops_per_image(model: MlpMixer, *, image_size: int) -> int:
   for the paper's variants, and left out as in the usual MFU accounting;
   a training step costs 3x the forward (backward = 2 forward).
   """
-  tokens = (image_size // model.patch_size)**2
-  c = model.hidden_dim
-  stem = 2 * tokens * model.in_channels * model.patch_size**2 * c
-  block = 4 * c * tokens * (model.tokens_mlp_dim + model.channels_mlp_dim)
-  head = 2 * c * (model.num_classes or 0)
-  return stem + model.num_blocks * block + head
+  return sum(m.flops for m in forward_matmuls(model, image_size=image_size))

@@ -42,6 +42,25 @@ def test_param_count(variant, image_size, expected):
   assert models.count_params(params) == expected
 
 
+@pytest.mark.parametrize('variant,image_size,num_classes', [
+    ('S/32', 224, 1000), ('B/16', 384, 1000), ('L/16', 224, None),
+    ('Ti/4', 32, 10),
+])
+def test_forward_matmuls_add_up_to_the_flops_formula(variant, image_size,
+                                                     num_classes):
+  model = models.create_model(variant, num_classes=num_classes)
+  s, c = (image_size // model.patch_size)**2, model.hidden_dim
+  formula = (2 * s * 3 * model.patch_size**2 * c + model.num_blocks * (
+      4 * c * s * model.tokens_mlp_dim + 4 * s * c * model.channels_mlp_dim) +
+             2 * c * (num_classes or 0))
+  assert models.flops_per_image(model, image_size=image_size) == formula
+  matmuls = models.forward_matmuls(model, image_size=image_size)
+  for name in ('token_mixing', 'channel_mixing'):  # Each MLP: k -> n -> k.
+    first, second = (m for m in matmuls if m.name == name)
+    assert (first.rows, first.k, first.n) == (second.rows, second.n, second.k)
+  assert ('head' in {m.name for m in matmuls}) == bool(num_classes)
+
+
 def test_every_named_variant_has_a_param_count_test():
   tested = {p[0] for p in test_param_count.pytestmark[0].args[1]}
   assert tested == set(models.VARIANTS)
