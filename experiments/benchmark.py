@@ -23,6 +23,11 @@ to JSON with a record of the machine and the command. The figures:
                model; best of several calls of at least --matmul_seconds.
                The reference for MFU. Each size's figure is printed and
                kept in the JSON (by_dim), for MFU against another peak.
+  ceiling      inference MFU if nothing but its matmuls took time: each
+               mixing MLP's two products chained at the model's own shapes
+               on one device's rows, timed by turns with a square chain of
+               the peak's, best call of each; the stem and the head counted
+               at the peak. An upper bound: what the other ops leave of it.
   img/s        global batch / median of --steps step times (each step waited
                for, after compilation and --warmup steps). train: the jitted
                data-parallel train step, state donated, on a fixed random
@@ -207,6 +212,10 @@ def run_benchmark(settings: Settings, *, input_config=None,
     results['matmul_peak'] = measure.measure_matmul_peak(
         mesh, jnp.dtype(settings.dtype), min_seconds=settings.matmul_seconds,
         max_dim=settings.matmul_max_dim)
+    results['matmul_ceiling'] = measure.measure_matmul_ceiling(
+        model, mesh, jnp.dtype(settings.dtype), image_size=size,
+        batch_size=settings.batch, peak=results['matmul_peak'],
+        min_seconds=settings.matmul_seconds)
     params = models.init_params(model, image_size=size)
   timing = dict(mesh=mesh, image_size=size, batch_size=settings.batch,
                 steps=settings.steps, warmup=settings.warmup)
@@ -258,6 +267,15 @@ def format_report(results: dict) -> str:
         f'{peak["call_seconds"] * 1e3:.1f} ms); by size: ' + ', '.join(
             f'{dim} {flop_per_s / 1e9:,.0f}'
             for dim, flop_per_s in peak['by_dim'].items()) + ' GFLOP/s']
+    ceiling = results['matmul_ceiling']
+    lines.append(
+        f'matmul ceiling: {ceiling["fraction"]:.1%} (inference MFU if nothing '
+        'but its matmuls took time): ' + ', '.join(
+            f'{name.replace("_", "-")} {ratio:.0%}'
+            for name, ratio in ceiling['ratio_to_peak'].items()) +
+        f' of the peak at their own shapes, best of {ceiling["rounds"]} '
+        f'turns with a {ceiling["square_dim"]} square chain; stem and head '
+        'counted at 100 %')
   lines += ['', f'{"mode":<10} {"dtype":<9} {"batch":>6} {"img/s":>10} '
             f'{"step ms":>9} {"compile s":>9} {"MFU":>7} {"faults/step":>11}'
             '  memory']

@@ -13,9 +13,11 @@
 # limitations under the License.
 """How each benchmark figure is measured; experiments/benchmark.py is the CLI."""
 
+import itertools
 import math
 import statistics
 import time
+from collections.abc import Sequence
 from typing import Optional
 
 import jax
@@ -61,11 +63,55 @@ def minor_page_faults() -> Optional[int]:
   return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def chained_matmul(x, w, *, chain: int):
-  """x @ w @ w ... (`chain` products): one long program of dependent matmuls."""
-  for _ in range(chain):
-    x = x @ w
+def chained_matmul(x, *weights, chain: int):
+  """x @ w1 @ w2 @ w1 ... (`chain` products, by the weights in turn)."""
+  for i in range(chain):
+    x = x @ weights[i % len(weights)]
   return x
+
+
+def chain_program(mesh, dtype, *, rows: int, dims: Sequence[int],
+                  chain: int):
+  """A call of `chain` dependent products and its FLOPs, ready on the mesh.
+
+  Each device multiplies its (rows, dims[0]) block of a batch-sharded matrix
+  by replicated (dims[0], dims[1]), (dims[1], dims[2]), ... matrices in turn;
+  dims[-1] == dims[0], so that the chain can go round.
+  """
+  replicated, sharded = data_parallel_shardings(mesh)
+  shapes = list(itertools.pairwise(dims))
+
+  def make(key):
+    x_key, *w_keys = jax.random.split(key, 1 + len(shapes))
+    return (jax.random.normal(x_key, (mesh.size * rows, dims[0]), dtype),
+            [jax.random.normal(k, shape, dtype) / math.sqrt(shape[0])
+             for k, shape in zip(w_keys, shapes)])
+
+  x, weights = jax.jit(make, out_shardings=(sharded, replicated))(
+      jax.random.PRNGKey(0))
+  product = jax.jit(lambda x, ws: chained_matmul(x, *ws, chain=chain),
+                    out_shardings=sharded).lower(x, weights).compile()
+  flops = sum(2 * rows * k * n * mesh.size
+              for k, n in (shapes[i % len(shapes)] for i in range(chain)))
+  return (lambda: product(x, weights).block_until_ready()), flops
+
+
+def chain_long_enough(mesh, dtype, *, rows: int, dims: Sequence[int],
+                      min_seconds: float, repeats: int):
+  """chain_program's call with `chain` grown until one call takes min_seconds.
+
+  The chain stays a whole number of rounds of the weights. Returns the call,
+  its FLOPs, its chain and its best time of `repeats`.
+  """
+  cycle = len(dims) - 1
+  chain = cycle
+  while True:
+    call, flops = chain_program(mesh, dtype, rows=rows, dims=dims,
+                                chain=chain)
+    seconds = min(time_calls(call, steps=repeats, warmup=1))
+    if seconds >= min_seconds:  # A product alone may time slower than chained.
+      return call, flops, chain, seconds
+    chain = cycle * math.ceil(chain * min_seconds / seconds / cycle)
 
 
 def measure_matmul_peak(mesh, dtype, *, min_seconds: float = 0.05,
@@ -82,36 +128,73 @@ def measure_matmul_peak(mesh, dtype, *, min_seconds: float = 0.05,
   `by_dim` keeps every size's FLOP/s, so that MFU against another peak
   definition (one fixed size, say) can be worked out from the same run.
   """
-  replicated, rows = data_parallel_shardings(mesh)
-
-  def best_seconds(dim, chain):
-    def make(key):
-      x_key, w_key = jax.random.split(key)
-      return (jax.random.normal(x_key, (mesh.size * dim, dim), dtype),
-              jax.random.normal(w_key, (dim, dim), dtype) / math.sqrt(dim))
-    x, w = jax.jit(make, out_shardings=(rows, replicated))(
-        jax.random.PRNGKey(0))
-    product = jax.jit(lambda x, w: chained_matmul(x, w, chain=chain),
-                      out_shardings=rows).lower(x, w).compile()
-    return min(time_calls(lambda: product(x, w).block_until_ready(),
-                          steps=repeats, warmup=1))
-
   best, by_dim, dim = None, {}, 512
   while dim <= max_dim:
-    chain, seconds = 1, best_seconds(dim, 1)
-    while seconds < min_seconds:  # A product alone may time slower than chained.
-      chain = math.ceil(chain * min_seconds / seconds)
-      seconds = best_seconds(dim, chain)
-    flop_per_s = 2 * dim**3 * chain * mesh.size / seconds
-    by_dim[str(dim)] = flop_per_s
-    if best is None or flop_per_s > best['flop_per_s']:
-      best = {'flop_per_s': flop_per_s, 'call_seconds': seconds, 'dim': dim,
-              'chain': chain}
+    _, flops, chain, seconds = chain_long_enough(
+        mesh, dtype, rows=dim, dims=(dim, dim), min_seconds=min_seconds,
+        repeats=repeats)
+    by_dim[str(dim)] = flops / seconds
+    if best is None or flops / seconds > best['flop_per_s']:
+      best = {'flop_per_s': flops / seconds, 'call_seconds': seconds,
+              'dim': dim, 'chain': chain}
     if seconds / chain > 1.0:
       break
     dim *= 2
   return {**best, 'by_dim': by_dim, 'dtype': jnp.dtype(dtype).name,
           'devices': mesh.size}
+
+
+def matmul_ceiling_fraction(matmuls, ratio_to_peak: dict) -> float:
+  """The forward's matmul FLOP/s over the peak's, each matmul at its own rate.
+
+  ratio_to_peak: a matmul name's FLOP/s / the peak's (1 where absent); the
+  result weighs each by its FLOPs, as its time adds up.
+  """
+  flops = sum(m.flops for m in matmuls)
+  return flops / sum(m.flops / ratio_to_peak.get(m.name, 1.0)
+                     for m in matmuls)
+
+
+def measure_matmul_ceiling(model, mesh, dtype, *, image_size: int,
+                           batch_size: int, peak: dict, min_seconds: float,
+                           rounds: int = 9) -> dict:
+  """The forward's matmuls alone, at their own shapes: inference MFU's ceiling.
+
+  Each mixing MLP's two products are chained (k -> n -> k) on the rows one
+  device holds at `batch_size` and timed in `rounds` turns with a square
+  chain of the peak's fastest size up to 2048, one call of each per turn, so
+  that both see the same moments of a shared machine. A chain's rate is its
+  best call over the square's best, scaled by that size's figure in the peak
+  (`by_dim`) over the peak. `fraction` is the forward's matmul FLOPs over
+  their time at those rates, the stem and the head counted at the peak,
+  divided by the peak: the MFU inference would reach if nothing but its
+  matmuls took time, and at their best; an upper bound.
+  """
+  per_device = batch_size // mesh.size
+  matmuls = models.forward_matmuls(model, image_size=image_size)
+  groups = {}
+  for matmul in matmuls:
+    groups.setdefault(matmul.name, []).append(matmul)
+  by_dim = {int(dim): flop_per_s
+            for dim, flop_per_s in peak['by_dim'].items() if int(dim) <= 2048}
+  square = max(by_dim, key=by_dim.get)
+  chains = {'square': (square, (square, square))}
+  chains.update({name: (group[0].rows * per_device,
+                        (group[0].k, *(m.n for m in group)))
+                 for name, group in groups.items() if len(group) > 1})
+  calls = {name: chain_long_enough(mesh, dtype, rows=rows, dims=dims,
+                                   min_seconds=min_seconds, repeats=1)[:2]
+           for name, (rows, dims) in chains.items()}
+  best = {name: 0.0 for name in calls}
+  for _ in range(rounds):
+    for name, (call, flops) in calls.items():
+      seconds = time_calls(call, steps=1, warmup=0)[0]
+      best[name] = max(best[name], flops / seconds)
+  scale = by_dim[square] / peak['flop_per_s'] / best.pop('square')
+  ratio_to_peak = {name: rate * scale for name, rate in best.items()}
+  return {'fraction': matmul_ceiling_fraction(matmuls, ratio_to_peak),
+          'ratio_to_peak': ratio_to_peak, 'square_dim': square,
+          'rounds': rounds}
 
 
 def random_batch(mesh, *, batch_size: int, image_size: int, num_classes: int):

@@ -88,6 +88,56 @@ def test_matmul_peak_counts_every_product(mesh):
   assert measure.xla_flops(chain, x, w) == 3 * 2 * 64**3
 
 
+def test_chain_of_a_pair_counts_every_product(mesh):
+  """An MLP's pair, chained k -> n -> k: XLA's count and chain_program's."""
+  replicated, rows = measure.data_parallel_shardings(mesh)
+  x = jax.ShapeDtypeStruct((mesh.size * 8, 16), jnp.float32, sharding=rows)
+  a = jax.ShapeDtypeStruct((16, 48), jnp.float32, sharding=replicated)
+  b = jax.ShapeDtypeStruct((48, 16), jnp.float32, sharding=replicated)
+  chain = jax.jit(lambda x, a, b: measure.chained_matmul(x, a, b, chain=3),
+                  out_shardings=rows)
+  per_device = 3 * 2 * 8 * 16 * 48  # XLA counts one device's program.
+  assert measure.xla_flops(chain, x, a, b) == per_device
+  _, flops = measure.chain_program(mesh, jnp.float32, rows=8,
+                                   dims=(16, 48, 16), chain=3)
+  assert flops == per_device * mesh.size
+
+
+def test_chain_grows_by_whole_turns_of_its_weights(mesh):
+  _, flops, chain, seconds = measure.chain_long_enough(
+      mesh, jnp.float32, rows=8, dims=(16, 48, 16), min_seconds=0.002,
+      repeats=1)
+  assert chain % 2 == 0 and seconds >= 0.002
+  assert flops == chain * 2 * 8 * 16 * 48 * mesh.size
+
+
+# FLOPs: stem 2*10*5*1 = 100, each of the mlp's two layers 2*5*10*3 = 300.
+@pytest.mark.parametrize('ratios,expected', [
+    ({}, 1.0),                                          # All at the peak.
+    ({'mlp': 0.5}, 700 / (100 + 600 / 0.5)),            # Times add up.
+    ({'stem': 2.0, 'mlp': 0.5}, 700 / (100 / 2.0 + 600 / 0.5)),
+])
+def test_matmul_ceiling_weighs_each_matmul_by_its_time(ratios, expected):
+  matmuls = [models.Matmul('stem', 10, 5, 1, 1),
+             models.Matmul('mlp', 5, 10, 3, 1),
+             models.Matmul('mlp', 5, 3, 10, 1)]
+  assert measure.matmul_ceiling_fraction(matmuls, ratios) == pytest.approx(
+      expected)
+
+
+def test_matmul_ceiling(results):
+  ceiling = results['matmul_ceiling']
+  assert set(ceiling['ratio_to_peak']) == {'token_mixing', 'channel_mixing'}
+  assert all(is_positive(r) for r in ceiling['ratio_to_peak'].values())
+  model = models.create_model(TINY.variant, num_classes=TINY.num_classes,
+                              num_blocks=TINY.num_blocks)
+  assert ceiling['fraction'] == pytest.approx(measure.matmul_ceiling_fraction(
+      models.forward_matmuls(model, image_size=TINY.image_size),
+      ceiling['ratio_to_peak']))
+  assert str(ceiling['square_dim']) in results['matmul_peak']['by_dim']
+  assert 'matmul ceiling' in benchmark.format_report(results)
+
+
 def test_kernel_grad_forms_are_recorded_and_can_be_forced():
   """The GPU comparison needs both settings; the JSON says which ran."""
   forced = dataclasses.replace(TINY, modes=('inference',),
