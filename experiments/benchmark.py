@@ -26,8 +26,8 @@ to JSON with a record of the machine and the command. The figures:
   ceiling      inference MFU if nothing but its matmuls took time: each
                mixing MLP's two products chained at the model's own shapes
                on one device's rows, timed by turns with a square chain of
-               the peak's, best call of each; the stem and the head counted
-               at the peak. An upper bound: what the other ops leave of it.
+               the peak's fastest size up to 2048 (best call of each); the
+               stem and the head counted at the peak. An upper bound.
   img/s        global batch / median of --steps step times (each step waited
                for, after compilation and --warmup steps). train: the jitted
                data-parallel train step, state donated, on a fixed random
