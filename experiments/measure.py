@@ -63,10 +63,22 @@ def minor_page_faults() -> Optional[int]:
   return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
+# Products written out in one program at most; a longer chain loops over
+# blocks of them, so that its compile time stays bounded (an accelerator needs
+# thousands of small products to fill a timed call).
+MAX_UNROLLED_PRODUCTS = 64
+
+
 def chained_matmul(x, *weights, chain: int):
   """x @ w1 @ w2 @ w1 ... (`chain` products, by the weights in turn)."""
+  cycle = len(weights)
+  block = cycle * max(1, MAX_UNROLLED_PRODUCTS // cycle)
+  if chain > block:
+    blocks, chain = divmod(chain, block)
+    x = jax.lax.fori_loop(
+        0, blocks, lambda _, x: chained_matmul(x, *weights, chain=block), x)
   for i in range(chain):
-    x = x @ weights[i % len(weights)]
+    x = x @ weights[i % cycle]
   return x
 
 

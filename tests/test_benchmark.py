@@ -103,6 +103,20 @@ def test_chain_of_a_pair_counts_every_product(mesh):
   assert flops == per_device * mesh.size
 
 
+def test_long_chain_loops_over_blocks_of_the_same_products():
+  """Past MAX_UNROLLED_PRODUCTS the chain is a loop, with the same result."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 8))
+  a = jax.random.orthogonal(jax.random.PRNGKey(1), 8)[:, :6] * 1.1
+  b = jax.random.orthogonal(jax.random.PRNGKey(2), 8)[:6, :] * 1.05
+  chain = 2 * measure.MAX_UNROLLED_PRODUCTS + 6  # Two blocks and a rest.
+  expected = x
+  for i in range(chain):
+    expected = expected @ (a, b)[i % 2]
+  looped = jax.jit(lambda x: measure.chained_matmul(x, a, b, chain=chain))
+  assert 'while' in looped.lower(x).as_text()
+  np.testing.assert_allclose(looped(x), expected, rtol=1e-4)
+
+
 def test_chain_grows_by_whole_turns_of_its_weights(mesh):
   _, flops, chain, seconds = measure.chain_long_enough(
       mesh, jnp.float32, rows=8, dims=(16, 48, 16), min_seconds=0.002,
