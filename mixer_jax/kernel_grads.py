@@ -27,6 +27,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+
 def _check_dense_product(name, x, dimension_numbers, precision,
                          preferred_element_type, *, ndim=None):
   dense = (((x.ndim - 1,), (0,)), ((), ()))
