@@ -26,8 +26,9 @@ to JSON with a record of the machine and the command. The figures:
   ceiling      inference MFU if nothing but its matmuls took time: each
                mixing MLP's two products chained at the model's own shapes
                on one device's rows, timed by turns with a square chain of
-               the peak's fastest size up to 2048 (best call of each); the
-               stem and the head counted at the peak. An upper bound.
+               the peak's largest size up to 2048 (best call of each; the
+               square's stands for the peak); the stem and the head counted
+               at the peak. An upper bound.
   img/s        global batch / median of --steps step times (each step waited
                for, after compilation and --warmup steps). train: the jitted
                data-parallel train step, state donated, on a fixed random
@@ -40,6 +41,13 @@ to JSON with a record of the machine and the command. The figures:
                step reuses what the last one freed (--reuse_host_memory).
   MFU          model FLOP/s / matmul peak, with 3 x models.flops_per_image
                per trained image (backward = 2 forward), 1 x per inferred one.
+  alongside    MFU against the peak as it stood during the mode's own steps:
+               each timed step is followed by one call of the ceiling's
+               square chain, and its best FLOP/s, times the peak over that
+               size's figure in the peak's sweep, is the peak alongside (in
+               TFLOP/s in brackets). A shared machine's speed drifts within
+               a minute; this MFU compares the step with the matmuls of the
+               same moments.
   memory       device peak_bytes_in_use where the backend reports it (GPU,
                TPU: the process's high-water mark, max over devices), else
                the compiled program's arguments + outputs - donated +
@@ -71,6 +79,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # Run as a script: `configs` lives at the root.
 
 # pylint: disable=g-import-not-at-top,g-bad-import-order
+from experiments import matmul_peak
 from experiments import measure
 from mixer_jax import host_memory
 from mixer_jax import models
@@ -209,16 +218,21 @@ def run_benchmark(settings: Settings, *, input_config=None,
         'per_example_token_grad': model.resolved_per_example_token_grad(),
         'transposed_channel_grad': model.resolved_transposed_channel_grad(),
         **measure.analytic_vs_xla_flops(model, image_size=size)}
-    results['matmul_peak'] = measure.measure_matmul_peak(
-        mesh, jnp.dtype(settings.dtype), min_seconds=settings.matmul_seconds,
+    dtype = jnp.dtype(settings.dtype)
+    peak = results['matmul_peak'] = matmul_peak.measure_matmul_peak(
+        mesh, dtype, min_seconds=settings.matmul_seconds,
         max_dim=settings.matmul_max_dim)
-    results['matmul_ceiling'] = measure.measure_matmul_ceiling(
-        model, mesh, jnp.dtype(settings.dtype), image_size=size,
-        batch_size=settings.batch, peak=results['matmul_peak'],
-        min_seconds=settings.matmul_seconds)
+    square = matmul_peak.square_reference(
+        mesh, dtype, peak=peak, min_seconds=settings.matmul_seconds)
+    peak['alongside'] = {'dim': square['dim'], 'flops': square['flops']}
+    results['matmul_ceiling'] = matmul_peak.measure_matmul_ceiling(
+        model, mesh, dtype, image_size=size, batch_size=settings.batch,
+        square=square, min_seconds=settings.matmul_seconds)
     params = models.init_params(model, image_size=size)
+  # The modes' steps take turns with the square chain: the peak alongside.
   timing = dict(mesh=mesh, image_size=size, batch_size=settings.batch,
-                steps=settings.steps, warmup=settings.warmup)
+                steps=settings.steps, warmup=settings.warmup,
+                alongside=square['call'] if 'model' in results else None)
   # Inference before train: a device's peak memory only ever grows.
   if 'inference' in settings.modes:
     results['inference'] = measure.time_inference(model, params, **timing)
@@ -228,9 +242,14 @@ def run_benchmark(settings: Settings, *, input_config=None,
         accum_steps=settings.accum_steps, **timing)
   for mode, passes in FORWARD_PASSES.items():
     if mode in results:
-      results[mode]['mfu'] = (passes * results['model']['analytic_forward'] *
-                              results[mode]['img_per_s'] /
-                              results['matmul_peak']['flop_per_s'])
+      row = results[mode]
+      flop_per_s = (passes * results['model']['analytic_forward'] *
+                    row['img_per_s'])
+      row['peak_alongside'] = (square['flops'] /
+                               min(row['alongside_seconds_all']) *
+                               square['peak_per_rate'])
+      row['mfu'] = flop_per_s / peak['flop_per_s']
+      row['mfu_alongside'] = flop_per_s / row['peak_alongside']
   if 'input' in settings.modes:
     results['input'] = measure.time_input(input_config, batches=settings.steps,
                                   warmup=settings.warmup)
@@ -276,22 +295,30 @@ def format_report(results: dict) -> str:
         f' of the peak at their own shapes, best of {ceiling["rounds"]} '
         f'turns with a {ceiling["square_dim"]} square chain; stem and head '
         'counted at 100 %')
+  if 'model' in results:
+    lines.append(f'MFU alongside: against the peak as re-timed between the '
+                 f'steps, by its {peak["alongside"]["dim"]} square chain (peak '
+                 'alongside in TFLOP/s)')
   lines += ['', f'{"mode":<10} {"dtype":<9} {"batch":>6} {"img/s":>10} '
-            f'{"step ms":>9} {"compile s":>9} {"MFU":>7} {"faults/step":>11}'
-            '  memory']
+            f'{"step ms":>9} {"compile s":>9} {"MFU":>7} {"alongside":>16} '
+            f'{"faults/step":>11}  memory']
   for mode in (m for m in MODES if m in results):
     row = results[mode]
     dtype, compile_s, mfu, faults, memory = 'host', '-', '-', '-', '-'
+    alongside = '-'
     if mode in FORWARD_PASSES:
       dtype, compile_s, mfu = (settings['dtype'],
                                f'{row["compile_seconds"]:.2f}',
                                f'{row["mfu"]:.1%}')
+      alongside = (f'{row["mfu_alongside"]:.1%} '
+                   f'({row["peak_alongside"] / 1e12:.3f})')
       if row.get('page_faults_per_step') is not None:
         faults = f'{row["page_faults_per_step"]:,.0f}'
       memory = f'{row["memory_bytes"] / 2**20:.1f} MiB ({row["memory_source"]})'
     lines.append(f'{mode:<10} {dtype:<9} {settings["batch"]:>6} '
                  f'{row["img_per_s"]:>10.1f} {row["step_seconds"] * 1e3:>9.2f} '
-                 f'{compile_s:>9} {mfu:>7} {faults:>11}  {memory}')
+                 f'{compile_s:>9} {mfu:>7} {alongside:>16} {faults:>11}  '
+                 f'{memory}')
   if 'input' in results and 'train' in results:
     bound = results['input']['img_per_s'] < results['train']['img_per_s']
     lines.append(f'input pipeline {"slower" if bound else "faster"} than the '

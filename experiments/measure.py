@@ -13,10 +13,9 @@
 # limitations under the License.
 """How each benchmark figure is measured; experiments/benchmark.py is the CLI."""
 
-import itertools
-import math
 import statistics
 import time
+from collections.abc import Callable
 from collections.abc import Sequence
 from typing import Optional
 
@@ -56,157 +55,25 @@ def time_calls(call, *, steps: int, warmup: int) -> list[float]:
   return seconds
 
 
+def time_in_turns(calls: Sequence[Callable[[], object]], *,
+                  turns: int) -> list[list[float]]:
+  """Seconds of each call (which blocks) in `turns` turns, one of each a turn.
+
+  Interleaved, the calls see the same moments of a shared machine, whose
+  speed can drift by tens of percent within a minute.
+  """
+  seconds = [[] for _ in calls]
+  for _ in range(turns):
+    for call, times in zip(calls, seconds):
+      times += time_calls(call, steps=1, warmup=0)
+  return seconds
+
+
 def minor_page_faults() -> Optional[int]:
   """The process's minor page faults so far; None where unknown."""
   if resource is None:
     return None
   return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-
-# Products written out in one program at most; a longer chain loops over
-# blocks of them, so that its compile time stays bounded (an accelerator needs
-# thousands of small products to fill a timed call).
-MAX_UNROLLED_PRODUCTS = 64
-
-
-def chained_matmul(x, *weights, chain: int):
-  """x @ w1 @ w2 @ w1 ... (`chain` products, by the weights in turn)."""
-  cycle = len(weights)
-  block = cycle * max(1, MAX_UNROLLED_PRODUCTS // cycle)
-  if chain > block:
-    blocks, chain = divmod(chain, block)
-    x = jax.lax.fori_loop(
-        0, blocks, lambda _, x: chained_matmul(x, *weights, chain=block), x)
-  for i in range(chain):
-    x = x @ weights[i % cycle]
-  return x
-
-
-def chain_program(mesh, dtype, *, rows: int, dims: Sequence[int],
-                  chain: int):
-  """A call of `chain` dependent products and its FLOPs, ready on the mesh.
-
-  Each device multiplies its (rows, dims[0]) block of a batch-sharded matrix
-  by replicated (dims[0], dims[1]), (dims[1], dims[2]), ... matrices in turn;
-  dims[-1] == dims[0], so that the chain can go round.
-  """
-  replicated, sharded = data_parallel_shardings(mesh)
-  shapes = list(itertools.pairwise(dims))
-
-  def make(key):
-    x_key, *w_keys = jax.random.split(key, 1 + len(shapes))
-    return (jax.random.normal(x_key, (mesh.size * rows, dims[0]), dtype),
-            [jax.random.normal(k, shape, dtype) / math.sqrt(shape[0])
-             for k, shape in zip(w_keys, shapes)])
-
-  x, weights = jax.jit(make, out_shardings=(sharded, replicated))(
-      jax.random.PRNGKey(0))
-  product = jax.jit(lambda x, ws: chained_matmul(x, *ws, chain=chain),
-                    out_shardings=sharded).lower(x, weights).compile()
-  flops = sum(2 * rows * k * n * mesh.size
-              for k, n in (shapes[i % len(shapes)] for i in range(chain)))
-  return (lambda: product(x, weights).block_until_ready()), flops
-
-
-def chain_long_enough(mesh, dtype, *, rows: int, dims: Sequence[int],
-                      min_seconds: float, repeats: int):
-  """chain_program's call with `chain` grown until one call takes min_seconds.
-
-  The chain stays a whole number of rounds of the weights. Returns the call,
-  its FLOPs, its chain and its best time of `repeats`.
-  """
-  cycle = len(dims) - 1
-  chain = cycle
-  while True:
-    call, flops = chain_program(mesh, dtype, rows=rows, dims=dims,
-                                chain=chain)
-    seconds = min(time_calls(call, steps=repeats, warmup=1))
-    if seconds >= min_seconds:  # A product alone may time slower than chained.
-      return call, flops, chain, seconds
-    chain = cycle * math.ceil(chain * min_seconds / seconds / cycle)
-
-
-def measure_matmul_peak(mesh, dtype, *, min_seconds: float = 0.05,
-                        max_dim: int = 8192, repeats: int = 5) -> dict:
-  """The best matmul FLOP/s the mesh's devices reach: the reference for MFU.
-
-  Each device multiplies its [dim, dim] block of a batch-sharded
-  [devices x dim, dim] matrix by a replicated [dim, dim] one, `chain` times in
-  one program, at the default matmul precision (as the model); `chain` grows
-  until a call takes min_seconds, which hides launch overheads. Square sizes
-  from 512 double up to max_dim (or until one product takes over a second)
-  and the fastest wins: the smallest size that runs long enough is often not
-  the fastest (on a 2-core CPU 1024 reaches ~80 % of what 2048 does).
-  `by_dim` keeps every size's FLOP/s, so that MFU against another peak
-  definition (one fixed size, say) can be worked out from the same run.
-  """
-  best, by_dim, dim = None, {}, 512
-  while dim <= max_dim:
-    _, flops, chain, seconds = chain_long_enough(
-        mesh, dtype, rows=dim, dims=(dim, dim), min_seconds=min_seconds,
-        repeats=repeats)
-    by_dim[str(dim)] = flops / seconds
-    if best is None or flops / seconds > best['flop_per_s']:
-      best = {'flop_per_s': flops / seconds, 'call_seconds': seconds,
-              'dim': dim, 'chain': chain}
-    if seconds / chain > 1.0:
-      break
-    dim *= 2
-  return {**best, 'by_dim': by_dim, 'dtype': jnp.dtype(dtype).name,
-          'devices': mesh.size}
-
-
-def matmul_ceiling_fraction(matmuls, ratio_to_peak: dict) -> float:
-  """The forward's matmul FLOP/s over the peak's, each matmul at its own rate.
-
-  ratio_to_peak: a matmul name's FLOP/s / the peak's (1 where absent); the
-  result weighs each by its FLOPs, as its time adds up.
-  """
-  flops = sum(m.flops for m in matmuls)
-  return flops / sum(m.flops / ratio_to_peak.get(m.name, 1.0)
-                     for m in matmuls)
-
-
-def measure_matmul_ceiling(model, mesh, dtype, *, image_size: int,
-                           batch_size: int, peak: dict, min_seconds: float,
-                           rounds: int = 9) -> dict:
-  """The forward's matmuls alone, at their own shapes: inference MFU's ceiling.
-
-  Each mixing MLP's two products are chained (k -> n -> k) on the rows one
-  device holds at `batch_size` and timed in `rounds` turns with a square
-  chain of the peak's fastest size up to 2048, one call of each per turn, so
-  that both see the same moments of a shared machine. A chain's rate is its
-  best call over the square's best, scaled by that size's figure in the peak
-  (`by_dim`) over the peak. `fraction` is the forward's matmul FLOPs over
-  their time at those rates, the stem and the head counted at the peak,
-  divided by the peak: the MFU inference would reach if nothing but its
-  matmuls took time, and at their best; an upper bound.
-  """
-  per_device = batch_size // mesh.size
-  matmuls = models.forward_matmuls(model, image_size=image_size)
-  groups = {}
-  for matmul in matmuls:
-    groups.setdefault(matmul.name, []).append(matmul)
-  by_dim = {int(dim): flop_per_s
-            for dim, flop_per_s in peak['by_dim'].items() if int(dim) <= 2048}
-  square = max(by_dim, key=by_dim.get)
-  chains = {'square': (square, (square, square))}
-  chains.update({name: (group[0].rows * per_device,
-                        (group[0].k, *(m.n for m in group)))
-                 for name, group in groups.items() if len(group) > 1})
-  calls = {name: chain_long_enough(mesh, dtype, rows=rows, dims=dims,
-                                   min_seconds=min_seconds, repeats=1)[:2]
-           for name, (rows, dims) in chains.items()}
-  best = {name: 0.0 for name in calls}
-  for _ in range(rounds):
-    for name, (call, flops) in calls.items():
-      seconds = time_calls(call, steps=1, warmup=0)[0]
-      best[name] = max(best[name], flops / seconds)
-  scale = by_dim[square] / peak['flop_per_s'] / best.pop('square')
-  ratio_to_peak = {name: rate * scale for name, rate in best.items()}
-  return {'fraction': matmul_ceiling_fraction(matmuls, ratio_to_peak),
-          'ratio_to_peak': ratio_to_peak, 'square_dim': square,
-          'rounds': rounds}
 
 
 def random_batch(mesh, *, batch_size: int, image_size: int, num_classes: int):
@@ -258,21 +125,37 @@ def memory_figures(compiled, devices) -> dict:
 
 
 def compile_and_time(jitted, args, run, *, mesh, batch_size: int, steps: int,
-                     warmup: int) -> dict:
-  """Compiles `jitted` for `args`, then times run(compiled) (which blocks)."""
+                     warmup: int,
+                     alongside: Optional[Callable[[], object]] = None) -> dict:
+  """Compiles `jitted` for `args`, then times run(compiled) (which blocks).
+
+  With `alongside`, each timed step is followed by one timed call of it
+  (`alongside_seconds_all`): a reference taken at the same moments.
+  """
   start = time.perf_counter()
   compiled = jitted.lower(*args).compile()
   compile_seconds = time.perf_counter() - start
-  time_calls(lambda: run(compiled), steps=0, warmup=warmup)
-  faults_before = minor_page_faults()
-  seconds = time_calls(lambda: run(compiled), steps=steps, warmup=0)
-  faults = (None if faults_before is None else
-            (minor_page_faults() - faults_before) / steps)
+  faults = []
+
+  def step():
+    before = minor_page_faults()
+    run(compiled)
+    if before is not None:
+      faults.append(minor_page_faults() - before)
+
+  time_calls(step, steps=0, warmup=warmup)
+  del faults[:]
+  seconds, *alongside_seconds = time_in_turns(
+      [step, alongside] if alongside else [step], turns=steps)
   median = statistics.median(seconds)
-  return {'img_per_s': batch_size / median, 'step_seconds': median,
-          'step_seconds_all': seconds, 'compile_seconds': compile_seconds,
-          'page_faults_per_step': faults,
-          **memory_figures(compiled, mesh.devices.flat)}
+  figures = {'img_per_s': batch_size / median, 'step_seconds': median,
+             'step_seconds_all': seconds, 'compile_seconds': compile_seconds,
+             'page_faults_per_step': (statistics.mean(faults) if faults
+                                      else None),
+             **memory_figures(compiled, mesh.devices.flat)}
+  if alongside:
+    figures['alongside_seconds_all'] = alongside_seconds[0]
+  return figures
 
 
 def train_step_program(model, params, *, mesh, image_size: int,
@@ -313,22 +196,23 @@ def inference_program(model, params, *, mesh, image_size: int,
 
 def time_train_step(model, params, *, mesh, image_size: int,
                     batch_size: int, num_classes: int, steps: int,
-                    warmup: int, accum_steps: int = 1) -> dict:
-  """Times train_step_program (see there)."""
+                    warmup: int, accum_steps: int = 1,
+                    alongside=None) -> dict:
+  """Times train_step_program (see there), as compile_and_time."""
   program = train_step_program(model, params, mesh=mesh, image_size=image_size,
                                batch_size=batch_size, num_classes=num_classes,
                                accum_steps=accum_steps)
   return compile_and_time(*program, mesh=mesh, batch_size=batch_size,
-                          steps=steps, warmup=warmup)
+                          steps=steps, warmup=warmup, alongside=alongside)
 
 
 def time_inference(model, params, *, mesh, image_size: int, batch_size: int,
-                   steps: int, warmup: int) -> dict:
-  """Times inference_program: the forward pass (train=False)."""
+                   steps: int, warmup: int, alongside=None) -> dict:
+  """Times inference_program (the forward pass), as compile_and_time."""
   program = inference_program(model, params, mesh=mesh, image_size=image_size,
                               batch_size=batch_size)
   return compile_and_time(*program, mesh=mesh, batch_size=batch_size,
-                          steps=steps, warmup=warmup)
+                          steps=steps, warmup=warmup, alongside=alongside)
 
 
 def time_input(config, *, batches: int, warmup: int) -> dict:

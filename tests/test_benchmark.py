@@ -21,6 +21,7 @@ import pytest
 
 from configs import digits
 from experiments import benchmark
+from experiments import matmul_peak
 from experiments import measure
 from mixer_jax import models
 
@@ -78,76 +79,15 @@ def test_train_step_flops_are_three_forward_passes(results):
       model['xla_train'] / model['xla_forward'])
 
 
-def test_matmul_peak_counts_every_product(mesh):
-  """XLA keeps the chain as written: 2 dim^3 FLOPs per product and device."""
-  replicated, rows = measure.data_parallel_shardings(mesh)
-  x = jax.ShapeDtypeStruct((mesh.size * 64, 64), jnp.float32, sharding=rows)
-  w = jax.ShapeDtypeStruct((64, 64), jnp.float32, sharding=replicated)
-  chain = jax.jit(lambda x, w: measure.chained_matmul(x, w, chain=3),
-                  out_shardings=rows)
-  assert measure.xla_flops(chain, x, w) == 3 * 2 * 64**3
-
-
-def test_chain_of_a_pair_counts_every_product(mesh):
-  """An MLP's pair, chained k -> n -> k: XLA's count and chain_program's."""
-  replicated, rows = measure.data_parallel_shardings(mesh)
-  x = jax.ShapeDtypeStruct((mesh.size * 8, 16), jnp.float32, sharding=rows)
-  a = jax.ShapeDtypeStruct((16, 48), jnp.float32, sharding=replicated)
-  b = jax.ShapeDtypeStruct((48, 16), jnp.float32, sharding=replicated)
-  chain = jax.jit(lambda x, a, b: measure.chained_matmul(x, a, b, chain=3),
-                  out_shardings=rows)
-  per_device = 3 * 2 * 8 * 16 * 48  # XLA counts one device's program.
-  assert measure.xla_flops(chain, x, a, b) == per_device
-  _, flops = measure.chain_program(mesh, jnp.float32, rows=8,
-                                   dims=(16, 48, 16), chain=3)
-  assert flops == per_device * mesh.size
-
-
-def test_long_chain_loops_over_blocks_of_the_same_products():
-  """Past MAX_UNROLLED_PRODUCTS the chain is a loop, with the same result."""
-  x = jax.random.normal(jax.random.PRNGKey(0), (4, 8))
-  a = jax.random.orthogonal(jax.random.PRNGKey(1), 8)[:, :6] * 1.1
-  b = jax.random.orthogonal(jax.random.PRNGKey(2), 8)[:6, :] * 1.05
-  chain = 2 * measure.MAX_UNROLLED_PRODUCTS + 6  # Two blocks and a rest.
-  expected = x
-  for i in range(chain):
-    expected = expected @ (a, b)[i % 2]
-  looped = jax.jit(lambda x: measure.chained_matmul(x, a, b, chain=chain))
-  assert 'while' in looped.lower(x).as_text()
-  np.testing.assert_allclose(looped(x), expected, rtol=1e-4)
-
-
-def test_chain_grows_by_whole_turns_of_its_weights(mesh):
-  _, flops, chain, seconds = measure.chain_long_enough(
-      mesh, jnp.float32, rows=8, dims=(16, 48, 16), min_seconds=0.002,
-      repeats=1)
-  assert chain % 2 == 0 and seconds >= 0.002
-  assert flops == chain * 2 * 8 * 16 * 48 * mesh.size
-
-
-# FLOPs: stem 2*10*5*1 = 100, each of the mlp's two layers 2*5*10*3 = 300.
-@pytest.mark.parametrize('ratios,expected', [
-    ({}, 1.0),                                          # All at the peak.
-    ({'mlp': 0.5}, 700 / (100 + 600 / 0.5)),            # Times add up.
-    ({'stem': 2.0, 'mlp': 0.5}, 700 / (100 / 2.0 + 600 / 0.5)),
-])
-def test_matmul_ceiling_weighs_each_matmul_by_its_time(ratios, expected):
-  matmuls = [models.Matmul('stem', 10, 5, 1, 1),
-             models.Matmul('mlp', 5, 10, 3, 1),
-             models.Matmul('mlp', 5, 3, 10, 1)]
-  assert measure.matmul_ceiling_fraction(matmuls, ratios) == pytest.approx(
-      expected)
-
-
 def test_matmul_ceiling(results):
   ceiling = results['matmul_ceiling']
   assert set(ceiling['ratio_to_peak']) == {'token_mixing', 'channel_mixing'}
   assert all(is_positive(r) for r in ceiling['ratio_to_peak'].values())
   model = models.create_model(TINY.variant, num_classes=TINY.num_classes,
                               num_blocks=TINY.num_blocks)
-  assert ceiling['fraction'] == pytest.approx(measure.matmul_ceiling_fraction(
-      models.forward_matmuls(model, image_size=TINY.image_size),
-      ceiling['ratio_to_peak']))
+  matmuls = models.forward_matmuls(model, image_size=TINY.image_size)
+  assert ceiling['fraction'] == pytest.approx(
+      matmul_peak.matmul_ceiling_fraction(matmuls, ceiling['ratio_to_peak']))
   assert str(ceiling['square_dim']) in results['matmul_peak']['by_dim']
   assert 'matmul ceiling' in benchmark.format_report(results)
 
@@ -195,6 +135,29 @@ def test_device_modes_are_well_formed(results, mode):
   assert figures['memory_source'].startswith('compiled estimate')
 
 
+@pytest.mark.parametrize('mode', ['train', 'inference'])
+def test_device_modes_have_the_peak_alongside(results, mode):
+  """The square chain, timed after each step, rescaled to the peak."""
+  figures, peak = results[mode], results['matmul_peak']
+  square = peak['alongside']
+  assert len(figures['alongside_seconds_all']) == TINY.steps
+  assert square['dim'] <= matmul_peak.SQUARE_MAX_DIM
+  assert figures['peak_alongside'] == pytest.approx(
+      square['flops'] / min(figures['alongside_seconds_all']) *
+      peak['flop_per_s'] / peak['by_dim'][str(square['dim'])])
+  assert figures['mfu_alongside'] == pytest.approx(
+      figures['mfu'] * peak['flop_per_s'] / figures['peak_alongside'])
+
+
+def test_calls_take_turns():
+  order = []
+  seconds = measure.time_in_turns(
+      [lambda: order.append('a'), lambda: order.append('b')], turns=3)
+  assert order == ['a', 'b'] * 3
+  assert [len(s) for s in seconds] == [3, 3]
+  assert all(t >= 0 for s in seconds for t in s)
+
+
 def test_input_mode(results):
   assert is_positive(results['input']['img_per_s'])
   assert results['input']['train_pp'] == 'inception_crop'
@@ -206,6 +169,7 @@ def test_report_has_a_row_per_mode_and_json_round_trips(results):
   for mode in benchmark.MODES:
     assert any(line.startswith(mode + ' ') for line in report.splitlines())
   assert 'matmul peak' in report and 'command: test' in report
+  assert 'MFU alongside' in report
   assert ('kernel gradients: per-example token on, transposed channel on'
           in report)  # The CPU's defaults.
   assert json.loads(json.dumps(results))['settings']['num_blocks'] == 1

@@ -1,0 +1,90 @@
+"""Tests for experiments/matmul_peak.py: the chains MFU is measured against.
+
+No timing is asserted: only FLOP counts, results and well-formed figures.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import matmul_peak
+from experiments import measure
+from mixer_jax import models
+
+
+@pytest.fixture(scope='module')
+def mesh():
+  return jax.sharding.Mesh(np.asarray(jax.devices()), ('data',))
+
+
+def test_matmul_peak_counts_every_product(mesh):
+  """XLA keeps the chain as written: 2 dim^3 FLOPs per product and device."""
+  replicated, rows = measure.data_parallel_shardings(mesh)
+  x = jax.ShapeDtypeStruct((mesh.size * 64, 64), jnp.float32, sharding=rows)
+  w = jax.ShapeDtypeStruct((64, 64), jnp.float32, sharding=replicated)
+  chain = jax.jit(lambda x, w: matmul_peak.chained_matmul(x, w, chain=3),
+                  out_shardings=rows)
+  assert measure.xla_flops(chain, x, w) == 3 * 2 * 64**3
+
+
+def test_chain_of_a_pair_counts_every_product(mesh):
+  """An MLP's pair, chained k -> n -> k: XLA's count and chain_program's."""
+  replicated, rows = measure.data_parallel_shardings(mesh)
+  x = jax.ShapeDtypeStruct((mesh.size * 8, 16), jnp.float32, sharding=rows)
+  a = jax.ShapeDtypeStruct((16, 48), jnp.float32, sharding=replicated)
+  b = jax.ShapeDtypeStruct((48, 16), jnp.float32, sharding=replicated)
+  chain = jax.jit(lambda x, a, b: matmul_peak.chained_matmul(x, a, b, chain=3),
+                  out_shardings=rows)
+  per_device = 3 * 2 * 8 * 16 * 48  # XLA counts one device's program.
+  assert measure.xla_flops(chain, x, a, b) == per_device
+  _, flops = matmul_peak.chain_program(mesh, jnp.float32, rows=8,
+                                   dims=(16, 48, 16), chain=3)
+  assert flops == per_device * mesh.size
+
+
+def test_long_chain_loops_over_blocks_of_the_same_products():
+  """Past MAX_UNROLLED_PRODUCTS the chain is a loop, with the same result."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 8))
+  a = jax.random.orthogonal(jax.random.PRNGKey(1), 8)[:, :6] * 1.1
+  b = jax.random.orthogonal(jax.random.PRNGKey(2), 8)[:6, :] * 1.05
+  chain = 2 * matmul_peak.MAX_UNROLLED_PRODUCTS + 6  # Two blocks and a rest.
+  expected = x
+  for i in range(chain):
+    expected = expected @ (a, b)[i % 2]
+  looped = jax.jit(lambda x: matmul_peak.chained_matmul(x, a, b, chain=chain))
+  assert 'while' in looped.lower(x).as_text()
+  np.testing.assert_allclose(looped(x), expected, rtol=1e-4)
+
+
+def test_chain_grows_by_whole_turns_of_its_weights(mesh):
+  _, flops, chain, seconds = matmul_peak.chain_long_enough(
+      mesh, jnp.float32, rows=8, dims=(16, 48, 16), min_seconds=0.002,
+      repeats=1)
+  assert chain % 2 == 0 and seconds >= 0.002
+  assert flops == chain * 2 * 8 * 16 * 48 * mesh.size
+
+
+# FLOPs: stem 2*10*5*1 = 100, each of the mlp's two layers 2*5*10*3 = 300.
+@pytest.mark.parametrize('ratios,expected', [
+    ({}, 1.0),                                          # All at the peak.
+    ({'mlp': 0.5}, 700 / (100 + 600 / 0.5)),            # Times add up.
+    ({'stem': 2.0, 'mlp': 0.5}, 700 / (100 / 2.0 + 600 / 0.5)),
+])
+def test_matmul_ceiling_weighs_each_matmul_by_its_time(ratios, expected):
+  matmuls = [models.Matmul('stem', 10, 5, 1, 1),
+             models.Matmul('mlp', 5, 10, 3, 1),
+             models.Matmul('mlp', 5, 3, 10, 1)]
+  assert matmul_peak.matmul_ceiling_fraction(matmuls, ratios) == pytest.approx(
+      expected)
+
+
+def test_square_reference_stands_for_the_peak(mesh):
+  """The largest size up to SQUARE_MAX_DIM, scaled to the sweep's best."""
+  peak = {'flop_per_s': 10.0, 'by_dim': {'16': 6.0, '32': 5.0, '8192': 10.0}}
+  square = matmul_peak.square_reference(mesh, jnp.float32, peak=peak,
+                                        min_seconds=0.001)
+  assert square['dim'] == 32 and square['peak_per_rate'] == 2.0
+  chain = square['flops'] // (2 * 32**3 * mesh.size)
+  assert chain >= 1 and square['flops'] == chain * 2 * 32**3 * mesh.size
+  square['call']()  # Runs, and waits.
