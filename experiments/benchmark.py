@@ -20,7 +20,8 @@ to JSON with a record of the machine and the command. The figures:
 
   matmul peak  the best FLOP/s of chained square matmuls in --dtype, sizes
                512 up to 8192, batch-sharded over the devices like the
-               model; best of several calls of at least --matmul_seconds.
+               model, each call's chain grown to --matmul_seconds; the
+               sizes timed in 5 turns of one call each, best call of each.
                The reference for MFU. Each size's figure is printed and
                kept in the JSON (by_dim), for MFU against another peak.
   ceiling      inference MFU if nothing but its matmuls took time: each

@@ -97,24 +97,31 @@ def measure_matmul_peak(mesh, dtype, *, min_seconds: float = 0.05,
   until a call takes min_seconds, which hides launch overheads. Square sizes
   from 512 double up to max_dim (or until one product takes over a second)
   and the fastest wins: the smallest size that runs long enough is often not
-  the fastest (on a 2-core CPU 1024 reaches ~80 % of what 2048 does).
-  `by_dim` keeps every size's FLOP/s, so that MFU against another peak
-  definition (one fixed size, say) can be worked out from the same run.
+  the fastest (on a 2-core CPU 1024 reaches ~80 % of what 2048 does). The
+  sizes are timed in `repeats` turns, one call of each per turn, and each
+  counts its best call: so that the sizes see the same moments of a shared
+  machine, and `by_dim`, every size's FLOP/s, compares them fairly (MFU
+  against another peak definition, one fixed size say, and the square chains
+  that stand for the peak, rely on it).
   """
-  best, by_dim, dim = None, {}, 512
+  calls, dim = {}, 512
   while dim <= max_dim:
-    _, flops, chain, seconds = chain_long_enough(
+    call, flops, chain, seconds = chain_long_enough(
         mesh, dtype, rows=dim, dims=(dim, dim), min_seconds=min_seconds,
-        repeats=repeats)
-    by_dim[str(dim)] = flops / seconds
-    if best is None or flops / seconds > best['flop_per_s']:
-      best = {'flop_per_s': flops / seconds, 'call_seconds': seconds,
-              'dim': dim, 'chain': chain}
+        repeats=1)
+    calls[dim] = (call, flops, chain)
     if seconds / chain > 1.0:
       break
     dim *= 2
-  return {**best, 'by_dim': by_dim, 'dtype': jnp.dtype(dtype).name,
-          'devices': mesh.size}
+  seconds = dict(zip(calls, measure.time_in_turns(
+      [call for call, _, _ in calls.values()], turns=repeats)))
+  by_dim = {dim: flops / min(seconds[dim])
+            for dim, (_, flops, _) in calls.items()}
+  best = max(by_dim, key=by_dim.get)
+  return {'flop_per_s': by_dim[best], 'call_seconds': min(seconds[best]),
+          'dim': best, 'chain': calls[best][2], 'turns': repeats,
+          'by_dim': {str(dim): rate for dim, rate in by_dim.items()},
+          'dtype': jnp.dtype(dtype).name, 'devices': mesh.size}
 
 
 def matmul_ceiling_fraction(matmuls, ratio_to_peak: dict) -> float:

@@ -109,7 +109,7 @@ def test_kernel_grad_forms_are_recorded_and_can_be_forced():
 def test_matmul_peak(results):
   peak = results['matmul_peak']
   assert is_positive(peak['flop_per_s'])
-  assert peak['call_seconds'] >= TINY.matmul_seconds and peak['chain'] >= 1
+  assert peak['call_seconds'] > 0 and peak['chain'] >= 1 and peak['turns'] == 5
   assert peak['devices'] == jax.device_count()
   # Every size tried is kept, the reported one is the fastest of them.
   assert peak['by_dim'][str(peak['dim'])] == peak['flop_per_s']
