@@ -246,9 +246,8 @@ def run_benchmark(settings: Settings, *, input_config=None,
       row = results[mode]
       flop_per_s = (passes * results['model']['analytic_forward'] *
                     row['img_per_s'])
-      row['peak_alongside'] = (square['flops'] /
-                               min(row['alongside_seconds_all']) *
-                               square['peak_per_rate'])
+      row['peak_alongside'] = matmul_peak.peak_at(
+          square, row['alongside_seconds_all'])
       row['mfu'] = flop_per_s / peak['flop_per_s']
       row['mfu_alongside'] = flop_per_s / row['peak_alongside']
   if 'input' in settings.modes:

@@ -159,6 +159,11 @@ def square_reference(mesh, dtype, *, peak: dict, min_seconds: float) -> dict:
           'peak_per_rate': peak['flop_per_s'] / by_dim[dim]}
 
 
+def peak_at(square: dict, seconds: Sequence[float]) -> float:
+  """The peak FLOP/s that square_reference's best of `seconds` stands for."""
+  return square['flops'] / min(seconds) * square['peak_per_rate']
+
+
 def measure_matmul_ceiling(model, mesh, dtype, *, image_size: int,
                            batch_size: int, square: dict, min_seconds: float,
                            rounds: int = 9) -> dict:
@@ -184,7 +189,7 @@ def measure_matmul_ceiling(model, mesh, dtype, *, image_size: int,
       repeats=1)[:2] for name, group in groups.items() if len(group) > 1}
   seconds = measure.time_in_turns(
       [square['call']] + [call for call, _ in chains.values()], turns=rounds)
-  peak = square['flops'] / min(seconds[0]) * square['peak_per_rate']
+  peak = peak_at(square, seconds[0])
   ratio_to_peak = {name: flops / min(times) / peak
                    for (name, (_, flops)), times in zip(chains.items(),
                                                         seconds[1:])}
