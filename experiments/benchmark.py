@@ -49,6 +49,13 @@ to JSON with a record of the machine and the command. The figures:
                TFLOP/s in brackets). A shared machine's speed drifts within
                a minute; this MFU compares the step with the matmuls of the
                same moments.
+  paired       the same chain calls, each beside its own step: the median over
+               steps of the step's FLOP/s over the peak that the chain call
+               right after it stands for. Like for like (each step against a
+               matmul of its own moment), where alongside sets a median step
+               against the chain's fastest call; the two agree where the
+               machine's speed does not drift. Not a best-of figure: a peak's
+               targets are judged by MFU and alongside.
   memory       device peak_bytes_in_use where the backend reports it (GPU,
                TPU: the process's high-water mark, max over devices), else
                the compiled program's arguments + outputs - donated +
@@ -64,6 +71,7 @@ import os
 import pathlib
 import platform
 import shlex
+import statistics
 import sys
 from typing import Optional, Sequence
 
@@ -250,6 +258,11 @@ def run_benchmark(settings: Settings, *, input_config=None,
           square, row['alongside_seconds_all'])
       row['mfu'] = flop_per_s / peak['flop_per_s']
       row['mfu_alongside'] = flop_per_s / row['peak_alongside']
+      row['mfu_paired'] = statistics.median(
+          flop_per_s * row['step_seconds'] / step /
+          matmul_peak.peak_at(square, [chain])
+          for step, chain in zip(row['step_seconds_all'],
+                                 row['alongside_seconds_all']))
   if 'input' in settings.modes:
     results['input'] = measure.time_input(input_config, batches=settings.steps,
                                   warmup=settings.warmup)
@@ -298,26 +311,30 @@ def format_report(results: dict) -> str:
   if 'model' in results:
     lines.append(f'MFU alongside: against the peak as re-timed between the '
                  f'steps, by its {peak["alongside"]["dim"]} square chain (peak '
-                 'alongside in TFLOP/s)')
+                 'alongside in TFLOP/s); paired: each step against the chain '
+                 'call after it, median')
   lines += ['', f'{"mode":<10} {"dtype":<9} {"batch":>6} {"img/s":>10} '
             f'{"step ms":>9} {"compile s":>9} {"MFU":>7} {"alongside":>16} '
+            f'{"paired":>7} '
             f'{"faults/step":>11}  memory']
   for mode in (m for m in MODES if m in results):
     row = results[mode]
     dtype, compile_s, mfu, faults, memory = 'host', '-', '-', '-', '-'
-    alongside = '-'
+    alongside = paired = '-'
     if mode in FORWARD_PASSES:
       dtype, compile_s, mfu = (settings['dtype'],
                                f'{row["compile_seconds"]:.2f}',
                                f'{row["mfu"]:.1%}')
       alongside = (f'{row["mfu_alongside"]:.1%} '
                    f'({row["peak_alongside"] / 1e12:.3f})')
+      paired = f'{row["mfu_paired"]:.1%}'
       if row.get('page_faults_per_step') is not None:
         faults = f'{row["page_faults_per_step"]:,.0f}'
       memory = f'{row["memory_bytes"] / 2**20:.1f} MiB ({row["memory_source"]})'
     lines.append(f'{mode:<10} {dtype:<9} {settings["batch"]:>6} '
                  f'{row["img_per_s"]:>10.1f} {row["step_seconds"] * 1e3:>9.2f} '
-                 f'{compile_s:>9} {mfu:>7} {alongside:>16} {faults:>11}  '
+                 f'{compile_s:>9} {mfu:>7} {alongside:>16} {paired:>7} '
+                 f'{faults:>11}  '
                  f'{memory}')
   if 'input' in results and 'train' in results:
     bound = results['input']['img_per_s'] < results['train']['img_per_s']

@@ -147,6 +147,15 @@ def test_device_modes_have_the_peak_alongside(results, mode):
       peak['flop_per_s'] / peak['by_dim'][str(square['dim'])])
   assert figures['mfu_alongside'] == pytest.approx(
       figures['mfu'] * peak['flop_per_s'] / figures['peak_alongside'])
+  # Paired: each step against the chain call right after it, median.
+  flops = figures['mfu'] * peak['flop_per_s'] * figures['step_seconds']
+  scale = peak['flop_per_s'] / peak['by_dim'][str(square['dim'])]
+  ratios = sorted(
+      flops / step / (square['flops'] / chain * scale)
+      for step, chain in zip(figures['step_seconds_all'],
+                             figures['alongside_seconds_all']))
+  assert figures['mfu_paired'] == pytest.approx(
+      (ratios[(TINY.steps - 1) // 2] + ratios[TINY.steps // 2]) / 2)
 
 
 def test_calls_take_turns():
@@ -169,7 +178,7 @@ def test_report_has_a_row_per_mode_and_json_round_trips(results):
   for mode in benchmark.MODES:
     assert any(line.startswith(mode + ' ') for line in report.splitlines())
   assert 'matmul peak' in report and 'command: test' in report
-  assert 'MFU alongside' in report
+  assert 'MFU alongside' in report and 'paired' in report
   assert ('kernel gradients: per-example token on, transposed channel on'
           in report)  # The CPU's defaults.
   assert json.loads(json.dumps(results))['settings']['num_blocks'] == 1
