@@ -27,7 +27,8 @@ grouped with profile_step's labels.
 Prints ms per step of each group in the train step's forward and in
 inference; then how the traced train step's wall time (first op to last)
 divides: its matmuls (the union of their traced times, their FLOPs over
-it), the other ops where no matmul runs, and idle. XLA:CPU only (profile_step.py says why).
+it), the other ops where no matmul runs, and idle. XLA:CPU only
+(profile_step.py says why).
 """
 
 import collections
@@ -77,7 +78,7 @@ def forward_key(op_name: str):
 
 def compare(*, variant: str, batch: int, image_size: int, num_classes: int,
             num_blocks, rounds: int, steps: int) -> dict:
-  """Both programs traced in turns; the forward's groups and the step's split."""
+  """Both programs traced in turns: forward op groups, the train step split."""
   mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ('data',))
   depth = {'num_blocks': num_blocks} if num_blocks else {}
   model = models.create_model(variant, num_classes=num_classes, **depth)
