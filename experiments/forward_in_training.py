@@ -46,19 +46,17 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 # pylint: disable=g-bad-import-order,wrong-import-position
 from experiments import profile_step  # Sets XLA:CPU's trace flag first.
 import jax
-import numpy as np
 
 from experiments import measure
 from mixer_jax import host_memory
-from mixer_jax import models
-
-_OP_NAME = re.compile(
-    r'^\s*(?:ROOT )?%?([\w.\-]+) = .*?op_name="([^"]*)"', re.M)
 
 
 def op_names(hlo_text: str) -> dict[str, str]:
   """Instruction name -> its op_name metadata, where it has one."""
-  return dict(_OP_NAME.findall(hlo_text))
+  return {name: match[1]
+          for scope in profile_step.parse_hlo(hlo_text).values()
+          for name, instruction in scope.items()
+          if (match := re.search(r'op_name="([^"]*)"', instruction.attrs))}
 
 
 def forward_key(op_name: str):
@@ -79,23 +77,15 @@ def forward_key(op_name: str):
 def compare(*, variant: str, batch: int, image_size: int, num_classes: int,
             num_blocks, rounds: int, steps: int) -> dict:
   """Both programs traced in turns: forward op groups, the train step split."""
-  mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ('data',))
-  depth = {'num_blocks': num_blocks} if num_blocks else {}
-  model = models.create_model(variant, num_classes=num_classes, **depth)
-  params = models.init_params(model, image_size=image_size)
-  timing = dict(mesh=mesh, image_size=image_size, batch_size=batch)
-  programs = {
-      'train': measure.train_step_program(model, params,
-                                          num_classes=num_classes, **timing),
-      'inference': measure.inference_program(model, params, **timing)}
   runs = {}
-  for mode, (jitted, args, run) in programs.items():
-    compiled = jitted.lower(*args).compile()
+  for mode, (compiled, call) in profile_step.compiled_programs(
+      ['train', 'inference'], variant=variant, batch=batch,
+      image_size=image_size, dtype='float32', num_classes=num_classes,
+      num_blocks=num_blocks).items():
     text = compiled.as_text()
-    runs[mode] = dict(call=lambda c=compiled, r=run: r(c),
-                      ops=profile_step.hlo_ops(text), names=op_names(text),
-                      events=[], seconds=[])
-    runs[mode]['call']()  # Warm-up.
+    runs[mode] = dict(call=call, ops=profile_step.hlo_ops(text),
+                      names=op_names(text), events=[], seconds=[])
+    call()  # Warm-up.
   for _ in range(rounds):
     for mode, r in runs.items():
       r['seconds'] += measure.time_calls(r['call'], steps=steps, warmup=0)
@@ -178,12 +168,7 @@ def format_comparison(result: dict) -> str:
 
 def define_flags():
   """The CLI's flags, defined on use (as in profile_step.py)."""
-  flags.DEFINE_string('variant', 'S/32', "Mixer variant: 'S/32', 'B/16', ...")
-  flags.DEFINE_integer('batch', 32, 'Batch size (one device).')
-  flags.DEFINE_integer('image_size', 224, 'Side of the square images.')
-  flags.DEFINE_integer('num_classes', 1000, 'Head classes.')
-  flags.DEFINE_integer('num_blocks', None,
-                       "Overrides the variant's number of blocks (quick runs).")
+  profile_step.define_model_flags()
   flags.DEFINE_integer('rounds', 3, 'Turns of the two programs.')
   flags.DEFINE_integer('steps', 2, 'Calls timed, then traced, per turn.')
   flags.DEFINE_string('json', None, 'Also write the comparison to this file.')

@@ -53,6 +53,7 @@ os.environ['XLA_FLAGS'] = ' '.join(filter(None, [
 # pylint: disable=g-import-not-at-top,g-bad-import-order,wrong-import-position
 import collections
 import dataclasses
+import functools
 import json
 import math
 import pathlib
@@ -60,7 +61,7 @@ import re
 import statistics
 import sys
 import tempfile
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from absl import app
 from absl import flags
@@ -249,28 +250,44 @@ def summarize(events, ops: dict[str, Op], *, steps: int) -> dict:
       'rows': rows}
 
 
-def profile(*, variant: str, batch: int, image_size: int, dtype: str,
-            mode: str, num_classes: int, num_blocks, steps: int, warmup: int,
-            trace_dir: str) -> dict:
-  """Times `steps` untraced steps, then traces `steps` more; the summary."""
+def compiled_programs(modes: Sequence[str], *, variant: str, batch: int,
+                      image_size: int, dtype: str, num_classes: int,
+                      num_blocks) -> dict:
+  """Mode -> (compiled program, a call of it): the benchmark's on one device.
+
+  'train' is the donated train step, 'inference' the forward pass
+  (experiments/measure.py), both of one model and its parameters.
+  """
   mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ('data',))
   depth = {'num_blocks': num_blocks} if num_blocks else {}
   model = models.create_model(variant, dtype=jnp.dtype(dtype),
                               num_classes=num_classes, **depth)
   params = models.init_params(model, image_size=image_size)
   timing = dict(mesh=mesh, image_size=image_size, batch_size=batch)
-  if mode == 'train':
-    jitted, args, run = measure.train_step_program(
-        model, params, num_classes=num_classes, **timing)
-  else:
-    jitted, args, run = measure.inference_program(model, params, **timing)
-  compiled = jitted.lower(*args).compile()
+  programs = {}
+  for mode in modes:
+    if mode == 'train':
+      jitted, args, run = measure.train_step_program(
+          model, params, num_classes=num_classes, **timing)
+    else:
+      jitted, args, run = measure.inference_program(model, params, **timing)
+    compiled = jitted.lower(*args).compile()
+    programs[mode] = (compiled, functools.partial(run, compiled))
+  return programs
+
+
+def profile(*, variant: str, batch: int, image_size: int, dtype: str,
+            mode: str, num_classes: int, num_blocks, steps: int, warmup: int,
+            trace_dir: str) -> dict:
+  """Times `steps` untraced steps, then traces `steps` more; the summary."""
+  compiled, call = compiled_programs(
+      [mode], variant=variant, batch=batch, image_size=image_size,
+      dtype=dtype, num_classes=num_classes, num_blocks=num_blocks)[mode]
   ops = hlo_ops(compiled.as_text())
-  seconds = measure.time_calls(lambda: run(compiled), steps=steps,
-                               warmup=warmup)
+  seconds = measure.time_calls(call, steps=steps, warmup=warmup)
   with jax.profiler.trace(trace_dir):
     for _ in range(steps):
-      run(compiled)
+      call()
   summary = summarize(trace_events(trace_dir), ops, steps=steps)
   step_ms = statistics.median(seconds) * 1e3
   return {'variant': variant, 'mode': mode, 'dtype': dtype, 'batch': batch,
@@ -307,17 +324,22 @@ def format_summary(result: dict, *, top: int) -> str:
   return '\n'.join(lines)
 
 
-def define_flags():
-  """The CLI's flags, defined on use: tests import this with benchmark.py."""
+def define_model_flags():
+  """The flags that choose the model and its batch: compiled_programs' own."""
   flags.DEFINE_string('variant', 'S/32', "Mixer variant: 'S/32', 'B/16', ...")
   flags.DEFINE_integer('batch', 32, 'Batch size (one device).')
   flags.DEFINE_integer('image_size', 224, 'Side of the square images.')
-  flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'],
-                    'Compute dtype; parameters stay float32.')
-  flags.DEFINE_enum('mode', 'train', ['train', 'inference'], 'Which program.')
   flags.DEFINE_integer('num_classes', 1000, 'Head classes.')
   flags.DEFINE_integer('num_blocks', None,
                        "Overrides the variant's number of blocks (quick runs).")
+
+
+def define_flags():
+  """The CLI's flags, defined on use: tests import this with benchmark.py."""
+  define_model_flags()
+  flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'],
+                    'Compute dtype; parameters stay float32.')
+  flags.DEFINE_enum('mode', 'train', ['train', 'inference'], 'Which program.')
   flags.DEFINE_integer('steps', 5, 'Steps timed untraced, then traced.')
   flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
   flags.DEFINE_integer('top', 25, 'Rows of the printed table.')

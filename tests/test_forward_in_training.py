@@ -32,9 +32,12 @@ def test_forward_key(op_name, key):
 
 
 def test_op_names_reads_the_metadata():
-  hlo = ('  %ynn_fusion.7 = f32[4,5]{1,0} fusion(%a, %b), kind=kCustom, '
+  hlo = ('ENTRY %main (a: f32[4,3], b: f32[3,5]) -> f32[4,5] {\n'
+         '  %a = f32[4,3]{1,0} parameter(0)\n'
+         '  %b = f32[3,5]{1,0} parameter(1)\n'
+         '  ROOT %ynn_fusion.7 = f32[4,5]{1,0} fusion(%a, %b), kind=kCustom, '
          'metadata={op_name="jit(f)/MlpMixer/head/dot_general" '
-         'stack_frame_id=3}\n  %a = f32[4,3]{1,0} parameter(0)\n')
+         'stack_frame_id=3}\n}\n')
   assert forward_in_training.op_names(hlo) == {
       'ynn_fusion.7': 'jit(f)/MlpMixer/head/dot_general'}
 
