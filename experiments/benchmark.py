@@ -92,7 +92,6 @@ from experiments import matmul_peak
 from experiments import measure
 from mixer_jax import host_memory
 from mixer_jax import models
-from mixer_jax import train  # noqa: F401  (defines --reuse_host_memory)
 
 MODES = ('train', 'inference', 'input')
 # Model FLOPs per image of the device modes, in forward passes.
@@ -164,7 +163,7 @@ _INPUT_CONFIG = config_flags.DEFINE_config_file(
     'gets train_pp=inception_crop, so that the per-image cost at the '
     'benchmark resolution is measured. Override: --input_config.<field>=...',
     lock_config=False)
-# mixer_jax.train's --[no]reuse_host_memory, listed in this script's --help.
+# mixer_jax.host_memory's --[no]reuse_host_memory, listed in this --help.
 flags.declare_key_flag('reuse_host_memory', flag_values=flags.FLAGS)
 _JSON = flags.DEFINE_string('json', None, 'Results file (default: '
                             'benchmark_<variant>_<dtype>_b<batch>.json here).')
@@ -204,6 +203,8 @@ def run_benchmark(settings: Settings, *, input_config=None,
   if unknown:
     raise ValueError(f'Unknown mode(s) {", ".join(unknown)}; choose from '
                      f'{", ".join(MODES)}.')
+  if 'input' in settings.modes:
+    measure.input_pipeline_module()  # Before any figure is taken.
   if settings.devices and settings.devices > len(used):
     raise ValueError(f'--devices={settings.devices}: there are {len(used)}.')
   if settings.batch % (len(used) * settings.accum_steps):
@@ -350,7 +351,7 @@ def main(argv):
   settings = Settings(**{field.name: flags.FLAGS[field.name].value
                          for field in dataclasses.fields(Settings)})
   # Before run_benchmark starts jax's backends.
-  reused = (flags.FLAGS.reuse_host_memory and
+  reused = (host_memory.REUSE_HOST_MEMORY.value and
             host_memory.reuse_freed_memory())
   input_config = _INPUT_CONFIG.value
   input_config.update(image_size=settings.image_size,

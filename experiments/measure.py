@@ -25,10 +25,9 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec
 
 from configs import common
-from mixer_jax import input_pipeline
 from mixer_jax import models
 from mixer_jax import optim
-from mixer_jax import train
+from mixer_jax import steps
 from mixer_jax import train_state
 
 try:
@@ -170,7 +169,7 @@ def train_step_program(model, params, *, mesh, image_size: int,
   state = [donatable_train_state(params, tx, mesh)]  # Each step replaces it.
   batch = random_batch(mesh, batch_size=batch_size, image_size=image_size,
                        num_classes=num_classes)
-  step = jax.jit(train.make_train_step(model, tx, num_classes=num_classes,
+  step = jax.jit(steps.make_train_step(model, tx, num_classes=num_classes,
                                        accum_steps=accum_steps),
                  donate_argnums=(0,), out_shardings=(replicated, replicated))
 
@@ -215,13 +214,29 @@ def time_inference(model, params, *, mesh, image_size: int, batch_size: int,
                           steps=steps, warmup=warmup, alongside=alongside)
 
 
+def input_pipeline_module():
+  """mixer_jax.input_pipeline, or a ValueError naming what it lacks.
+
+  Imported here, for the input figure alone: it needs TensorFlow, which
+  accelerator images often lack, and the device figures do not.
+  """
+  try:
+    from mixer_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ValueError(
+        f'The input mode needs TensorFlow and tensorflow-datasets ({e}): '
+        'install them (pip install -e .) or leave it out '
+        '(--modes=train,inference).') from e
+  return input_pipeline
+
+
 def time_input(config, *, batches: int, warmup: int) -> dict:
   """Host img/s of input_pipeline.train_iterator alone (no device, no model).
 
   Total time of `batches` batches after `warmup` ones: the pipeline prefetches,
   so a short run flatters it a little.
   """
-  iterator = input_pipeline.train_iterator(config)
+  iterator = input_pipeline_module().train_iterator(config)
   for _ in range(warmup):
     next(iterator)
   start = time.perf_counter()
@@ -255,7 +270,7 @@ def xla_flops_per_image(model, *, image_size: int, train_step: bool = False,
     state = jax.eval_shape(lambda p: train_state.TrainState.create(
         params=p, tx=tx, rng=jax.random.PRNGKey(0)), params)
     labels = jax.ShapeDtypeStruct((batch_size,), jnp.int32)
-    flops = xla_flops(jax.jit(train.make_train_step(
+    flops = xla_flops(jax.jit(steps.make_train_step(
         model, tx, num_classes=model.num_classes)), state,
                       {'image': images, 'label': labels})
   else:

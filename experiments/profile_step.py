@@ -370,6 +370,6 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  # mixer_jax.train's --[no]reuse_host_memory (imported through measure).
+  # mixer_jax.host_memory's --[no]reuse_host_memory.
   flags.declare_key_flag('reuse_host_memory')
   app.run(main)

@@ -35,11 +35,18 @@ import ctypes
 import platform
 import sys
 
+from absl import flags
 import jax
 
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
+
+# The entry points' switch: train, benchmark and profile read it.
+REUSE_HOST_MEMORY = flags.DEFINE_boolean(
+    'reuse_host_memory', True, 'On the CPU backend, keep the memory a step '
+    'frees for the next one instead of faulting it in again '
+    '(mixer_jax/host_memory.py).')
 
 
 def reuse_freed_memory() -> bool:

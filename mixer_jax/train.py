@@ -33,7 +33,6 @@ import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
-import optax
 
 from mixer_jax import checkpoint
 from mixer_jax import host_memory
@@ -42,6 +41,7 @@ from mixer_jax import metrics
 from mixer_jax import models
 from mixer_jax import optim
 from mixer_jax import resolution
+from mixer_jax import steps
 from mixer_jax import train_state
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -51,10 +51,6 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Where checkpoints, logs and metrics go; a run in an '
     'existing workdir resumes. Default: workdirs/<config name>.')
-_REUSE_HOST_MEMORY = flags.DEFINE_boolean(
-    'reuse_host_memory', True, 'On the CPU backend, keep the memory a step '
-    'frees for the next one instead of faulting it in again '
-    '(mixer_jax/host_memory.py).')
 
 _MODEL_OVERRIDES = ('num_blocks', 'hidden_dim', 'tokens_mlp_dim',
                     'channels_mlp_dim')
@@ -85,69 +81,6 @@ def initial_params(config, model, *, rng):
         keep_head=config.keep_head, resolution_factor=config.resolution_factor,
         cache_dir=config.pretrained_cache_dir)
   return params
-
-
-def mixup(rng, images, labels, *, alpha: float):
-  """Mixes each example with the next one (big_vision's mixup).
-
-  One Beta(alpha, alpha) ratio per batch, folded to >= 0.5 so that the
-  example keeps the larger share.
-  """
-  ratio = jax.random.beta(rng, alpha, alpha)
-  ratio = jnp.maximum(ratio, 1.0 - ratio)
-  mix = lambda x: ratio * x + (1.0 - ratio) * jnp.roll(x, 1, axis=0)
-  return mix(images), mix(labels)
-
-
-def make_train_step(model, tx, *, num_classes: int, accum_steps: int = 1,
-                    mixup_alpha: float = 0.0, label_smoothing: float = 0.0):
-  """(state, batch) -> (state, metrics); jit it with the state donated."""
-
-  def loss_fn(params, batch, rng):
-    mixup_rng, dropout_rng = jax.random.split(rng)
-    images = batch['image']
-    labels = jax.nn.one_hot(batch['label'], num_classes)
-    if mixup_alpha:
-      images, labels = mixup(mixup_rng, images, labels, alpha=mixup_alpha)
-    if label_smoothing:
-      labels = optax.smooth_labels(labels, label_smoothing)
-    logits = model.apply({'params': params}, images, train=True,
-                         rngs={'dropout': dropout_rng})
-    return optax.softmax_cross_entropy(logits, labels).mean(), None
-
-  loss_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
-
-  def train_step(state, batch):
-    rng = jax.random.fold_in(state.rng, state.step)
-    (loss, _), grads = optim.accumulate_gradient(
-        loss_and_grad, state.params, batch, rng, accum_steps=accum_steps)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    state = state.replace(step=state.step + 1,
-                          params=optax.apply_updates(state.params, updates),
-                          opt_state=opt_state)
-    return state, {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
-
-  return train_step
-
-
-def make_eval_step(model, *, num_classes: int):
-  """(params, batch) -> sums over the real (mask 1) examples of the batch."""
-
-  def eval_step(params, batch):
-    logits = model.apply({'params': params}, batch['image'], train=False)
-    labels, mask = batch['label'], batch['mask']
-    label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
-    rank = jnp.sum(logits > label_logit, axis=-1)  # 0 when top-1.
-    sums = {
-        'loss': optax.softmax_cross_entropy_with_integer_labels(logits, labels),
-        'correct': rank == 0,
-        'count': jnp.ones_like(mask),
-    }
-    if num_classes > 10:
-      sums['correct_top5'] = rank < 5
-    return {k: jnp.sum(v * mask) for k, v in sums.items()}
-
-  return eval_step
 
 
 def prefetch_to_mesh(iterator, sharding, size: int):
@@ -243,13 +176,14 @@ def train_and_evaluate(config, workdir: str, *, devices=None,
   checkpoints.begin()  # Nothing is written to the workdir before this.
 
   train_step = jax.jit(
-      make_train_step(model, tx, num_classes=info.num_classes,
-                      accum_steps=config.accum_steps,
-                      mixup_alpha=config.mixup_alpha,
-                      label_smoothing=config.label_smoothing),
+      steps.make_train_step(model, tx, num_classes=info.num_classes,
+                            accum_steps=config.accum_steps,
+                            mixup_alpha=config.mixup_alpha,
+                            label_smoothing=config.label_smoothing),
       donate_argnums=(0,), out_shardings=(replicated, replicated))
-  eval_step = jax.jit(make_eval_step(model, num_classes=info.num_classes),
-                      out_shardings=replicated)
+  eval_step = jax.jit(
+      steps.make_eval_step(model, num_classes=info.num_classes),
+      out_shardings=replicated)
   batches = prefetch_to_mesh(
       input_pipeline.train_iterator(config, start_step=start_step),
       batch_sharding, config.prefetch)
@@ -317,7 +251,7 @@ def main(argv):
   if os.environ.get('MIXER_JAX_DISTRIBUTED') or os.environ.get(
       'JAX_COORDINATOR_ADDRESS'):
     jax.distributed.initialize()
-  if _REUSE_HOST_MEMORY.value:  # Before anything starts jax's backends.
+  if host_memory.REUSE_HOST_MEMORY.value:  # Before jax's backends start.
     host_memory.reuse_freed_memory()
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].serialize()
                                               .split('=', 1)[-1])

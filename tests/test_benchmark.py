@@ -219,22 +219,99 @@ def test_cli_writes_json(tmp_path, capsys):
   assert results['machine']['host_memory_reused'] is False
 
 
-def test_cli_in_a_fresh_process_reuses_host_memory(tmp_path):
+# Accelerator images (this project's GPU machines among them) often have jax
+# but no TensorFlow: the device modes must not import it. None in sys.modules
+# makes every import of these packages fail.
+WITHOUT_TENSORFLOW = """
+import runpy, sys
+sys.modules['tensorflow'] = sys.modules['tensorflow_datasets'] = None
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+
+
+def test_cli_in_a_fresh_process_without_tensorflow_reuses_host_memory(
+    tmp_path):
   path = tmp_path / 'out.json'
   result = subprocess.run(
-      [sys.executable, 'experiments/benchmark.py', '--variant=Ti/4',
-       '--num_blocks=1', '--image_size=16', '--batch=8', '--num_classes=10',
-       '--steps=2', '--warmup=1', '--modes=train', '--matmul_seconds=0.005',
+      [sys.executable, '-c', WITHOUT_TENSORFLOW, 'experiments/benchmark.py',
+       '--variant=Ti/4', '--num_blocks=1', '--image_size=16', '--batch=8',
+       '--num_classes=10', '--steps=2', '--warmup=1',
+       '--modes=train,inference', '--matmul_seconds=0.005',
        '--matmul_max_dim=512', f'--json={path}'],
       cwd=ROOT, env=dict(os.environ, XLA_FLAGS=''), capture_output=True,
       text=True, timeout=300, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   results = json.loads(path.read_text())
+  assert is_positive(results['train']['img_per_s'])
+  assert is_positive(results['inference']['img_per_s'])
   reused = platform.system() == 'Linux' and platform.libc_ver()[0] == 'glibc'
   assert results['machine']['host_memory_reused'] is reused
   assert ('host memory freed by a step: reused by the next' in
           result.stdout) is reused
   assert results['train']['page_faults_per_step'] >= 0
+
+
+def test_input_mode_alone_needs_tensorflow(tmp_path):
+  path = tmp_path / 'out.json'
+  result = subprocess.run(
+      [sys.executable, '-c', WITHOUT_TENSORFLOW, 'experiments/benchmark.py',
+       '--image_size=16', '--batch=8', '--steps=1', '--warmup=0',
+       '--modes=train,input', '--num_blocks=1', f'--json={path}'],
+      cwd=ROOT, env=dict(os.environ, XLA_FLAGS=''), capture_output=True,
+      text=True, timeout=300, check=False)
+  assert result.returncode != 0
+  message = result.stderr.strip().splitlines()[-1]
+  assert 'The input mode needs TensorFlow' in message
+  assert '--modes=train,inference' in message
+  assert 'XLA/analytic' not in result.stdout  # Stopped before measuring.
+  assert not path.exists()
+
+
+# Stands in for $PYTHON in accelerator_rows.sh: the benchmark without
+# TensorFlow, its rows shrunk to seconds (later flags win).
+SHRINKING_PYTHON = """#!/bin/sh
+case "$1" in -c) exec "$PY" "$@" ;; esac
+exec "$PY" -c "$WITHOUT_TENSORFLOW" "$@" --num_blocks=1 --image_size=32 \\
+    --batch=8 --num_classes=10 --steps=1 --warmup=0 --matmul_seconds=0.005 \\
+    --matmul_max_dim=512
+"""
+
+
+def test_accelerator_rows_script_runs_the_rows_it_is_given(tmp_path):
+  python = tmp_path / 'python'
+  python.write_text(SHRINKING_PYTHON)
+  python.chmod(0o755)
+  out = tmp_path / 'rows'
+  result = subprocess.run(
+      ['bash', 'experiments/accelerator_rows.sh', str(out), 's32',
+       'b16_channel_grad_on'], cwd=ROOT,
+      env=dict(os.environ, XLA_FLAGS='', PYTHON=str(python),
+               PY=sys.executable, WITHOUT_TENSORFLOW=WITHOUT_TENSORFLOW),
+      capture_output=True, text=True, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert sorted(p.name for p in out.iterdir()) == [
+      'b16_channel_grad_on.json', 'log.txt', 's32.json']
+  s32 = json.loads((out / 's32.json').read_text())
+  b16 = json.loads((out / 'b16_channel_grad_on.json').read_text())
+  assert (s32['settings']['variant'], s32['settings']['dtype']) == (
+      'S/32', 'bfloat16')
+  assert b16['settings']['variant'] == 'B/16'
+  assert (b16['settings']['per_example_token_grad'],
+          b16['settings']['transposed_channel_grad']) == (False, True)
+  assert is_positive(b16['train']['img_per_s'])
+  log = (out / 'log.txt').read_text()
+  assert log.count('matmul peak') == 2
+
+
+def test_accelerator_rows_script_refuses_an_unknown_row(tmp_path):
+  result = subprocess.run(
+      ['bash', 'experiments/accelerator_rows.sh', str(tmp_path / 'rows'),
+       's32', 'b61'], cwd=ROOT, capture_output=True, text=True, timeout=60,
+      check=False)
+  assert result.returncode != 0
+  assert "unknown run 'b61'" in result.stderr
+  assert not (tmp_path / 'rows').exists()
 
 
 def test_cli_rejects_a_batch_that_does_not_split():

@@ -1,0 +1,88 @@
+# Copyright 2026 The mixer_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The train and eval steps: pure functions of (state or params, batch).
+
+train.py jits them over its data and checkpoints; experiments/benchmark.py
+times the same train step on accelerator images that have no TensorFlow,
+which is why they live apart from the input pipeline.
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from mixer_jax import optim
+
+
+def mixup(rng, images, labels, *, alpha: float):
+  """Mixes each example with the next one (big_vision's mixup).
+
+  One Beta(alpha, alpha) ratio per batch, folded to >= 0.5 so that the
+  example keeps the larger share.
+  """
+  ratio = jax.random.beta(rng, alpha, alpha)
+  ratio = jnp.maximum(ratio, 1.0 - ratio)
+  mix = lambda x: ratio * x + (1.0 - ratio) * jnp.roll(x, 1, axis=0)
+  return mix(images), mix(labels)
+
+
+def make_train_step(model, tx, *, num_classes: int, accum_steps: int = 1,
+                    mixup_alpha: float = 0.0, label_smoothing: float = 0.0):
+  """(state, batch) -> (state, metrics); jit it with the state donated."""
+
+  def loss_fn(params, batch, rng):
+    mixup_rng, dropout_rng = jax.random.split(rng)
+    images = batch['image']
+    labels = jax.nn.one_hot(batch['label'], num_classes)
+    if mixup_alpha:
+      images, labels = mixup(mixup_rng, images, labels, alpha=mixup_alpha)
+    if label_smoothing:
+      labels = optax.smooth_labels(labels, label_smoothing)
+    logits = model.apply({'params': params}, images, train=True,
+                         rngs={'dropout': dropout_rng})
+    return optax.softmax_cross_entropy(logits, labels).mean(), None
+
+  loss_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def train_step(state, batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+    (loss, _), grads = optim.accumulate_gradient(
+        loss_and_grad, state.params, batch, rng, accum_steps=accum_steps)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    state = state.replace(step=state.step + 1,
+                          params=optax.apply_updates(state.params, updates),
+                          opt_state=opt_state)
+    return state, {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
+
+  return train_step
+
+
+def make_eval_step(model, *, num_classes: int):
+  """(params, batch) -> sums over the real (mask 1) examples of the batch."""
+
+  def eval_step(params, batch):
+    logits = model.apply({'params': params}, batch['image'], train=False)
+    labels, mask = batch['label'], batch['mask']
+    label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
+    rank = jnp.sum(logits > label_logit, axis=-1)  # 0 when top-1.
+    sums = {
+        'loss': optax.softmax_cross_entropy_with_integer_labels(logits, labels),
+        'correct': rank == 0,
+        'count': jnp.ones_like(mask),
+    }
+    if num_classes > 10:
+      sums['correct_top5'] = rank < 5
+    return {k: jnp.sum(v * mask) for k, v in sums.items()}
+
+  return eval_step

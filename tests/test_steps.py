@@ -1,0 +1,50 @@
+"""Tests for mixer_jax.steps: mixup and the eval step's sums."""
+
+import jax
+import numpy as np
+
+from mixer_jax import steps
+
+
+def test_mixup_keeps_the_larger_share_and_label_mass():
+  images = np.arange(4, dtype=np.float32).reshape(4, 1)
+  labels = np.eye(4, dtype=np.float32)
+  mixed_images, mixed_labels = steps.mixup(jax.random.PRNGKey(0), images,
+                                           labels, alpha=0.5)
+  ratio = float(mixed_labels[1, 1])
+  assert 0.5 <= ratio <= 1.0
+  np.testing.assert_allclose(mixed_labels.sum(-1), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(mixed_labels[1, 0], 1.0 - ratio, rtol=1e-6)
+  np.testing.assert_allclose(mixed_images[1, 0], ratio * 1 + (1 - ratio) * 0,
+                             rtol=1e-6)
+
+
+class FixedLogits:
+  """A stand-in model whose logits are its parameters."""
+
+  def apply(self, variables, images, *, train):
+    del images, train
+    return variables['params']
+
+
+def test_eval_step_sums_top1_top5_and_loss_over_real_examples_only():
+  rng = np.random.RandomState(0)
+  logits = rng.randn(16, 20).astype(np.float32)
+  labels = rng.randint(0, 20, 16).astype(np.int32)
+  mask = np.ones(16, np.float32)
+  mask[12:] = 0  # Padding.
+  sums = steps.make_eval_step(FixedLogits(), num_classes=20)(
+      logits, {'image': np.zeros((16, 1)), 'label': labels, 'mask': mask})
+  real = slice(0, 12)
+  order = np.argsort(-logits[real], axis=-1)
+  log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  assert float(sums['count']) == 12
+  assert float(sums['correct']) == np.sum(order[:, 0] == labels[real])
+  assert float(sums['correct_top5']) == np.sum(
+      (order[:, :5] == labels[real, None]).any(-1))
+  np.testing.assert_allclose(
+      sums['loss'], -log_p[np.arange(12), labels[real]].sum(), rtol=1e-5)
+  ten = steps.make_eval_step(FixedLogits(), num_classes=10)(
+      logits[:, :10], {'image': np.zeros((16, 1)), 'label': labels % 10,
+                       'mask': mask})
+  assert 'correct_top5' not in ten
