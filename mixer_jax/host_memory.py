@@ -21,17 +21,23 @@ and about 0.7 s of CPU time per S/32 train step on a 2-core VM
 (experiments/README.md). With mmap and trimming off, glibc keeps freed blocks
 in its heap and the next call reuses them, without a fault.
 
-That holds for glibc's main heap, the main thread's, only (its other arenas map
-large blocks whatever the settings), so the CPU backend must run single-device
-programs on the thread that calls them: jax's `jax_cpu_enable_async_dispatch`
-off. Both settings are process-wide; the entry points (train, benchmark,
-profile) make them, a library import does not: a script or notebook of one's
-own calls reuse_freed_memory() first. Where another malloc is preloaded
-(tcmalloc, jemalloc), mallopt is its own and may ignore these settings; the
-benchmark's page faults per step say whether steps still fault.
+That holds for glibc's main heap only: its other arenas, which other threads
+get, map any block over 64 MB afresh whatever the settings. So the CPU backend
+runs single-device programs on the thread that calls them (jax's
+`jax_cpu_enable_async_dispatch` off), and, where jax can start no backend but
+the CPU's, every thread allocates from the main heap (`M_ARENA_MAX` 1), set
+before XLA's threads first allocate: YNNPACK's own buffers inside a fusion,
+allocated on XLA's worker threads (77 MB each for B/16's channel MLP at batch
+32), are then reused too. These settings are process-wide; the entry points
+(train, benchmark, profile) make them, a library import does not: a script or
+notebook of one's own calls reuse_freed_memory() first. Where another malloc
+is preloaded (tcmalloc, jemalloc), mallopt is its own and may ignore these
+settings; the benchmark's page faults per step say whether steps still fault.
 """
 
 import ctypes
+import importlib.metadata
+import importlib.util
 import platform
 import sys
 
@@ -41,12 +47,26 @@ import jax
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
+_M_ARENA_MAX = -8
 
 # The entry points' switch: train, benchmark and profile read it.
 REUSE_HOST_MEMORY = flags.DEFINE_boolean(
     'reuse_host_memory', True, 'On the CPU backend, keep the memory a step '
     'frees for the next one instead of faulting it in again '
     '(mixer_jax/host_memory.py).')
+
+
+def cpu_is_the_only_backend() -> bool:
+  """Whether jax can start no backend but the CPU's, told without starting one.
+
+  JAX_PLATFORMS=cpu, or no accelerator plugin installed: jax finds GPU and
+  other plugins as `jax_plugins` entry points or modules, and TPUs by libtpu.
+  """
+  if jax.config.jax_platforms:
+    return jax.config.jax_platforms == 'cpu'
+  return not (importlib.metadata.entry_points(group='jax_plugins') or
+              importlib.util.find_spec('jax_plugins') or
+              importlib.util.find_spec('libtpu'))
 
 
 def reuse_freed_memory() -> bool:
@@ -61,10 +81,12 @@ def reuse_freed_memory() -> bool:
   """
   if not sys.platform.startswith('linux') or platform.libc_ver()[0] != 'glibc':
     return False
+  mallopt = ctypes.CDLL(None).mallopt
+  if cpu_is_the_only_backend():  # Known before any backend starts.
+    mallopt(_M_ARENA_MAX, 1)
   jax.config.update('jax_cpu_enable_async_dispatch', False)
   if jax.default_backend() != 'cpu':
     return False
-  mallopt = ctypes.CDLL(None).mallopt
   # -1: never give the top of the heap back to the system (man mallopt).
   return (mallopt(_M_MMAP_MAX, 0) == 1 and
           mallopt(_M_TRIM_THRESHOLD, -1) == 1)
