@@ -351,8 +351,7 @@ def main(argv):
   settings = Settings(**{field.name: flags.FLAGS[field.name].value
                          for field in dataclasses.fields(Settings)})
   # Before run_benchmark starts jax's backends.
-  reused = (host_memory.REUSE_HOST_MEMORY.value and
-            host_memory.reuse_freed_memory())
+  reused = host_memory.reuse_unless_flagged_off()
   input_config = _INPUT_CONFIG.value
   input_config.update(image_size=settings.image_size,
                       batch_size=settings.batch)

@@ -352,8 +352,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   f = flags.FLAGS
-  if f.reuse_host_memory:  # As the benchmark; before jax's backends start.
-    host_memory.reuse_freed_memory()
+  host_memory.reuse_unless_flagged_off()  # Before jax's backends start.
   try:
     result = profile(
         variant=f.variant, batch=f.batch, image_size=f.image_size,

@@ -90,3 +90,11 @@ def reuse_freed_memory() -> bool:
   # -1: never give the top of the heap back to the system (man mallopt).
   return (mallopt(_M_MMAP_MAX, 0) == 1 and
           mallopt(_M_TRIM_THRESHOLD, -1) == 1)
+
+
+def reuse_unless_flagged_off() -> bool:
+  """reuse_freed_memory() unless --noreuse_host_memory: the entry points' call.
+
+  Like it, before jax's backends start; returns whether the settings were made.
+  """
+  return REUSE_HOST_MEMORY.value and reuse_freed_memory()

@@ -251,8 +251,7 @@ def main(argv):
   if os.environ.get('MIXER_JAX_DISTRIBUTED') or os.environ.get(
       'JAX_COORDINATOR_ADDRESS'):
     jax.distributed.initialize()
-  if host_memory.REUSE_HOST_MEMORY.value:  # Before jax's backends start.
-    host_memory.reuse_freed_memory()
+  host_memory.reuse_unless_flagged_off()  # Before jax's backends start.
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].serialize()
                                               .split('=', 1)[-1])
   logging.info('Workdir: %s', os.path.abspath(workdir))
