@@ -24,12 +24,13 @@ to JSON with a record of the machine and the command. The figures:
                sizes timed in 5 turns of one call each, best call of each.
                The reference for MFU. Each size's figure is printed and
                kept in the JSON (by_dim), for MFU against another peak.
-  ceiling      inference MFU if nothing but its matmuls took time: each
-               mixing MLP's two products chained at the model's own shapes
-               on one device's rows, timed by turns with a square chain of
-               the peak's largest size up to 2048 (best call of each; the
-               square's stands for the peak); the stem and the head counted
-               at the peak. An upper bound.
+  ceiling      inference and train MFU if nothing but their matmuls took
+               time: each mixing MLP's two products chained at the model's
+               own shapes on one device's rows (for train, forward and
+               backward, with the model's kernel-gradient forms), timed by
+               turns with a square chain of the peak's largest size up to
+               2048 (best call of each; the square's stands for the peak);
+               the stem and the head counted at the peak. Upper bounds.
   img/s        global batch / median of --steps step times (each step waited
                for, after compilation and --warmup steps). train: the jitted
                data-parallel train step, state donated, on a fixed random
@@ -301,14 +302,17 @@ def format_report(results: dict) -> str:
             f'{dim} {flop_per_s / 1e9:,.0f}'
             for dim, flop_per_s in peak['by_dim'].items()) + ' GFLOP/s']
     ceiling = results['matmul_ceiling']
+    rates = lambda ratios: ', '.join(
+        f'{name.replace("_", "-")} {ratio:.0%}'
+        for name, ratio in ratios.items())
     lines.append(
-        f'matmul ceiling: {ceiling["fraction"]:.1%} (inference MFU if nothing '
-        'but its matmuls took time): ' + ', '.join(
-            f'{name.replace("_", "-")} {ratio:.0%}'
-            for name, ratio in ceiling['ratio_to_peak'].items()) +
-        f' of the peak at their own shapes, best of {ceiling["rounds"]} '
-        f'turns with a {ceiling["square_dim"]} square chain; stem and head '
-        'counted at 100 %')
+        f'matmul ceiling (MFU if nothing but matmuls took time): inference '
+        f'{ceiling["fraction"]:.1%} ({rates(ceiling["ratio_to_peak"])}), '
+        f'train {ceiling["train_fraction"]:.1%} '
+        f'({rates(ceiling["train_ratio_to_peak"])}, forward and backward) of '
+        f'the peak at their own shapes, best of {ceiling["rounds"]} turns '
+        f'with a {ceiling["square_dim"]} square chain; stem and head counted '
+        'at 100 %')
   if 'model' in results:
     lines.append(f'MFU alongside: against the peak as re-timed between the '
                  f'steps, by its {peak["alongside"]["dim"]} square chain (peak '

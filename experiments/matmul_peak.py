@@ -13,6 +13,7 @@
 # limitations under the License.
 """The matmul references of MFU: the peak, its ceiling at the model's shapes."""
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -69,22 +70,28 @@ def chain_program(mesh, dtype, *, rows: int, dims: Sequence[int],
   return (lambda: product(x, weights).block_until_ready()), flops
 
 
-def chain_long_enough(mesh, dtype, *, rows: int, dims: Sequence[int],
-                      min_seconds: float, repeats: int):
-  """chain_program's call with `chain` grown until one call takes min_seconds.
+def grown_until(program, *, cycle: int, min_seconds: float, repeats: int):
+  """program(chain)'s call with `chain` grown until one call takes min_seconds.
 
-  The chain stays a whole number of rounds of the weights. Returns the call,
-  its FLOPs, its chain and its best time of `repeats`.
+  program: chain -> (call, FLOPs). The chain stays a multiple of `cycle`.
+  Returns the call, its FLOPs, its chain and its best time of `repeats`.
   """
-  cycle = len(dims) - 1
   chain = cycle
   while True:
-    call, flops = chain_program(mesh, dtype, rows=rows, dims=dims,
-                                chain=chain)
+    call, flops = program(chain)
     seconds = min(measure.time_calls(call, steps=repeats, warmup=1))
     if seconds >= min_seconds:  # A product alone may time slower than chained.
       return call, flops, chain, seconds
     chain = cycle * math.ceil(chain * min_seconds / seconds / cycle)
+
+
+def chain_long_enough(mesh, dtype, *, rows: int, dims: Sequence[int],
+                      min_seconds: float, repeats: int):
+  """chain_program's call, grown to min_seconds by whole rounds of weights."""
+  return grown_until(
+      lambda chain: chain_program(mesh, dtype, rows=rows, dims=dims,
+                                  chain=chain),
+      cycle=len(dims) - 1, min_seconds=min_seconds, repeats=repeats)
 
 
 def measure_matmul_peak(mesh, dtype, *, min_seconds: float = 0.05,
@@ -124,15 +131,92 @@ def measure_matmul_peak(mesh, dtype, *, min_seconds: float = 0.05,
           'dtype': jnp.dtype(dtype).name, 'devices': mesh.size}
 
 
-def matmul_ceiling_fraction(matmuls, ratio_to_peak: dict) -> float:
-  """The forward's matmul FLOP/s over the peak's, each matmul at its own rate.
+def trained_pair(x, first, second, *, dot_generals):
+  """An MLP's two products, then their backward: (dx, dfirst, dsecond).
 
-  ratio_to_peak: a matmul name's FLOP/s / the peak's (1 where absent); the
-  result weighs each by its FLOPs, as its time adds up.
+  The forward's own output is the backward's cotangent, so that dx, unlike
+  a fixed cotangent's, depends on x: a chain of these cannot be folded.
+  dot_generals: the two nn.Dense ones (models.mixing_dot_generals).
   """
-  flops = sum(m.flops for m in matmuls)
-  return flops / sum(m.flops / ratio_to_peak.get(m.name, 1.0)
-                     for m in matmuls)
+  def pair(x, first, second):
+    for kernel, dot_general in zip((first, second), dot_generals):
+      x = (dot_general or jax.lax.dot_general)(
+          x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+    return x
+  y, backward = jax.vjp(pair, x, first, second)
+  return backward(y)
+
+
+def trained_pairs(x, first, second, *, dot_generals, chain: int):
+  """`chain` trained_pairs in a row, each on the last one's dx.
+
+  Returns the last dx and the kernel gradients' sums. Past
+  MAX_UNROLLED_PRODUCTS products (six a pair) it loops over blocks of pairs.
+  """
+  def pairs(carry, count):
+    for _ in range(count):
+      x, dfirst, dsecond = carry
+      dx, df, ds = trained_pair(x, first, second, dot_generals=dot_generals)
+      carry = dx, dfirst + df, dsecond + ds
+    return carry
+  carry = x, jnp.zeros_like(first), jnp.zeros_like(second)
+  block = max(1, MAX_UNROLLED_PRODUCTS // 6)
+  blocks, rest = divmod(chain, block) if chain > block else (0, chain)
+  if blocks:
+    carry = jax.lax.fori_loop(0, blocks, lambda _, c: pairs(c, block), carry)
+  return pairs(carry, rest)
+
+
+def train_chain_program(chain: int, *, mesh, dtype, batch: int, rows: int,
+                        dims: tuple[int, int], dot_generals):
+  """A call of trained_pairs on each device, ready on the mesh, and its FLOPs.
+
+  Each device runs its (batch, rows, k) block of a batch-sharded array
+  through replicated (k, n) and (n, k) kernels and back, and keeps its own
+  kernel gradients (no all-reduce: the matmuls alone). 12 batch rows k n
+  FLOPs a pair and device: the forward's two products, then both gradients
+  of each.
+  """
+  replicated, sharded = measure.data_parallel_shardings(mesh)
+  k, n = dims
+
+  def per_device(x, first, second):
+    x, dfirst, dsecond = trained_pairs(x, first, second, chain=chain,
+                                       dot_generals=dot_generals)
+    return x, dfirst[None], dsecond[None]
+
+  program = jax.shard_map(
+      per_device, mesh=mesh,
+      in_specs=(sharded.spec, replicated.spec, replicated.spec),
+      out_specs=(sharded.spec,) * 3, check_vma=False)  # Per device, by hand.
+
+  def make(key):
+    x_key, first_key, second_key = jax.random.split(key, 3)
+    return (jax.random.normal(x_key, (mesh.size * batch, rows, k), dtype),
+            jax.random.normal(first_key, (k, n), dtype) / math.sqrt(k),
+            jax.random.normal(second_key, (n, k), dtype) / math.sqrt(n))
+
+  x, first, second = jax.jit(
+      make, out_shardings=(sharded, replicated, replicated))(
+          jax.random.PRNGKey(0))
+  compiled = jax.jit(program).lower(x, first, second).compile()
+  flops = chain * 12 * batch * rows * k * n * mesh.size
+  return (lambda: jax.block_until_ready(compiled(x, first, second))), flops
+
+
+def matmul_ceiling_fraction(matmuls, ratio_to_peak: dict, *,
+                            train: bool = False) -> float:
+  """Model FLOP/s over the peak's were nothing but matmuls, each at its rate.
+
+  ratio_to_peak: a matmul name's FLOP/s / the peak's (1 where absent); each
+  matmul's time adds up. train: model FLOPs are 3x the forward's (as MFU's),
+  and each matmul runs 3x (forward, input and kernel gradients), the stem 2x
+  (no gradient flows into the images).
+  """
+  runs = lambda m: (2 if m.name == 'stem' else 3) if train else 1
+  model_flops = (3 if train else 1) * sum(m.flops for m in matmuls)
+  return model_flops / sum(runs(m) * m.flops / ratio_to_peak.get(m.name, 1.0)
+                           for m in matmuls)
 
 
 # The largest size of the square chain timed beside something else: one
@@ -167,32 +251,46 @@ def peak_at(square: dict, seconds: Sequence[float]) -> float:
 def measure_matmul_ceiling(model, mesh, dtype, *, image_size: int,
                            batch_size: int, square: dict, min_seconds: float,
                            rounds: int = 9) -> dict:
-  """The forward's matmuls alone, at their own shapes: inference MFU's ceiling.
+  """The model's matmuls alone, at their own shapes: MFU's ceilings.
 
   Each mixing MLP's two products are chained (k -> n -> k) on the rows one
-  device holds at `batch_size` and timed in `rounds` turns with the `square`
-  reference (square_reference), one call of each per turn. A chain's rate is
-  its best call over the peak that the square's best stands for.
-  `fraction` is the forward's matmul FLOPs over their time at those rates,
-  the stem and the head counted at the peak, divided by the peak: the MFU
-  inference would reach if nothing but its matmuls took time, and at their
-  best; an upper bound.
+  device holds at `batch_size`, and, for training, run forward and backward
+  (train_chain_program, with the model's kernel-gradient forms). All are timed
+  in `rounds` turns with the `square` reference (square_reference), one call
+  of each per turn; a chain's rate is its best call over the peak that the
+  square's best stands for. `fraction` and `train_fraction`: the MFU
+  inference and training would reach if nothing but their matmuls took time,
+  at those rates, the stem and the head at the peak (matmul_ceiling_fraction);
+  upper bounds.
   """
   per_device = batch_size // mesh.size
   matmuls = models.forward_matmuls(model, image_size=image_size)
   groups = {}
   for matmul in matmuls:
     groups.setdefault(matmul.name, []).append(matmul)
+  mixing = {name: group for name, group in groups.items() if len(group) > 1}
   chains = {name: chain_long_enough(
       mesh, dtype, rows=group[0].rows * per_device,
       dims=(group[0].k, *(m.n for m in group)), min_seconds=min_seconds,
-      repeats=1)[:2] for name, group in groups.items() if len(group) > 1}
+      repeats=1)[:2] for name, group in mixing.items()}
+  train_chains = {name: grown_until(
+      functools.partial(
+          train_chain_program, mesh=mesh, dtype=dtype, batch=per_device,
+          rows=group[0].rows, dims=(group[0].k, group[0].n),
+          dot_generals=model.mixing_dot_generals(name)),
+      cycle=1, min_seconds=min_seconds, repeats=1)[:2]
+                  for name, group in mixing.items()}
+  timed = [*chains.values(), *train_chains.values()]
   seconds = measure.time_in_turns(
-      [square['call']] + [call for call, _ in chains.values()], turns=rounds)
+      [square['call']] + [call for call, _ in timed], turns=rounds)
   peak = peak_at(square, seconds[0])
-  ratio_to_peak = {name: flops / min(times) / peak
-                   for (name, (_, flops)), times in zip(chains.items(),
-                                                        seconds[1:])}
+  rates = [flops / min(times) / peak
+           for (_, flops), times in zip(timed, seconds[1:])]
+  ratio_to_peak = dict(zip(chains, rates[:len(chains)]))
+  train_ratio_to_peak = dict(zip(train_chains, rates[len(chains):]))
   return {'fraction': matmul_ceiling_fraction(matmuls, ratio_to_peak),
-          'ratio_to_peak': ratio_to_peak, 'square_dim': square['dim'],
-          'rounds': rounds}
+          'ratio_to_peak': ratio_to_peak,
+          'train_fraction': matmul_ceiling_fraction(
+              matmuls, train_ratio_to_peak, train=True),
+          'train_ratio_to_peak': train_ratio_to_peak,
+          'square_dim': square['dim'], 'rounds': rounds}

@@ -58,9 +58,22 @@ class MlpBlock(nn.Module):
 # Token mixing's first layer takes swapped activations (x) and its second's
 # output gradient (dy) comes swapped: each one's per-example transposes are
 # the row-major arrays XLA already holds, so each goes on the left.
-_PER_EXAMPLE_TOKEN_GRAD = (
-    kernel_grads.per_example_kernel_grad,
-    functools.partial(kernel_grads.per_example_kernel_grad, left='dy'))
+_KERNEL_GRAD_FORMS = {
+    'token_mixing': (
+        kernel_grads.per_example_kernel_grad,
+        functools.partial(kernel_grads.per_example_kernel_grad, left='dy')),
+    'channel_mixing': (kernel_grads.transposed_operand_kernel_grad,) * 2,
+}
+
+
+def mixing_dot_generals(mlp: str, *, kernel_grad_form: bool) -> tuple[Any, Any]:
+  """A block's `mlp` MLP's two nn.Dense `dot_general`s (None: lax's).
+
+  mlp: 'token_mixing' or 'channel_mixing'. kernel_grad_form: kernel_grads'
+  form for that MLP (per example for token mixing, a transposed operand for
+  channel mixing) instead of lax's.
+  """
+  return _KERNEL_GRAD_FORMS[mlp] if kernel_grad_form else (None, None)
 
 
 class MixerBlock(nn.Module):
@@ -90,16 +103,17 @@ class MixerBlock(nn.Module):
     y = nn.LayerNorm(dtype=self.dtype)(x)
     y = jnp.swapaxes(y, 1, 2)
     y = MlpBlock(self.tokens_mlp_dim, name='token_mixing',
-                 dot_generals=(_PER_EXAMPLE_TOKEN_GRAD
-                               if self.per_example_token_grad else (None,) * 2),
+                 dot_generals=mixing_dot_generals(
+                     'token_mixing',
+                     kernel_grad_form=self.per_example_token_grad),
                  **mlp)(y, train=train)
     y = jnp.swapaxes(y, 1, 2)
     x = x + drop_path(y)
     y = nn.LayerNorm(dtype=self.dtype)(x)
     y = MlpBlock(self.channels_mlp_dim, name='channel_mixing',
-                 dot_generals=(
-                     (kernel_grads.transposed_operand_kernel_grad,) * 2
-                     if self.transposed_channel_grad else (None,) * 2),
+                 dot_generals=mixing_dot_generals(
+                     'channel_mixing',
+                     kernel_grad_form=self.transposed_channel_grad),
                  **mlp)(y, train=train)
     return x + drop_path(y)
 
@@ -174,6 +188,12 @@ class MlpMixer(nn.Module):
   def resolved_transposed_channel_grad(self) -> bool:
     """transposed_channel_grad; None means on where the backend is the CPU."""
     return _on_cpu_if_none(self.transposed_channel_grad)
+
+  def mixing_dot_generals(self, mlp: str) -> tuple[Any, Any]:
+    """The `dot_general`s of each block's `mlp` MLP, as this backend runs it."""
+    return mixing_dot_generals(mlp, kernel_grad_form={
+        'token_mixing': self.resolved_per_example_token_grad,
+        'channel_mixing': self.resolved_transposed_channel_grad}[mlp]())
 
   def check_input_shape(self, shape):
     """Raises ValueError naming the problem if images of `shape` cannot fit."""

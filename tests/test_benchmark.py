@@ -88,6 +88,11 @@ def test_matmul_ceiling(results):
   matmuls = models.forward_matmuls(model, image_size=TINY.image_size)
   assert ceiling['fraction'] == pytest.approx(
       matmul_peak.matmul_ceiling_fraction(matmuls, ceiling['ratio_to_peak']))
+  assert set(ceiling['train_ratio_to_peak']) == set(ceiling['ratio_to_peak'])
+  assert all(is_positive(r) for r in ceiling['train_ratio_to_peak'].values())
+  assert ceiling['train_fraction'] == pytest.approx(
+      matmul_peak.matmul_ceiling_fraction(
+          matmuls, ceiling['train_ratio_to_peak'], train=True))
   assert str(ceiling['square_dim']) in results['matmul_peak']['by_dim']
   assert 'matmul ceiling' in benchmark.format_report(results)
 

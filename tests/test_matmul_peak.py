@@ -3,6 +3,8 @@
 No timing is asserted: only FLOP counts, results and well-formed figures.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,17 +68,86 @@ def test_chain_grows_by_whole_turns_of_its_weights(mesh):
 
 
 # FLOPs: stem 2*10*5*1 = 100, each of the mlp's two layers 2*5*10*3 = 300.
-@pytest.mark.parametrize('ratios,expected', [
-    ({}, 1.0),                                          # All at the peak.
-    ({'mlp': 0.5}, 700 / (100 + 600 / 0.5)),            # Times add up.
-    ({'stem': 2.0, 'mlp': 0.5}, 700 / (100 / 2.0 + 600 / 0.5)),
+# Training: 3 x 700 model FLOPs; the stem runs twice, the mlp's three times.
+@pytest.mark.parametrize('ratios,train,expected', [
+    ({}, False, 1.0),                                    # All at the peak.
+    ({'mlp': 0.5}, False, 700 / (100 + 600 / 0.5)),      # Times add up.
+    ({'stem': 2.0, 'mlp': 0.5}, False, 700 / (100 / 2.0 + 600 / 0.5)),
+    ({}, True, 2100 / (200 + 1800)),                     # No image gradient.
+    ({'mlp': 0.5}, True, 2100 / (200 + 1800 / 0.5)),
 ])
-def test_matmul_ceiling_weighs_each_matmul_by_its_time(ratios, expected):
+def test_matmul_ceiling_weighs_each_matmul_by_its_time(ratios, train,
+                                                       expected):
   matmuls = [models.Matmul('stem', 10, 5, 1, 1),
              models.Matmul('mlp', 5, 10, 3, 1),
              models.Matmul('mlp', 5, 3, 10, 1)]
-  assert matmul_peak.matmul_ceiling_fraction(matmuls, ratios) == pytest.approx(
-      expected)
+  assert matmul_peak.matmul_ceiling_fraction(
+      matmuls, ratios, train=train) == pytest.approx(expected)
+
+
+def mixing_dot_generals(name, on):
+  return models.mixing_dot_generals(name, kernel_grad_form=on)
+
+
+@pytest.mark.parametrize('name', ['token_mixing', 'channel_mixing'])
+@pytest.mark.parametrize('on', [False, True])
+def test_trained_pair_is_the_mlps_backward(name, on):
+  """Whatever the kernel-gradient form: lax's gradients, the output as dy."""
+  keys = jax.random.split(jax.random.PRNGKey(0), 3)
+  x = jax.random.normal(keys[0], (3, 5, 7))
+  first = jax.random.normal(keys[1], (7, 12)) / 7**0.5
+  second = jax.random.normal(keys[2], (12, 7)) / 12**0.5
+  y, backward = jax.vjp(lambda x, a, b: x @ a @ b, x, first, second)
+  got = jax.jit(functools.partial(
+      matmul_peak.trained_pair,
+      dot_generals=mixing_dot_generals(name, on)))(x, first, second)
+  for g, want in zip(got, backward(y)):
+    np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-5)
+
+
+def test_trained_pair_counts_six_products():
+  x = jax.ShapeDtypeStruct((4, 16, 32), jnp.float32)
+  first = jax.ShapeDtypeStruct((32, 64), jnp.float32)
+  second = jax.ShapeDtypeStruct((64, 32), jnp.float32)
+  program = jax.jit(functools.partial(
+      matmul_peak.trained_pair,
+      dot_generals=mixing_dot_generals('channel_mixing', True)))
+  assert measure.xla_flops(program, x, first, second) == pytest.approx(
+      12 * 4 * 16 * 32 * 64, rel=0.03)  # The kernel gradients' sums, too.
+
+
+@pytest.mark.parametrize('chain', [3, 2 * matmul_peak.MAX_UNROLLED_PRODUCTS // 6
+                                   + 1])  # Unrolled; looped, with a rest.
+def test_trained_pairs_chain_each_dx_into_the_next(chain):
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 4, 6))
+  rows = jax.random.orthogonal(jax.random.PRNGKey(2), 8)[:6, :]
+  first, second = rows * 1.1, rows.T * 0.95  # Each pair scales x by 1.09.
+  forms = mixing_dot_generals('token_mixing', True)
+  want = x, jnp.zeros_like(first), jnp.zeros_like(second)
+  for _ in range(chain):
+    dx, df, ds = matmul_peak.trained_pair(want[0], first, second,
+                                          dot_generals=forms)
+    want = dx, want[1] + df, want[2] + ds
+  got = jax.jit(functools.partial(matmul_peak.trained_pairs,
+                                  dot_generals=forms, chain=chain))(
+                                      x, first, second)
+  np.testing.assert_allclose(got[0], x * (1.1 * 0.95)**(2 * chain),
+                             rtol=1e-3)  # Rounding over 4 chain products.
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+def test_train_chain_program_keeps_each_devices_gradients(mesh):
+  call, flops = matmul_peak.train_chain_program(
+      2, mesh=mesh, dtype=jnp.float32, batch=2, rows=4, dims=(6, 8),
+      dot_generals=mixing_dot_generals('token_mixing', True))
+  dx, dfirst, dsecond = call()
+  assert dx.shape == (mesh.size * 2, 4, 6)
+  assert dfirst.shape == (mesh.size, 6, 8)
+  assert dsecond.shape == (mesh.size, 8, 6)
+  assert flops == 2 * 12 * 2 * 4 * 6 * 8 * mesh.size
+  # Each device's own sum: the blocks differ, and none is an all-reduce.
+  assert not np.allclose(dfirst[0], dfirst[1])
 
 
 def test_square_reference_stands_for_the_peak(mesh):

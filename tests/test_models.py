@@ -212,6 +212,12 @@ def test_kernel_grad_forms_are_the_cpu_default(form):
   assert lowered() != lowered(**{form: False})
   assert getattr(tiny_model(), f'resolved_{form}')()
   assert not getattr(tiny_model(**{form: False}), f'resolved_{form}')()
+  # What the benchmark's matmul ceiling runs for each MLP.
+  mlp = {'per_example_token_grad': 'token_mixing',
+         'transposed_channel_grad': 'channel_mixing'}[form]
+  assert tiny_model().mixing_dot_generals(mlp) == models.mixing_dot_generals(
+      mlp, kernel_grad_form=True) != (None, None)
+  assert tiny_model(**{form: False}).mixing_dot_generals(mlp) == (None, None)
 
 
 # Dots of the compiled gradient that contract their left operand over its
