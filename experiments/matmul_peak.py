@@ -268,18 +268,21 @@ def measure_matmul_ceiling(model, mesh, dtype, *, image_size: int,
   groups = {}
   for matmul in matmuls:
     groups.setdefault(matmul.name, []).append(matmul)
-  mixing = {name: group for name, group in groups.items() if len(group) > 1}
-  chains = {name: chain_long_enough(
-      mesh, dtype, rows=group[0].rows * per_device,
-      dims=(group[0].k, *(m.n for m in group)), min_seconds=min_seconds,
-      repeats=1)[:2] for name, group in mixing.items()}
-  train_chains = {name: grown_until(
-      functools.partial(
-          train_chain_program, mesh=mesh, dtype=dtype, batch=per_device,
-          rows=group[0].rows, dims=(group[0].k, group[0].n),
-          dot_generals=model.mixing_dot_generals(name)),
-      cycle=1, min_seconds=min_seconds, repeats=1)[:2]
-                  for name, group in mixing.items()}
+  chains, train_chains = {}, {}
+  for name, group in groups.items():
+    if len(group) == 1:  # The stem, the head: no chain of their own.
+      continue
+    first, second = group  # (rows, k) @ (k, n), then (rows, n) @ (n, k).
+    chains[name] = chain_long_enough(
+        mesh, dtype, rows=first.rows * per_device,
+        dims=(first.k, first.n, second.n), min_seconds=min_seconds,
+        repeats=1)[:2]
+    trained = functools.partial(
+        train_chain_program, mesh=mesh, dtype=dtype, batch=per_device,
+        rows=first.rows, dims=(first.k, first.n),
+        dot_generals=model.mixing_dot_generals(name))
+    train_chains[name] = grown_until(trained, cycle=1, min_seconds=min_seconds,
+                                     repeats=1)[:2]
   timed = [*chains.values(), *train_chains.values()]
   seconds = measure.time_in_turns(
       [square['call']] + [call for call, _ in timed], turns=rounds)
