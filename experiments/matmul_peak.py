@@ -44,6 +44,17 @@ def chained_matmul(x, *weights, chain: int):
   return x
 
 
+def projection_pair(key, k: int, n: int, *, dtype):
+  """(k, n) and (n, k) kernels whose product is an orthogonal projection.
+
+  A chain through them neither grows nor vanishes, however long it runs (an
+  accelerator's runs to thousands of pairs): random kernels' grows about 4x
+  a pair, past float32's range within 100 pairs.
+  """
+  first = jax.random.orthogonal(key, max(k, n))[:k, :n]
+  return first.astype(dtype), first.T.astype(dtype)
+
+
 def chain_program(mesh, dtype, *, rows: int, dims: Sequence[int],
                   chain: int):
   """A call of `chain` dependent products and its FLOPs, ready on the mesh.
@@ -56,10 +67,13 @@ def chain_program(mesh, dtype, *, rows: int, dims: Sequence[int],
   shapes = list(itertools.pairwise(dims))
 
   def make(key):
-    x_key, *w_keys = jax.random.split(key, 1 + len(shapes))
-    return (jax.random.normal(x_key, (mesh.size * rows, dims[0]), dtype),
-            [jax.random.normal(k, shape, dtype) / math.sqrt(shape[0])
-             for k, shape in zip(w_keys, shapes)])
+    x_key, w_key = jax.random.split(key)
+    x = jax.random.normal(x_key, (mesh.size * rows, dims[0]), dtype)
+    if len(shapes) == 2:  # An MLP's pair, k -> n -> k.
+      return x, list(projection_pair(w_key, *shapes[0], dtype=dtype))
+    return x, [jax.random.normal(k, shape, dtype) / math.sqrt(shape[0])
+               for k, shape in zip(jax.random.split(w_key, len(shapes)),
+                                   shapes)]
 
   x, weights = jax.jit(make, out_shardings=(sharded, replicated))(
       jax.random.PRNGKey(0))
@@ -191,12 +205,9 @@ def train_chain_program(chain: int, *, mesh, dtype, batch: int, rows: int,
       out_specs=(sharded.spec,) * 3, check_vma=False)  # Per device, by hand.
 
   def make(key):
-    # first @ second, an orthogonal projection: however long the chain, dx
-    # neither grows nor vanishes (random kernels' grows about 4x a pair).
     x_key, kernel_key = jax.random.split(key)
-    first = jax.random.orthogonal(kernel_key, max(k, n))[:k, :n]
     return (jax.random.normal(x_key, (mesh.size * batch, rows, k), dtype),
-            first.astype(dtype), first.T.astype(dtype))
+            *projection_pair(kernel_key, k, n, dtype=dtype))
 
   x, first, second = jax.jit(
       make, out_shardings=(sharded, replicated, replicated))(
