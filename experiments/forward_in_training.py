@@ -179,10 +179,13 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   f = flags.FLAGS
   host_memory.reuse_unless_flagged_off()  # Before jax's backends start.
-  result = compare(
-      variant=f.variant, batch=f.batch, image_size=f.image_size,
-      num_classes=f.num_classes, num_blocks=f.num_blocks, rounds=f.rounds,
-      steps=f.steps)
+  try:
+    result = compare(
+        variant=f.variant, batch=f.batch, image_size=f.image_size,
+        num_classes=f.num_classes, num_blocks=f.num_blocks, rounds=f.rounds,
+        steps=f.steps)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
   print(format_comparison(result))
   if f.json:
     with open(f.json, 'w') as file:

@@ -66,3 +66,12 @@ def test_cli_matches_every_forward_matmul(tmp_path):
   assert (comparison['train_matmul_ms'] + comparison['train_other_ms'] +
           comparison['train_idle_ms'] == pytest.approx(
               comparison['train_traced_step_ms']))
+
+
+def test_cli_names_an_unknown_variant():
+  result = subprocess.run(
+      [sys.executable, 'experiments/forward_in_training.py', '--variant=Q/7'],
+      cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode != 0
+  assert "Unknown Mixer variant 'Q/7'" in result.stderr
+  assert 'Traceback' not in result.stderr
