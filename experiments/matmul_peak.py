@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from experiments import measure
+from mixer_jax import kernel_grads
 from mixer_jax import models
 
 
@@ -155,7 +156,7 @@ def trained_pair(x, first, second, *, dot_generals):
   def pair(x, first, second):
     for kernel, dot_general in zip((first, second), dot_generals):
       x = (dot_general or jax.lax.dot_general)(
-          x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+          x, kernel, kernel_grads.dense_dimension_numbers(x.ndim))
     return x
   y, backward = jax.vjp(pair, x, first, second)
   return backward(y)

@@ -28,10 +28,15 @@ import jax
 import jax.numpy as jnp
 
 
+def dense_dimension_numbers(ndim: int):
+  """nn.Dense's `dot_general` dimension numbers: (..., k) @ (k, n)."""
+  return (((ndim - 1,), (0,)), ((), ()))
+
+
 def _check_dense_product(name, x, dimension_numbers, precision,
                          preferred_element_type, *, ndim=None):
-  dense = (((x.ndim - 1,), (0,)), ((), ()))
-  if ((ndim is not None and x.ndim != ndim) or dimension_numbers != dense or
+  if ((ndim is not None and x.ndim != ndim) or
+      dimension_numbers != dense_dimension_numbers(x.ndim) or
       precision is not None or preferred_element_type is not None):
     raise ValueError(f'{name} takes nn.Dense\'s product '
                      f'({"(batch, rows, k)" if ndim == 3 else "(..., k)"} '
@@ -40,7 +45,7 @@ def _check_dense_product(name, x, dimension_numbers, precision,
 
 
 def _dense(x, kernel):
-  return jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+  return jax.lax.dot_general(x, kernel, dense_dimension_numbers(x.ndim))
 
 
 def _input_grad(dy, kernel):

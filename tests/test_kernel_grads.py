@@ -3,6 +3,7 @@
 import functools
 import re
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -87,3 +88,17 @@ def test_per_example_kernel_grad_takes_x_or_dy_on_the_left():
   with pytest.raises(ValueError, match="left is 'x' or 'dy', got 'kernel'"):
     kernel_grads.per_example_kernel_grad(
         jnp.ones((2, 4, 3)), jnp.ones((3, 2)), DENSE_3D, left='kernel')
+
+
+@pytest.mark.parametrize('x_shape', [(4, 3), (2, 4, 3)])
+def test_dense_dimension_numbers_are_those_nn_dense_passes(x_shape):
+  seen = []
+
+  def spy(x, kernel, dimension_numbers, **kwargs):
+    seen.append(dimension_numbers)
+    return jax.lax.dot_general(x, kernel, dimension_numbers, **kwargs)
+
+  x = jnp.ones(x_shape)
+  nn.Dense(2, dot_general=spy).init(jax.random.PRNGKey(0), x)
+  assert seen and all(numbers == kernel_grads.dense_dimension_numbers(x.ndim)
+                      for numbers in seen)
