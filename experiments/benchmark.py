@@ -56,7 +56,9 @@ to JSON with a record of the machine and the command. The figures:
                matmul of its own moment), where alongside sets a median step
                against the chain's fastest call; the two agree where the
                machine's speed does not drift. Not a best-of figure: a peak's
-               targets are judged by MFU and alongside.
+               targets are judged by MFU and alongside. On a CPU with
+               --noreuse_host_memory both overstate: the chain runs while the
+               step's memory is still being freed.
   memory       device peak_bytes_in_use where the backend reports it (GPU,
                TPU: the process's high-water mark, max over devices), else
                the compiled program's arguments + outputs - donated +
@@ -271,6 +273,13 @@ def run_benchmark(settings: Settings, *, input_config=None,
   return results
 
 
+# On a CPU without the memory reused, the chain timed after a step runs while
+# that step's temporaries are still being freed (experiments/README.md).
+ALONGSIDE_CAVEAT = ('alongside and paired overstate here: the square chain '
+                    'timed after each step runs while that step\'s memory is '
+                    'still being freed; judge by MFU')
+
+
 def format_report(results: dict) -> str:
   """The header lines and the table that the CLI prints."""
   settings = results['settings']
@@ -284,6 +293,9 @@ def format_report(results: dict) -> str:
         'reused by the next (CPU dispatch synchronous, glibc mmap and trim '
         'off)' if results['machine']['host_memory_reused'] else
         'allocator defaults'))
+    if (not results['machine']['host_memory_reused'] and
+        results['machine']['platform'] == 'cpu' and 'model' in results):
+      lines.append(ALONGSIDE_CAVEAT)
   if 'model' in results:
     model, peak = results['model'], results['matmul_peak']
     ratio = lambda x: f'x{x:.3f}' if x else 'n/a'

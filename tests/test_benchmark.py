@@ -189,6 +189,16 @@ def test_report_has_a_row_per_mode_and_json_round_trips(results):
   assert json.loads(json.dumps(results))['settings']['num_blocks'] == 1
 
 
+@pytest.mark.parametrize('platform_name, reused, caveat', [
+    ('cpu', False, True), ('cpu', True, False), ('gpu', False, False)])
+def test_report_warns_where_the_figures_alongside_overstate(
+    results, platform_name, reused, caveat):
+  machine = dict(results['machine'], platform=platform_name,
+                 host_memory_reused=reused)
+  report = benchmark.format_report(dict(results, machine=machine))
+  assert (benchmark.ALONGSIDE_CAVEAT in report) is caveat
+
+
 def test_donated_train_state_spares_the_params(mesh):
   params = {'kernel': jnp.ones((4, 4))}
   state = measure.donatable_train_state(
