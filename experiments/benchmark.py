@@ -172,14 +172,27 @@ _JSON = flags.DEFINE_string('json', None, 'Results file (default: '
                             'benchmark_<variant>_<dtype>_b<batch>.json here).')
 
 
-def cpu_model() -> str:
-  """The host CPU's model name, from /proc/cpuinfo where there is one."""
-  if os.path.exists('/proc/cpuinfo'):
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  return platform.processor() or platform.machine()
+# The vector extensions that set an x86 CPU's fp32 and bf16 matmul speed.
+MATMUL_EXTENSIONS = ('avx2', 'fma', 'avx512f', 'avx512_bf16', 'avx512_fp16',
+                     'amx_bf16', 'amx_fp16')
+
+
+def cpu_record(cpuinfo: str) -> dict:
+  """The model name and MATMUL_EXTENSIONS in a /proc/cpuinfo text.
+
+  A VM often names its CPU by family alone ('AMD EPYC'); the extensions tell
+  two such machines, and their matmul peaks, apart.
+  """
+  fields = {}
+  for line in cpuinfo.splitlines():
+    key, colon, value = line.partition(':')
+    if colon:
+      fields.setdefault(key.strip(), value.strip())  # The first processor's.
+  flags_seen = fields.get('flags', '').split()
+  return {'cpu': fields.get('model name') or platform.processor() or
+                 platform.machine(),
+          'cpu_extensions': ' '.join(
+              f for f in MATMUL_EXTENSIONS if f in flags_seen)}
 
 
 def machine_record(devices, command: str) -> dict:
@@ -189,7 +202,9 @@ def machine_record(devices, command: str) -> dict:
           timespec='seconds'),
       'platform': devices[0].platform, 'device_kind': devices[0].device_kind,
       'device_count': len(devices), 'devices_available': jax.device_count(),
-      'cpu': cpu_model(), 'cpu_cores': os.cpu_count(),
+      **cpu_record(pathlib.Path('/proc/cpuinfo').read_text()
+                   if os.path.exists('/proc/cpuinfo') else ''),
+      'cpu_cores': os.cpu_count(),
       'python': platform.python_version(), 'jax': jax.__version__,
       'jaxlib': jaxlib.__version__, 'flax': flax.__version__,
       'command': command,
@@ -283,9 +298,9 @@ ALONGSIDE_CAVEAT = ('alongside and paired overstate here: the square chain '
 def format_report(results: dict) -> str:
   """The header lines and the table that the CLI prints."""
   settings = results['settings']
-  lines = ['{date}  {device_count}x {device_kind} ({platform})  CPU {cpu}  '
-           'jax {jax} jaxlib {jaxlib} flax {flax}\ncommand: {command}'.format(
-               **results['machine'])]
+  lines = ['{date}  {device_count}x {device_kind} ({platform})  CPU {cpu} '
+           '({cpu_cores} cores; {cpu_extensions})  jax {jax} jaxlib {jaxlib} '
+           'flax {flax}\ncommand: {command}'.format(**results['machine'])]
   if results['machine'].get('xla_flags'):
     lines.append(f'XLA_FLAGS: {results["machine"]["xla_flags"]}')
   if 'host_memory_reused' in results['machine']:

@@ -199,6 +199,29 @@ def test_report_warns_where_the_figures_alongside_overstate(
   assert (benchmark.ALONGSIDE_CAVEAT in report) is caveat
 
 
+AVX512_VM = ('processor\t: 0\nmodel name\t: AMD EPYC\n'
+             'flags\t\t: fpu sse avx2 fma avx512f avx512bw avx512_bf16\n\n'
+             'processor\t: 1\nmodel name\t: AMD EPYC\nflags\t\t: fpu\n')
+
+
+@pytest.mark.parametrize('cpuinfo, model, extensions', [
+    (AVX512_VM, 'AMD EPYC', 'avx2 fma avx512f avx512_bf16'),
+    ('model name\t: Xeon: Sapphire Rapids\nflags\t: avx2 amx_bf16 amx_tile\n',
+     'Xeon: Sapphire Rapids', 'avx2 amx_bf16'),
+    ('model name\t: Old\nflags\t: sse4_2 avx\n', 'Old', ''),
+])
+def test_cpu_record_names_the_matmul_extensions(cpuinfo, model, extensions):
+  assert benchmark.cpu_record(cpuinfo) == {'cpu': model,
+                                           'cpu_extensions': extensions}
+
+
+def test_report_names_the_cpu_extensions(results):
+  machine = dict(results['machine'], cpu='AMD EPYC',
+                 cpu_extensions='avx2 avx512f')
+  report = benchmark.format_report(dict(results, machine=machine))
+  assert f'CPU AMD EPYC ({machine["cpu_cores"]} cores; avx2 avx512f)' in report
+
+
 def test_donated_train_state_spares_the_params(mesh):
   params = {'kernel': jnp.ones((4, 4))}
   state = measure.donatable_train_state(
@@ -226,9 +249,10 @@ def test_cli_writes_json(tmp_path, capsys):
   assert results['input']['train_pp'] == 'inception_crop'
   assert results['input']['image_size'] == 16
   assert results['settings']['input_config'].endswith('configs/digits.py')
-  for key in ('date', 'device_kind', 'device_count', 'platform', 'cpu', 'jax',
-              'jaxlib', 'flax', 'command'):
+  for key in ('date', 'device_kind', 'device_count', 'platform', 'cpu',
+              'cpu_cores', 'jax', 'jaxlib', 'flax', 'command'):
     assert results['machine'][key], key
+  assert 'cpu_extensions' in results['machine']  # Empty on a CPU without.
   # conftest's virtual devices come from XLA_FLAGS: the record names them.
   assert 'device_count=8' in results['machine']['xla_flags']
   assert results['machine']['host_memory_reused'] is False
