@@ -65,6 +65,9 @@ to JSON with a record of the machine and the command. The figures:
                temporaries per device (XLA's estimate), labelled as such.
   FLOPs check  XLA's cost analysis / models.flops_per_image for the forward
                pass, and XLA's train step / forward (should be about 3).
+  header       the devices; the CPU's model name and MATMUL_EXTENSIONS (a
+               VM may name its CPU by family alone; the extensions tell
+               such machines apart); the versions; the command.
 """
 
 import dataclasses
