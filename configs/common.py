@@ -22,6 +22,8 @@ for that reason) and every field can be overridden from the command line.
 
 from ml_collections import config_dict
 
+from mixer_jax import errors
+
 placeholder = config_dict.placeholder
 
 
@@ -107,7 +109,7 @@ def get_config():
   config.eval_batch_size = 512
   # Micro-batches per step (gradients averaged) for small accelerators.
   config.accum_steps = 1
-  # Number of training steps.
+  # Number of training steps (0: only evaluate the starting point).
   config.total_steps = 10_000
   # 'sgd' (momentum, the paper's fine-tuning) or 'adamw' (its pre-training).
   config.optimizer = 'sgd'
@@ -133,6 +135,9 @@ def get_config():
   config.linear_end = 1e-5
   # Label smoothing of the softmax cross-entropy.
   config.label_smoothing = 0.0
+  # Steps in a row with a non-finite loss or gradient (each skipped) that end
+  # the run with an error; the workdir resumes from its last checkpoint.
+  config.max_nonfinite_steps = 10
 
   # Evaluation, logging, checkpoints.
   # Evaluate every this many steps (and at the end).
@@ -141,7 +146,7 @@ def get_config():
   config.progress_every = 10
   # Save a checkpoint every this many steps (and at the end).
   config.checkpoint_every = 1000
-  # Checkpoints kept in the workdir.
+  # Checkpoints kept in the workdir (>= 1).
   config.keep_checkpoints = 2
 
   return config
@@ -166,7 +171,7 @@ DATASET_PRESETS = {
 def with_dataset(config, dataset: str):
   """Sets `dataset` and its preset fields; unknown names are a clear error."""
   if dataset not in DATASET_PRESETS:
-    raise ValueError(f'Unknown dataset preset {dataset!r}; known: '
+    raise errors.UserError(f'Unknown dataset preset {dataset!r}; known: '
                      f'{", ".join(DATASET_PRESETS)}.')
   config.dataset = dataset
   config.update(DATASET_PRESETS[dataset])

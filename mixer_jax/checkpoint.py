@@ -35,6 +35,7 @@ from flax import traverse_util
 import numpy as np
 import tqdm
 
+from mixer_jax import errors
 from mixer_jax import resolution
 
 PUBLISHED_ROOT = 'https://storage.googleapis.com/mixer_models/'
@@ -58,7 +59,7 @@ PUBLISHED = {
 Params = Mapping[str, Any]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(errors.UserError):
   """A checkpoint that cannot be read, or that does not fit the model."""
 
 
@@ -75,7 +76,7 @@ def load(path: Union[str, os.PathLike]) -> dict:
   """Reads a published-layout `.npz` (local or e.g. gs://) into a param tree."""
   path = epath.Path(path)
   if not path.exists():
-    raise FileNotFoundError(f'Checkpoint file not found: {path}')
+    raise errors.MissingError(f'Checkpoint file not found: {path}')
   try:
     with path.open('rb') as f:
       with np.load(f, allow_pickle=False) as npz:
@@ -297,7 +298,7 @@ def fetch(pretrained: str, *, cache_dir=None) -> epath.Path:
   if not re.match(r'^https?://', pretrained):
     path = epath.Path(pretrained)
     if '://' not in pretrained and not path.exists():
-      raise FileNotFoundError(
+      raise errors.MissingError(
           f'Pretrained checkpoint {pretrained!r} is neither a published name '
           f'nor an existing file. Published names: {", ".join(PUBLISHED)}.')
     return path
@@ -323,7 +324,7 @@ def _download(url: str, destination: epath.Path) -> None:
         bar.update(len(chunk))
   except (urllib.error.URLError, OSError) as e:
     partial.unlink(missing_ok=True)
-    raise FileNotFoundError(
+    raise errors.MissingError(
         f'Could not download {url} ({e}). Without network, download it '
         f'elsewhere and put it at {destination}') from e
   partial.replace(destination)

@@ -30,13 +30,14 @@ import dataclasses
 import functools
 import math
 import os
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterator, Mapping, Optional
 
 import jax
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from mixer_jax import errors
 from mixer_jax import preprocess
 
 try:  # TF only feeds the host; it must not take accelerator memory from JAX.
@@ -45,6 +46,8 @@ except RuntimeError:  # TF already initialised by the caller.
   pass
 
 Batch = dict[str, np.ndarray]
+# The image files tfds's ImageFolder reads.
+_FOLDER_IMAGE_TYPES = ('.jpg', '.jpeg', '.png')
 # Stream ids folded into the seed: shuffling and augmentation draw apart.
 _SHUFFLE, _AUGMENT = 0, 1
 
@@ -56,6 +59,7 @@ class DatasetInfo:
   num_train_examples: int  # Examples in config.train_split, all hosts.
   num_eval_examples: int  # Examples in config.eval_split, all hosts.
   image_size: int  # = config.image_size
+  class_names: tuple[str, ...] = ()  # In label order.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +72,10 @@ class Source:
   read: Callable[[str, int, int], tf.data.Dataset]
   # Undecoded image -> uint8 [H, W, 3].
   decode: Callable[[tf.Tensor], tf.Tensor]
+  # The classes' names, in label order.
+  class_names: tuple[str, ...] = ()
+  # Split names -> the files among them that do not decode (folders only).
+  bad_images: Optional[Callable[[list[str]], list[str]]] = None
 
 
 def _decode_image(data: tf.Tensor) -> tf.Tensor:
@@ -94,7 +102,7 @@ def prepared_tfds_builder(config) -> tfds.core.DatasetBuilder:
   try:
     builder = tfds.builder(config.dataset, data_dir=config.tfds_data_dir)
   except ValueError:  # Not found, or not even a well-formed tfds name.
-    raise ValueError(
+    raise errors.UserError(
         f'Unknown dataset {config.dataset!r}: not a tfds dataset name, not '
         "'digits' (offline, from scikit-learn) and not an existing folder "
         'DIR/{train,test}/<class>/*.jpg|png.') from None
@@ -113,7 +121,7 @@ def prepared_tfds_builder(config) -> tfds.core.DatasetBuilder:
         os.path.exists(os.path.join(manual_dir, a)) for a in archives)
     wanted = f'the original {", ".join(archives)} in {manual_dir}'
   if not offline and not config.download:
-    raise FileNotFoundError(
+    raise errors.MissingError(
         f'tfds dataset {builder.name!r} is not prepared in '
         f'{builder.data_dir_root} and download is off. Either put {wanted} '
         '(or set --config.tfds_manual_dir), or point --config.tfds_data_dir '
@@ -129,7 +137,7 @@ def tfds_source(config) -> Source:
   builder = prepared_tfds_builder(config)
   features = builder.info.features
   if 'image' not in features or 'label' not in features:
-    raise ValueError(f'tfds dataset {builder.name!r} has no image and label '
+    raise errors.UserError(f'tfds dataset {builder.name!r} has no image and label '
                      f'features (it has {", ".join(features)}).')
 
   def read(split, start, end):
@@ -138,7 +146,7 @@ def tfds_source(config) -> Source:
         decoders={'image': tfds.decode.SkipDecoding()}))
 
   return Source(features['label'].num_classes, builder.info.splits, read,
-                _decode_image)
+                _decode_image, class_names=tuple(features['label'].names))
 
 
 @functools.cache
@@ -165,23 +173,74 @@ def digits_source() -> Source:
         {'image': images[start:end], 'label': labels[start:end]})
 
   return Source(10, _split_infos({k: len(v[1]) for k, v in arrays.items()}),
-                read, lambda image: image)
+                read, lambda image: image,
+                class_names=tuple(str(i) for i in range(10)))
+
+
+def _folder_images(root: str, split: str) -> dict[str, list[str]]:
+  """{class: its image files} of DIR/<split>/<class>/, as ImageFolder sees."""
+  split_dir = os.path.join(root, split)
+  classes = {}
+  for name in sorted(tf.io.gfile.listdir(split_dir)):
+    name = name.rstrip('/')
+    class_dir = os.path.join(split_dir, name)
+    if tf.io.gfile.isdir(class_dir):
+      classes[name] = sorted(
+          os.path.join(class_dir, f) for f in tf.io.gfile.listdir(class_dir)
+          if f.lower().endswith(_FOLDER_IMAGE_TYPES))
+  return classes
+
+
+def check_folder_classes(root: str, splits) -> None:
+  """Raises errors.UserError for empty class folders or differing classes."""
+  found = {split: _folder_images(root, split) for split in splits}
+  empty = [os.path.join(root, split, name) for split, classes in found.items()
+           for name, files in classes.items() if not files]
+  if empty:
+    raise errors.UserError(
+        f'Class folder(s) with no {"/".join(_FOLDER_IMAGE_TYPES)} image: '
+        f'{", ".join(empty)}. Add images or remove the folder(s).')
+  names = {split: set(classes) for split, classes in found.items()}
+  first, *others = splits
+  for other in others:
+    if names[first] != names[other]:
+      only = lambda a, b: ', '.join(sorted(names[a] - names[b])) or 'none'
+      raise errors.UserError(
+          f'The classes of {root}/{first} and {root}/{other} differ: only in '
+          f'{first}: {only(first, other)}; only in {other}: '
+          f'{only(other, first)}. Both need the same class folders.')
+
+
+def undecodable_files(paths) -> list[str]:
+  """The files among `paths` that are no image tf.io.decode_image reads."""
+  paths = list(paths)
+  ds = tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
+  ds = ds.map(lambda path: (path, tf.shape(_decode_image(tf.io.read_file(
+      path)))), num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+  good = {path.decode() for path, _ in ds.as_numpy_iterator()}
+  return [path for path in paths if path not in good]
 
 
 def folder_source(root: str) -> Source:
   """DIR/<split>/<class>/*.jpg|png via tfds's ImageFolder (classes sorted)."""
   builder = tfds.folder_dataset.ImageFolder(root)
   if not builder.info.splits:
-    raise ValueError(f'No images in {root}: expected '
-                     f'{root}/<split>/<class>/*.jpg|png.')
+    raise errors.UserError(f'No images in {root}: expected '
+                           f'{root}/<split>/<class>/*.jpg|png.')
 
   def read(split, start, end):
     ds = builder.as_dataset(split=split, shuffle_files=False,
                             decoders={'image': tfds.decode.SkipDecoding()})
     return _records(ds.skip(start).take(end - start))
 
-  return Source(builder.info.features['label'].num_classes,
-                builder.info.splits, read, _decode_image)
+  def bad_images(splits):
+    return undecodable_files(path for split in splits for files in
+                             _folder_images(root, split).values()
+                             for path in files)
+
+  labels = builder.info.features['label']
+  return Source(labels.num_classes, builder.info.splits, read, _decode_image,
+                class_names=tuple(labels.names), bad_images=bad_images)
 
 
 def get_source(config) -> Source:
@@ -198,13 +257,13 @@ def split_ranges(source: Source, split) -> list[tuple[str, int, int]]:
     instructions = tfds.core.ReadInstruction.from_spec(split).to_absolute(
         source.splits)
   except (ValueError, AssertionError) as e:
-    raise ValueError(f'Bad split {split!r} (splits: '
+    raise errors.UserError(f'Bad split {split!r} (splits: '
                      f'{", ".join(source.splits)}): {e}') from None
   ranges = [(i.splitname, i.from_ or 0,
              source.splits[i.splitname].num_examples if i.to is None else i.to)
             for i in instructions]
   if not any(end > start for _, start, end in ranges):
-    raise ValueError(f'Split {split!r} is empty.')
+    raise errors.UserError(f'Split {split!r} is empty.')
   return ranges
 
 
@@ -244,13 +303,13 @@ def _processes(process_index, process_count) -> tuple[int, int]:
   index = jax.process_index() if process_index is None else process_index
   count = jax.process_count() if process_count is None else process_count
   if not 0 <= index < count:
-    raise ValueError(f'process_index {index} is not in [0, {count}).')
+    raise errors.UserError(f'process_index {index} is not in [0, {count}).')
   return index, count
 
 
 def local_batch_size(batch_size: int, process_count: int, name: str) -> int:
   if batch_size % process_count:
-    raise ValueError(f'{name} {batch_size} is not divisible by the '
+    raise errors.UserError(f'{name} {batch_size} is not divisible by the '
                      f'{process_count} processes.')
   return batch_size // process_count
 
@@ -266,9 +325,19 @@ def get_info(config) -> DatasetInfo:
   for name in ('batch_size', 'eval_batch_size'):
     local_batch_size(config[name], jax.process_count(), name)
   source = get_source(config)
-  count = lambda split: _num_examples(split_ranges(source, split))
-  return DatasetInfo(source.num_classes, count(config.train_split),
-                     count(config.eval_split), config.image_size)
+  if source.num_classes < 2:
+    raise errors.UserError(
+        f'Dataset {config.dataset!r} has {source.num_classes} class(es) '
+        f'({", ".join(source.class_names) or "none"}); a classifier needs at '
+        'least two.')
+  train_ranges = split_ranges(source, config.train_split)
+  eval_ranges = split_ranges(source, config.eval_split)
+  if os.path.isdir(config.dataset):
+    check_folder_classes(config.dataset, list(dict.fromkeys(
+        name for name, _, _ in train_ranges + eval_ranges)))
+  return DatasetInfo(source.num_classes, _num_examples(train_ranges),
+                     _num_examples(eval_ranges), config.image_size,
+                     source.class_names)
 
 
 def _host_key(config, process_index: int, stream: int) -> tf.Tensor:
@@ -293,7 +362,7 @@ def train_iterator(config, *, start_step: int = 0,
                       process_count=process_count)
   size = _num_examples(shard)
   if not size:
-    raise ValueError(f'Process {process_index} has no examples of '
+    raise errors.UserError(f'Process {process_index} has no examples of '
                      f'{config.train_split!r}.')
   records, decode = _read(source, shard, ranges), source.decode
   if config.cache:
@@ -320,7 +389,9 @@ def train_iterator(config, *, start_step: int = 0,
   ds = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max)
   ds = ds.flat_map(epoch).skip(skip)
   ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-  return _finish(ds.batch(batch, drop_remainder=True)).as_numpy_iterator()
+  return _naming_bad_images(
+      _finish(ds.batch(batch, drop_remainder=True)).as_numpy_iterator(),
+      source, ranges, config.train_split, config.dataset)
 
 
 def num_eval_batches(config, info: DatasetInfo | None = None, *,
@@ -363,7 +434,28 @@ def eval_iterator(config, *, process_index: int | None = None,
                   'label': ex['label'], 'mask': tf.constant(1.)})
   ds = _read(source, shard, ranges).map(prepare,
                                         num_parallel_calls=tf.data.AUTOTUNE)
-  return _finish(ds.concatenate(pad).batch(batch)).as_numpy_iterator()
+  return _naming_bad_images(
+      _finish(ds.concatenate(pad).batch(batch)).as_numpy_iterator(), source,
+      ranges, config.eval_split, config.dataset)
+
+
+def _naming_bad_images(batches, source: Source, ranges, split, dataset):
+  """`batches`, with an image that does not decode named in the error."""
+  while True:
+    try:
+      batch = next(batches)
+    except StopIteration:
+      return
+    except tf.errors.InvalidArgumentError as e:
+      names = list(dict.fromkeys(name for name, _, _ in ranges))
+      bad = source.bad_images(names) if source.bad_images else []
+      where = (f': {", ".join(bad[:10])}' + (f' and {len(bad) - 10} more'
+                                            if len(bad) > 10 else '')
+               if bad else f' ({errors.describe(e)[:300]})')
+      raise errors.UserError(
+          f'An image of split {split!r} of {dataset} does not '
+          f'decode{where}. Remove or replace it.') from None
+    yield batch
 
 
 def _finish(ds: tf.data.Dataset) -> tf.data.Dataset:

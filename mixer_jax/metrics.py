@@ -30,33 +30,108 @@ class MetricWriter:
   """TensorBoard events in WORKDIR/tensorboard, every scalar in metrics.jsonl.
 
   metrics.jsonl gets one JSON object per write: {"step": ..., name: value}.
-  Only the first process writes; on the others this does nothing.
+  Each write reaches the file at once (a kill loses nothing written). A run
+  that resumes from `start_step` first drops the records of later steps, which
+  the run it resumes wrote after its last checkpoint and which are written
+  again. Only the first process writes; on the others this does nothing.
   """
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, *, start_step: int = 0):
     self._active = jax.process_index() == 0
     if self._active:
-      self._tensorboard = tensorboard.SummaryWriter(
-          os.path.join(workdir, 'tensorboard'), auto_flush=False)
-      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
+      logdir = os.path.join(workdir, 'tensorboard')
+      jsonl = os.path.join(workdir, 'metrics.jsonl')
+      drop_jsonl_after(jsonl, start_step)
+      drop_events_after(logdir, start_step)
+      self._tensorboard = tensorboard.SummaryWriter(logdir, auto_flush=True)
+      self._jsonl = open(jsonl, 'a')
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
     if not self._active:
       return
     scalars = {k: float(np.asarray(v)) for k, v in scalars.items()}
+    self._jsonl.write(json.dumps({'step': int(step), **scalars}) + '\n')
+    self._jsonl.flush()
     for name, value in scalars.items():
       self._tensorboard.scalar(name, value, step)
-    self._jsonl.write(json.dumps({'step': int(step), **scalars}) + '\n')
-
-  def flush(self):
-    if self._active:
-      self._tensorboard.flush()
-      self._jsonl.flush()
 
   def close(self):
     if self._active:
       self._tensorboard.close()
       self._jsonl.close()
+
+
+def read_jsonl(path: str) -> list[dict]:
+  """The records of a metrics.jsonl; a line cut short by a kill is skipped."""
+  records = []
+  with open(path) as f:
+    for line in f:
+      try:
+        records.append(json.loads(line))
+      except ValueError:
+        continue
+  return records
+
+
+def drop_jsonl_after(path: str, step: int):
+  """Rewrites metrics.jsonl without the records past `step` (atomically)."""
+  if not os.path.exists(path):
+    return
+  records = read_jsonl(path)
+  kept = [r for r in records if r.get('step', 0) <= step]
+  if len(kept) == len(records) and _ends_with_newline(path):
+    return
+  _write_atomically(path, ''.join(json.dumps(r) + '\n' for r in kept))
+
+
+def _ends_with_newline(path: str) -> bool:
+  if not os.path.getsize(path):
+    return True
+  with open(path, 'rb') as f:
+    f.seek(-1, os.SEEK_END)
+    return f.read() == b'\n'
+
+
+def drop_events_after(logdir: str, step: int):
+  """Rewrites TensorBoard event files without the events past `step`.
+
+  A file cut short by a kill keeps the events before the cut.
+  """
+  # Imported here: TensorFlow is already loaded by flax's SummaryWriter.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  if not os.path.isdir(logdir):
+    return
+  for name in sorted(os.listdir(logdir)):
+    if not name.startswith('events.out.tfevents'):
+      continue
+    path = os.path.join(logdir, name)
+    records, damaged = [], False
+    try:
+      for record in tf.data.TFRecordDataset(path):
+        records.append(record.numpy())
+    except tf.errors.DataLossError:
+      damaged = True
+    kept = [r for r in records if event_pb2.Event.FromString(r).step <= step]
+    if len(kept) == len(records) and not damaged:
+      continue
+    partial = path + '.partial'
+    with tf.io.TFRecordWriter(partial) as writer:
+      for record in kept:
+        writer.write(record)
+    os.replace(partial, path)
+
+
+def write_json(path: str, value):
+  """Writes `value` as JSON; a kill leaves the old file or the new one."""
+  _write_atomically(path, json.dumps(value, indent=2))
+
+
+def _write_atomically(path: str, text: str):
+  partial = path + '.partial'
+  with open(partial, 'w') as f:
+    f.write(text)
+  os.replace(partial, path)
 
 
 class Progress:

@@ -28,6 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mixer_jax import errors
 from mixer_jax import kernel_grads
 
 Dtype = Any
@@ -198,14 +199,14 @@ class MlpMixer(nn.Module):
   def check_input_shape(self, shape):
     """Raises ValueError naming the problem if images of `shape` cannot fit."""
     if len(shape) != 4:
-      raise ValueError(f'MlpMixer expects NHWC images (4 dimensions), got '
+      raise errors.UserError(f'MlpMixer expects NHWC images (4 dimensions), got '
                        f'shape {tuple(shape)}.')
     _, height, width, channels = shape
     if channels != self.in_channels:
-      raise ValueError(f'MlpMixer expects {self.in_channels} image channels '
+      raise errors.UserError(f'MlpMixer expects {self.in_channels} image channels '
                        f'(NHWC), got {channels} in shape {tuple(shape)}.')
     if height % self.patch_size or width % self.patch_size:
-      raise ValueError(f'Image size {height}x{width} is not divisible by the '
+      raise errors.UserError(f'Image size {height}x{width} is not divisible by the '
                        f'patch size {self.patch_size}.')
 
 
@@ -267,7 +268,7 @@ def parse_variant(variant: str) -> tuple[str, int]:
   """'B/16', 'Mixer-B_16' or 'mixer_b16' -> ('B', 16)."""
   match = _VARIANT_RE.match(variant.strip())
   if not match:
-    raise ValueError(
+    raise errors.UserError(
         f'Unknown Mixer variant {variant!r}: expected <width>/<patch> with '
         f'width one of {", ".join(WIDTHS)} (e.g. "B/16" or "Mixer-B_16"); '
         f'the named variants are {", ".join(VARIANTS)}.')

@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mixer_jax import errors
+
 
 def create_learning_rate_schedule(*, total_steps: int, base: float,
                                   warmup_steps: int, decay_type: str,
@@ -39,7 +41,7 @@ def create_learning_rate_schedule(*, total_steps: int, base: float,
         optax.linear_schedule(base, linear_end,
                               max(total_steps - warmup_steps, 1)),
     ], [warmup_steps])
-  raise ValueError(f"Unknown decay_type {decay_type!r}: 'cosine' or 'linear'.")
+  raise errors.UserError(f"Unknown decay_type {decay_type!r}: 'cosine' or 'linear'.")
 
 
 def kernel_mask(params):
@@ -65,7 +67,7 @@ def create_optimizer(config) -> tuple[optax.GradientTransformation,
   elif config.optimizer == 'adamw':
     chain.append(optax.scale_by_adam(b1=config.b1, b2=config.b2))
   else:
-    raise ValueError(f"Unknown optimizer {config.optimizer!r}: 'sgd' or "
+    raise errors.UserError(f"Unknown optimizer {config.optimizer!r}: 'sgd' or "
                      "'adamw'.")
   if config.weight_decay:
     chain.append(optax.add_decayed_weights(config.weight_decay,

@@ -24,6 +24,8 @@ from typing import Callable
 
 import tensorflow as tf
 
+from mixer_jax import errors
+
 # Train crops (then flip, then RandAugment) and eval crops, by config name.
 TRAIN_PP = ('inception_crop', 'resize', 'resmall_crop', 'pad_crop')
 EVAL_PP = ('resize', 'resmall_crop', 'resize_crop')
@@ -131,7 +133,7 @@ def make_eval_fn(config) -> Callable[[tf.Tensor], tf.Tensor]:
 
 def _lookup(table: dict, name: str, field: str):
   if name not in table:
-    raise ValueError(f'Unknown {field} {name!r}; valid: '
+    raise errors.UserError(f'Unknown {field} {name!r}; valid: '
                      f'{", ".join(map(repr, table))}.')
   return table[name]
 

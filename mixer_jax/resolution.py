@@ -25,6 +25,8 @@ import math
 
 import numpy as np
 
+from mixer_jax import errors
+
 
 def part_token_indices(grid: int, factor: int) -> np.ndarray:
   """(K*K, g*g) token indices of the Kg x Kg grid, per part, row-major."""
@@ -46,7 +48,7 @@ def widen_token_mlp(dense_0: dict, dense_1: dict, *, factor: int):
   tokens, hidden = kernel_0.shape
   grid = math.isqrt(tokens)
   if grid * grid != tokens:
-    raise ValueError(f'Cannot widen a token-mixing MLP over {tokens} tokens: '
+    raise errors.UserError(f'Cannot widen a token-mixing MLP over {tokens} tokens: '
                      'the pre-training patch grid must be square.')
   parts = part_token_indices(grid, factor)
   n_parts, wide_tokens = factor * factor, tokens * factor * factor
@@ -65,7 +67,7 @@ def widen_token_mlp(dense_0: dict, dense_1: dict, *, factor: int):
 def check_factor(factor) -> None:
   if not isinstance(factor, (int, np.integer)) or isinstance(factor, bool) or (
       factor < 1):
-    raise ValueError(f'resolution_factor must be an integer >= 1, got '
+    raise errors.UserError(f'resolution_factor must be an integer >= 1, got '
                      f'{factor!r}.')
 
 
@@ -74,7 +76,7 @@ def pretraining_image_size(image_size: int, *, factor: int,
   """The image side the checkpoint was made for; errors if there is none."""
   check_factor(factor)
   if image_size % factor or (image_size // factor) % patch_size:
-    raise ValueError(
+    raise errors.UserError(
         f'image_size {image_size} is not {factor} times a pre-training size '
         f'divisible by the patch size {patch_size}: with resolution_factor '
         f'{factor} use a multiple of {factor * patch_size}.')

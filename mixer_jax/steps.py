@@ -59,11 +59,20 @@ def make_train_step(model, tx, *, num_classes: int, accum_steps: int = 1,
     rng = jax.random.fold_in(state.rng, state.step)
     (loss, _), grads = optim.accumulate_gradient(
         loss_and_grad, state.params, batch, rng, accum_steps=accum_steps)
+    grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    state = state.replace(step=state.step + 1,
-                          params=optax.apply_updates(state.params, updates),
-                          opt_state=opt_state)
-    return state, {'loss': loss, 'grad_norm': optax.tree.norm(grads)}
+    # A non-finite loss or gradient changes nothing but the step (its batch is
+    # consumed): parameters and optimizer state stay those of the last good
+    # step, and the loop decides when too many in a row end the run.
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep_if_bad = lambda new, old: jax.tree.map(
+        lambda n, o: jnp.where(finite, n, o), new, old)
+    state = state.replace(
+        step=state.step + 1,
+        params=keep_if_bad(optax.apply_updates(state.params, updates),
+                           state.params),
+        opt_state=keep_if_bad(opt_state, state.opt_state))
+    return state, {'loss': loss, 'grad_norm': grad_norm, 'finite': finite}
 
   return train_step
 
@@ -74,15 +83,16 @@ def make_eval_step(model, *, num_classes: int):
   def eval_step(params, batch):
     logits = model.apply({'params': params}, batch['image'], train=False)
     labels, mask = batch['label'], batch['mask']
-    label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
-    rank = jnp.sum(logits > label_logit, axis=-1)  # 0 when top-1.
+    # Arg-max and top-k as vit_jax and big_vision: tied logits pick one
+    # class, so a model whose logits all tie scores at chance, not 100 %.
     sums = {
         'loss': optax.softmax_cross_entropy_with_integer_labels(logits, labels),
-        'correct': rank == 0,
+        'correct': jnp.argmax(logits, axis=-1) == labels,
         'count': jnp.ones_like(mask),
     }
     if num_classes > 10:
-      sums['correct_top5'] = rank < 5
+      _, top5 = jax.lax.top_k(logits, 5)
+      sums['correct_top5'] = jnp.any(top5 == labels[:, None], axis=-1)
     return {k: jnp.sum(v * mask) for k, v in sums.items()}
 
   return eval_step

@@ -24,6 +24,7 @@ import json
 import logging as std_logging
 import os
 import re
+import sys
 import time
 
 from absl import app
@@ -35,14 +36,19 @@ from ml_collections import config_flags
 import numpy as np
 
 from mixer_jax import checkpoint
+from mixer_jax import config_checks
+from mixer_jax import divergence
+from mixer_jax import errors
 from mixer_jax import host_memory
 from mixer_jax import input_pipeline
 from mixer_jax import metrics
 from mixer_jax import models
 from mixer_jax import optim
+from mixer_jax import preemption
 from mixer_jax import resolution
 from mixer_jax import steps
 from mixer_jax import train_state
+from mixer_jax import workdir_lock
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file, e.g. configs/b32.py or configs/b16.py:'
@@ -122,56 +128,79 @@ def evaluate(eval_step, params, config, sharding) -> dict:
 def check_batch_sizes(config, num_devices: int):
   for name in ('batch_size', 'eval_batch_size'):
     if config[name] % num_devices:
-      raise ValueError(f'{name} {config[name]} is not divisible by the '
+      raise errors.UserError(f'{name} {config[name]} is not divisible by the '
                        f'{num_devices} devices.')
   if config.batch_size % (num_devices * config.accum_steps):
-    raise ValueError(
+    raise errors.UserError(
         f'batch_size {config.batch_size} is not divisible into '
         f'accum_steps={config.accum_steps} micro-batches over {num_devices} '
         'devices.')
 
 
+def restore_or_init(config, model, tx, checkpoints, sharding):
+  """(state, step): the newest checkpoint that restores, or a fresh state.
+
+  A fresh state is made on the host and placed from host memory, so that on
+  several hosts each process places its own copy (no cross-host transfer).
+  """
+  init_rng, train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+  abstract = jax.eval_shape(lambda: train_state.TrainState.create(
+      params=models.init_params(model, image_size=config.image_size,
+                                abstract=True), tx=tx, rng=train_rng))
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+      abstract)
+  step, state = checkpoints.restore(abstract)
+  if step is not None:
+    return state, step
+  state = train_state.TrainState.create(
+      params=initial_params(config, model, rng=init_rng), tx=tx, rng=train_rng)
+  return jax.device_put(jax.device_get(state), sharding), 0
+
+
 def train_and_evaluate(config, workdir: str, *, devices=None,
-                       stop_at_step=None) -> dict:
+                       stop_at_step=None, signals=None) -> dict:
   """Trains, evaluates and checkpoints in `workdir`; returns final metrics.
 
   Args:
-    config: a ConfigDict as configs/common.py describes.
+    config: a ConfigDict as configs/common.py describes; checked first.
     workdir: checkpoints, TensorBoard events, metrics.jsonl, config.json,
       final_metrics.json and the final params.npz (published layout) go here.
+      A run holds WORKDIR/lock while it lives: a second one fails at once.
     devices: the devices to train on (default: all of them).
     stop_at_step: checkpoint and return after this step, as a preempted job
       would (the schedule still spans total_steps); a later call resumes.
+    signals: a preemption.StopSignals installed by the caller: on SIGTERM or
+      SIGINT the loop checkpoints the current step and raises
+      preemption.Stopped.
   Returns:
     The final metrics: step, eval_accuracy, eval_loss, eval_examples, ...
+  Raises:
+    errors.UserError: a bad config value, dataset, workdir or checkpoint,
+      divergence (divergence.Diverged) or a full disk; nothing saved before
+      is lost.
   """
+  config_checks.check(config)
   mesh = jax.sharding.Mesh(np.asarray(devices or jax.devices()), ('data',))
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  batch_sharding = jax.sharding.NamedSharding(
-      mesh, jax.sharding.PartitionSpec('data'))
   check_batch_sizes(config, mesh.size)
   info = input_pipeline.get_info(config)
   model = create_model(config, num_classes=info.num_classes)
-  tx, schedule = optim.create_optimizer(config)
+  with workdir_lock.hold(workdir):
+    return _train(config, workdir, mesh=mesh, info=info, model=model,
+                  stop_at_step=stop_at_step, signals=signals)
 
+
+def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
+  """train_and_evaluate's loop, with the workdir locked."""
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  batch_sharding = jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec('data'))
+  tx, schedule = optim.create_optimizer(config)
   checkpoints = train_state.Checkpoints(workdir, config=config,
                                         max_to_keep=config.keep_checkpoints)
-  init_rng, train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-  start_step = checkpoints.latest_step()
-  if start_step is None:
-    state = train_state.TrainState.create(
-        params=initial_params(config, model, rng=init_rng), tx=tx,
-        rng=train_rng)
-    state = jax.device_put(state, replicated)
-    start_step = 0
-  else:
-    abstract = jax.eval_shape(lambda: train_state.TrainState.create(
-        params=models.init_params(model, image_size=config.image_size,
-                                  abstract=True), tx=tx, rng=train_rng))
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
-        abstract)
-    state = checkpoints.restore(abstract)
+  state, start_step = restore_or_init(config, model, tx, checkpoints,
+                                      replicated)
+  if start_step:
     logging.info('Resuming from step %d in %s', start_step, workdir)
   checkpoints.begin()  # Nothing is written to the workdir before this.
 
@@ -184,52 +213,101 @@ def train_and_evaluate(config, workdir: str, *, devices=None,
   eval_step = jax.jit(
       steps.make_eval_step(model, num_classes=info.num_classes),
       out_shardings=replicated)
-  batches = prefetch_to_mesh(
-      input_pipeline.train_iterator(config, start_step=start_step),
-      batch_sharding, config.prefetch)
-  writer = metrics.MetricWriter(workdir)
+  writer = metrics.MetricWriter(workdir, start_step=start_step)
   progress = metrics.Progress(total_steps=config.total_steps,
                               start_step=start_step,
                               batch_size=config.batch_size,
                               every=config.progress_every)
+  nonfinite = divergence.NonFiniteSteps(limit=config.max_nonfinite_steps,
+                                        lr=config.lr)
   logging.info('%s on %d %s device(s): %s, %d train / %d eval examples, '
                '%d classes.', config.model.variant, mesh.size,
                mesh.devices.flat[0].platform, config.dataset,
                info.num_train_examples, info.num_eval_examples,
                info.num_classes)
 
+  def save(state):
+    if not divergence.all_finite(state.params):
+      raise divergence.Diverged(
+          f'the parameters at step {int(state.step)} are not finite; not '
+          'saving them. Lower --config.lr and run the same command to resume.')
+    checkpoints.save(state, global_batch_size=config.batch_size)
+
   last_step = min(config.total_steps, stop_at_step or config.total_steps)
   eval_metrics, train_metrics, start_time = {}, {}, time.perf_counter()
-  for step in range(start_step + 1, last_step + 1):
-    state, step_metrics = train_step(state, next(batches))
-    if progress.due(step):
-      train_metrics = progress.update(
-          step, loss=float(step_metrics['loss']), lr=float(schedule(step - 1)))
-      writer.write_scalars(step, train_metrics)
-    if step % config.eval_every == 0 or step == config.total_steps:
+  step = start_step
+  try:
+    batches = prefetch_to_mesh(
+        input_pipeline.train_iterator(config, start_step=start_step),
+        batch_sharding, config.prefetch)
+    for step in range(start_step + 1, last_step + 1):
+      state, step_metrics = train_step(state, next(batches))
+      nonfinite.add(step, step_metrics['finite'])
+      stop = preemption.stop_requested(signals, step, checkpoints)
+      eval_due = step % config.eval_every == 0 or step == config.total_steps
+      save_due = (step % config.checkpoint_every == 0 or step == last_step or
+                  stop)
+      if progress.due(step) or eval_due or save_due:
+        nonfinite.check(last_checkpoint=checkpoints.latest_step())
+        checkpoints.check_for_errors()
+      if progress.due(step):
+        train_metrics = progress.update(
+            step, loss=float(step_metrics['loss']),
+            lr=float(schedule(step - 1)))
+        writer.write_scalars(step, train_metrics)
+      if save_due:
+        save(state)
+      if stop:
+        checkpoints.wait()
+        raise preemption.Stopped(step, stop)
+      if eval_due:
+        eval_metrics = evaluate(eval_step, state.params, config,
+                                batch_sharding)
+        writer.write_scalars(step, eval_metrics)
+        progress.write(f'step {step}: ' + '  '.join(
+            f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}'
+            for k, v in eval_metrics.items()))
+    if not eval_metrics:  # Nothing left to train: evaluate what is there.
       eval_metrics = evaluate(eval_step, state.params, config, batch_sharding)
-      writer.write_scalars(step, eval_metrics)
-      progress.write(f'step {step}: ' + '  '.join(
-          f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}'
-          for k, v in eval_metrics.items()))
-    if step % config.checkpoint_every == 0 or step == last_step:
-      checkpoints.save(state, global_batch_size=config.batch_size)
-  progress.close()
-  if not eval_metrics:  # Nothing left to train: evaluate what is there.
-    eval_metrics = evaluate(eval_step, state.params, config, batch_sharding)
-
-  final = {'step': int(state.step), **eval_metrics, **train_metrics,
-           'train_seconds_this_run': time.perf_counter() - start_time}
-  checkpoints.wait()
+    checkpoints.wait()
+  except BaseException as e:
+    checkpoints.close_after_error()
+    if errors.is_disk_full(e):
+      raise errors.DiskFullError(
+          f'no space left on device at step {step} ({errors.describe(e)}); '
+          f'the checkpoints saved before are intact. Free some space and run '
+          'the same command to resume.') from e
+    raise
+  finally:
+    progress.close()
+    writer.close()
   checkpoints.close()
-  writer.close()
+  return _finish(workdir, state, trained=last_step > start_step,
+                 results={**eval_metrics, **train_metrics},
+                 nonfinite_steps=nonfinite.total,
+                 seconds=time.perf_counter() - start_time)
+
+
+def _finish(workdir, state, *, trained, results, nonfinite_steps, seconds):
+  """Writes params.npz and final_metrics.json (process 0); returns the latter.
+
+  A run that trained nothing (it was finished already) keeps the files of
+  the run that did, and returns their metrics with this evaluation's.
+  """
+  final = {'step': int(state.step), **results,
+           'train_seconds_this_run': seconds}
+  if nonfinite_steps:
+    final['nonfinite_steps'] = nonfinite_steps
+  final_path = os.path.join(workdir, 'final_metrics.json')
+  if not trained and os.path.exists(final_path):
+    with open(final_path) as f:
+      return {**json.load(f), **results}
   if jax.process_index() == 0:
     params = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)),
                           state.params)
     checkpoint.save(os.path.join(workdir, 'params.npz'), params,
                     overwrite=True)
-    with open(os.path.join(workdir, 'final_metrics.json'), 'w') as f:
-      json.dump(final, f, indent=2)
+    metrics.write_json(final_path, final)
   return final
 
 
@@ -255,7 +333,14 @@ def main(argv):
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].serialize()
                                               .split('=', 1)[-1])
   logging.info('Workdir: %s', os.path.abspath(workdir))
-  final = train_and_evaluate(_CONFIG.value, workdir)
+  try:
+    with preemption.StopSignals() as signals:
+      final = train_and_evaluate(_CONFIG.value, workdir, signals=signals)
+  except preemption.Stopped as e:
+    print(f'mixer_jax.train: {e}', file=sys.stderr, flush=True)
+    sys.exit(e.exit_code)
+  except errors.UserError as e:
+    exit_with_error(errors.describe(e))
   if jax.process_index() == 0:
     print(json.dumps(final, indent=2))
     print(f'Workdir {os.path.abspath(workdir)}:\n'
@@ -266,6 +351,28 @@ def main(argv):
           f'  TensorBoard   tensorboard --logdir {workdir}')
 
 
+def exit_with_error(message: str):
+  """An expected mistake: one line on stderr, exit code 1, no traceback."""
+  print(f'mixer_jax.train: error: {message}', file=sys.stderr, flush=True)
+  sys.exit(1)
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with a bad config file or override as one line."""
+  try:
+    argv = flags.FLAGS(argv)
+    _CONFIG.value.lr  # pylint: disable=pointless-statement  # Loads it now.
+    return argv
+  except (flags.Error, errors.UserError, OSError) as e:
+    exit_with_error(errors.describe(e))
+  except (KeyError, AttributeError) as e:  # ml_collections: no such field.
+    while isinstance(e, BaseException) and e.args:  # The innermost message.
+      e = e.args[0]
+    name, _, hint = str(e).partition('\n')
+    exit_with_error(f'unknown config field {name} (configs/common.py declares '
+                    f'every field){". " + hint if hint else ""}')
+
+
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config'])
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

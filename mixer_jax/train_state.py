@@ -22,10 +22,13 @@ import json
 import os
 from typing import Any, Optional
 
+from absl import logging
 import flax
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+
+from mixer_jax import errors
 
 # Config fields that define the model, its starting point and its data: a
 # workdir trained with other values holds "another model" and is never
@@ -47,7 +50,7 @@ class TrainState:
                opt_state=tx.init(params), rng=rng)
 
 
-class WorkdirError(ValueError):
+class WorkdirError(errors.UserError):
   """A workdir that holds another model's run."""
 
 
@@ -99,16 +102,72 @@ class Checkpoints:
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
                        force=True)
 
-  def restore(self, like: TrainState) -> TrainState:
-    """The latest checkpoint, laid out (shapes, shardings) like `like`."""
+  def restore(self, like: TrainState) -> tuple[Optional[int], Any]:
+    """(step, state) of the newest checkpoint that restores, laid out like
+    `like` (shapes, shardings); (None, None) if there is no checkpoint.
+
+    A checkpoint that fails while an older one restores is damaged (a kill
+    or a full disk mid-write, a deleted file): it is moved aside to
+    WORKDIR/checkpoints_damaged, never deleted. If none restores, nothing is
+    moved (the cause may be this config, e.g. another optimizer) and the
+    error names each step.
+    """
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-    restored = self._manager.restore(
-        self.latest_step(),
-        args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
-    return restored.state
+    failed = []
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract)))
+      except Exception as e:  # pylint: disable=broad-except
+        failed.append((step, e))
+        logging.warning('Checkpoint of step %d does not restore: %s', step,
+                        errors.describe(e))
+        continue
+      for bad, error in failed:
+        self._move_aside(bad, error)
+      return step, restored.state
+    if failed:
+      raise errors.UserError(
+          f'No checkpoint in {self._directory} restores: ' + '; '.join(
+              f'step {step}: {errors.describe(e)[:300]}' for step, e in failed)
+          + '. If this config changed the optimizer (optimizer, '
+          'grad_clip_norm, weight_decay, momentum_dtype), use another '
+          '--workdir; else move the damaged steps out of the way.')
+    return None, None
+
+  def _move_aside(self, step: int, error: Exception):
+    aside = os.path.join(self._workdir, 'checkpoints_damaged')
+    target = os.path.join(aside, str(step))
+    if jax.process_index() == 0:
+      os.makedirs(aside, exist_ok=True)
+      suffix = 0
+      while os.path.exists(target):
+        suffix += 1
+        target = os.path.join(aside, f'{step}.{suffix}')
+      os.rename(os.path.join(self._directory, str(step)), target)
+      logging.warning('The checkpoint of step %d is damaged (%s); moved it to '
+                      '%s and resumed from an older one.', step,
+                      errors.describe(error)[:300], target)
+    self._manager.reload()
+
+  def reached_preemption(self, step: int) -> bool:
+    return self._manager.reached_preemption(step)
+
+  def check_for_errors(self):
+    """Raises the error of a background save that failed, if any."""
+    self._manager.check_for_errors()
 
   def wait(self):
     self._manager.wait_until_finished()
 
   def close(self):
     self._manager.close()
+
+  def close_after_error(self):
+    """On an error: lets the save in flight finish, or logs why it did not."""
+    try:
+      self._manager.wait_until_finished()
+      self._manager.close()
+    except Exception as e:  # pylint: disable=broad-except
+      logging.warning('The checkpoint being saved was not completed: %s',
+                      errors.describe(e)[:500])

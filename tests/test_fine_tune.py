@@ -136,7 +136,8 @@ def test_fine_tuning_at_twice_the_resolution(pretrained_on_digits, tmp_path):
 @pytest.mark.parametrize('overrides,error,message', [
     (dict(pretrained='gsam/Mixer-X_16'), FileNotFoundError,
      'neither a published name.*gsam/Mixer-B_32'),
-    (dict(resolution_factor=0), ValueError, 'integer >= 1, got 0'),
+    (dict(resolution_factor=0), ValueError,
+     r'resolution_factor=0 \(must be an integer >= 1'),
     # 10 = 2 x 5, and 5 px does not divide into 2 px patches.
     (dict(image_size=10, resolution_factor=2), ValueError,
      'image_size 10 is not 2 times a pre-training size'),

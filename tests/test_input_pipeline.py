@@ -71,7 +71,8 @@ def assert_same_batches(a, b):
 
 def test_digits_sizes_and_fixed_split():
   info = input_pipeline.get_info(make_config())
-  assert info == input_pipeline.DatasetInfo(10, 1437, 360, 8)
+  assert info == input_pipeline.DatasetInfo(10, 1437, 360, 8,
+                                            tuple('0123456789'))
   train_x, train_y = input_pipeline.digits_arrays()['train']
   test_x, test_y = input_pipeline.digits_arrays()['test']
   assert train_x.shape == (1437, 8, 8, 3) and train_x.dtype == np.uint8
@@ -241,7 +242,8 @@ def test_folder_dataset(folder):
   config = make_config(dataset=str(root), eval_batch_size=4,
                        train_split='train[:50%]', batch_size=2)
   info = input_pipeline.get_info(config)
-  assert info == input_pipeline.DatasetInfo(2, 6, 6, 8)  # 50% of 13.
+  assert info == input_pipeline.DatasetInfo(  # 50% of 13.
+      2, 6, 6, 8, ('cat', 'dog'))
   seen, steps = collect(input_pipeline.eval_iterator(config))
   assert steps == input_pipeline.num_eval_batches(config, info) == 2
   assert seen == collections.Counter(
@@ -266,7 +268,8 @@ def test_tfds_mock_data(tmp_path):
                        image_size=32, batch_size=8, eval_batch_size=8)
   with tfds.testing.mock_data(num_examples=20, data_dir=str(tmp_path)):
     info = input_pipeline.get_info(config)
-    assert info == input_pipeline.DatasetInfo(10, 20, 20, 32)
+    assert info == input_pipeline.DatasetInfo(10, 20, 20, 32,
+                                              tuple('0123456789'))
     batches = take(input_pipeline.train_iterator(config), 4)
     evals = list(input_pipeline.eval_iterator(config))
   assert all(b['image'].shape == (8, 32, 32, 3) for b in batches + evals)
@@ -319,7 +322,8 @@ def test_real_cifar10_builder_prepares_from_the_manual_dir(tmp_path,
                        tfds_manual_dir=str(manual_dir), image_size=32,
                        eval_batch_size=4)
   info = input_pipeline.get_info(config)
-  assert info == input_pipeline.DatasetInfo(10, 10, 3, 32)
+  # The names are the synthetic archive's batches.meta.txt.
+  assert info == input_pipeline.DatasetInfo(10, 10, 3, 32, tuple('0123456789'))
   for split in ('train', 'test'):
     config.eval_split = split
     assert collect(input_pipeline.eval_iterator(config))[0] == written[split]
