@@ -323,7 +323,8 @@ def test_real_cifar10_builder_prepares_from_the_manual_dir(tmp_path,
                        eval_batch_size=4)
   info = input_pipeline.get_info(config)
   # The names are the synthetic archive's batches.meta.txt.
-  assert info == input_pipeline.DatasetInfo(10, 10, 3, 32, tuple('0123456789'))
+  assert info == input_pipeline.DatasetInfo(
+      10, 10, 3, 32, tuple(f'class{i}' for i in range(10)))
   for split in ('train', 'test'):
     config.eval_split = split
     assert collect(input_pipeline.eval_iterator(config))[0] == written[split]
