@@ -75,5 +75,5 @@ class NonFiniteSteps:
     return (f'training diverged: the loss or gradient was not finite at '
             f'steps {first}-{step} ({self.streak} in a row, '
             f'max_nonfinite_steps={self._limit}); those updates were skipped '
-            f'and nothing was saved after them. Lower --config.lr (now '
+            f'and no checkpoint was saved during them. Lower --config.lr (now '
             f'{self._lr:g}) and {resume}.')

@@ -255,7 +255,10 @@ def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
             step, loss=float(step_metrics['loss']),
             lr=float(schedule(step - 1)))
         writer.write_scalars(step, train_metrics)
-      if save_due:
+      if save_due and nonfinite.streak and not stop and step != last_step:
+        logging.warning('Not saving the checkpoint of step %d: the last %d '
+                        'steps were not finite.', step, nonfinite.streak)
+      elif save_due:
         save(state)
       if stop:
         checkpoints.wait()

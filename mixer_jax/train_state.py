@@ -65,6 +65,7 @@ class Checkpoints:
     self._config_path = os.path.join(workdir, 'config.json')
     self._check_compatible(config)
     self._directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+    self._saving = None  # The step of the last save started.
     self._manager = ocp.CheckpointManager(
         self._directory, options=ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=False))
@@ -101,6 +102,7 @@ class Checkpoints:
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
                        force=True)
+    self._saving = step
 
   def restore(self, like: TrainState) -> tuple[Optional[int], Any]:
     """(step, state) of the newest checkpoint that restores, laid out like
@@ -154,8 +156,20 @@ class Checkpoints:
     return self._manager.reached_preemption(step)
 
   def check_for_errors(self):
-    """Raises the error of a background save that failed, if any."""
-    self._manager.check_for_errors()
+    """Raises the error of the last background save if it failed.
+
+    Orbax reports a failed asynchronous save only at the next save; a save
+    that is over but left no step directory has failed, and waiting on it
+    raises its error now.
+    """
+    step = self._saving
+    if step is None or self._manager.is_saving_in_progress():
+      return
+    self._saving = None
+    if not os.path.isdir(os.path.join(self._directory, str(step))):
+      self._manager.wait_until_finished()
+      raise errors.UserError(f'The checkpoint of step {step} was not saved '
+                             '(the log above says why).')
 
   def wait(self):
     self._manager.wait_until_finished()

@@ -1,9 +1,12 @@
-"""Tests for mixer_jax.steps: mixup and the eval step's sums."""
+"""Tests for mixer_jax.steps: mixup, the eval step's sums, skipped steps."""
 
 import jax
 import numpy as np
+import optax
+import pytest
 
 from mixer_jax import steps
+from mixer_jax import train_state
 
 
 def test_mixup_keeps_the_larger_share_and_label_mass():
@@ -48,3 +51,39 @@ def test_eval_step_sums_top1_top5_and_loss_over_real_examples_only():
       logits[:, :10], {'image': np.zeros((16, 1)), 'label': labels % 10,
                        'mask': mask})
   assert 'correct_top5' not in ten
+
+
+def test_tied_logits_score_at_chance_not_100_percent():
+  labels = np.arange(20, dtype=np.int32) % 10
+  sums = steps.make_eval_step(FixedLogits(), num_classes=10)(
+      np.zeros((20, 10), np.float32),
+      {'image': np.zeros((20, 1)), 'label': labels, 'mask': np.ones(20)})
+  assert float(sums['correct']) == 2  # Arg-max is class 0: 2 of 20 labels.
+
+
+class Scaled:
+  """A one-parameter model: logits = w * images."""
+
+  def apply(self, variables, images, *, train, rngs=None):
+    del train, rngs
+    return variables['params']['w'] * images
+
+
+@pytest.mark.parametrize('bad', [np.nan, np.inf])
+def test_a_non_finite_step_changes_nothing_but_the_step(bad):
+  tx = optax.adam(0.1)
+  params = {'w': np.ones((), np.float32)}
+  state = train_state.TrainState.create(params=params, tx=tx,
+                                        rng=jax.random.PRNGKey(0))
+  step = jax.jit(steps.make_train_step(Scaled(), tx, num_classes=2))
+  good = {'image': np.array([[1., -1.]], np.float32), 'label': np.array([0])}
+  state, metrics = step(state, good)
+  assert bool(metrics['finite']) and float(state.params['w']) != 1.0
+  before = jax.device_get(state)
+  state, metrics = step(state, dict(good, image=np.array([[bad, 0.]],
+                                                         np.float32)))
+  assert not bool(metrics['finite'])
+  assert int(state.step) == 2
+  jax.tree.map(np.testing.assert_array_equal,
+               (before.params, before.opt_state),
+               jax.device_get((state.params, state.opt_state)))

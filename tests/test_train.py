@@ -2,7 +2,6 @@
 
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
@@ -10,35 +9,15 @@ import jax
 import numpy as np
 import pytest
 
-from configs import digits
 from configs import ti4_cifar10
 from mixer_jax import checkpoint
 from mixer_jax import input_pipeline
 from mixer_jax import train
 from mixer_jax import train_state
 from tests import test_input_pipeline
-
-ROOT = pathlib.Path(__file__).parent.parent
-
-
-def small_digits_config(**overrides):
-  """The offline default, shrunk so a test trains in seconds."""
-  config = digits.get_config()
-  config.model.num_blocks = 2
-  config.batch_size = 64
-  config.eval_batch_size = 64  # 360 test images: the last batch is partial.
-  config.total_steps = 8
-  config.warmup_steps = 2
-  config.eval_every = 4
-  config.progress_every = 2
-  config.checkpoint_every = 4
-  config.update(overrides)
-  return config
-
-
-def read_jsonl(workdir):
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [json.loads(line) for line in f]
+from tests.conftest import ROOT
+from tests.conftest import read_jsonl
+from tests.conftest import small_digits_config
 
 
 @pytest.fixture(scope='module')

@@ -1,0 +1,58 @@
+"""Tests for mixer_jax.workdir_lock: one live run per workdir."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from mixer_jax import train
+from mixer_jax import workdir_lock
+from tests.conftest import small_digits_config
+
+
+def write_lock(workdir, pid):
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'lock'), 'w') as f:
+    json.dump({'host': socket.gethostname(), 'pid': pid}, f)
+
+
+def test_a_second_run_fails_at_once_naming_the_first_and_changes_nothing(
+    tmp_path):
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(small_digits_config(total_steps=4), workdir)
+  live = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+  try:
+    write_lock(workdir, live.pid)
+    before = {name: os.path.getmtime(os.path.join(workdir, name))
+              for name in os.listdir(workdir)}
+    with pytest.raises(workdir_lock.WorkdirInUse,
+                       match=f'in use by pid {live.pid} on host '
+                       f'{socket.gethostname()}'):
+      train.train_and_evaluate(small_digits_config(total_steps=8), workdir)
+    assert before == {name: os.path.getmtime(os.path.join(workdir, name))
+                      for name in os.listdir(workdir)}
+  finally:
+    live.kill()
+    live.wait()
+
+
+def test_the_lock_of_a_dead_run_is_taken_over_and_released(tmp_path, caplog):
+  dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+  dead.wait()
+  workdir = str(tmp_path / 'run')
+  write_lock(workdir, dead.pid)
+  final = train.train_and_evaluate(small_digits_config(total_steps=4), workdir)
+  assert final['step'] == 4
+  assert f'pid {dead.pid}' in caplog.text and 'Taking over' in caplog.text
+  assert not os.path.exists(os.path.join(workdir, 'lock'))
+
+
+def test_a_run_that_fails_early_leaves_no_workdir_behind(tmp_path):
+  workdir = str(tmp_path / 'run')
+  with pytest.raises(FileNotFoundError):
+    train.train_and_evaluate(
+        small_digits_config(pretrained=str(tmp_path / 'missing.npz')), workdir)
+  assert not os.path.exists(workdir)
