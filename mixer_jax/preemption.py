@@ -29,6 +29,7 @@ import os
 import signal
 from typing import Optional
 
+from absl import logging
 import jax
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -71,6 +72,8 @@ class StopSignals:
       os.kill(os.getpid(), signum)
       return
     self.received = signal.Signals(signum).name
+    logging.warning('%s: stopping after this step, with a checkpoint (a '
+                    'second signal stops at once).', self.received)
     if self._multiprocess:
       os.kill(os.getpid(), signal.SIGTERM)
 

@@ -335,9 +335,9 @@ def main(argv):
   host_memory.reuse_unless_flagged_off()  # Before jax's backends start.
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].serialize()
                                               .split('=', 1)[-1])
-  logging.info('Workdir: %s', os.path.abspath(workdir))
   try:
     with preemption.StopSignals() as signals:
+      logging.info('Workdir: %s', os.path.abspath(workdir))
       final = train_and_evaluate(_CONFIG.value, workdir, signals=signals)
   except preemption.Stopped as e:
     print(f'mixer_jax.train: {e}', file=sys.stderr, flush=True)

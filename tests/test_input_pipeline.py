@@ -13,6 +13,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import common
+from mixer_jax import errors
 from mixer_jax import input_pipeline
 
 tfds.disable_progress_bar()
@@ -366,3 +367,43 @@ def test_config_errors(make_iterator, overrides, hosts, match):
   with pytest.raises(ValueError, match=match):
     make_iterator(make_config(**overrides), process_index=0,
                   process_count=hosts)
+
+
+def write_folder(root, classes):
+  """root/<split>/<class>/<i>.png for {(split, class): count}."""
+  for (split, name), count in classes.items():
+    (root / split / name).mkdir(parents=True)
+    for i in range(count):
+      (root / split / name / f'{i}.png').write_bytes(
+          tf.io.encode_png(np.full((8, 8, 3), i, np.uint8)).numpy())
+  return root
+
+
+@pytest.mark.parametrize('classes,message', [
+    ({('train', 'cat'): 2, ('train', 'dog'): 0, ('test', 'cat'): 1,
+      ('test', 'dog'): 1}, r'no .* image: \S*train/dog\. Add images'),
+    ({('train', 'cat'): 2, ('train', 'dog'): 2, ('test', 'cat'): 1,
+      ('test', 'cow'): 1},
+     r'classes of \S*train and \S*test differ: only in train: dog; only in '
+     r'test: cow\.'),
+    ({('train', 'cat'): 2, ('test', 'cat'): 1},
+     r"has 1 class\(es\) \(cat\); a classifier needs at least two"),
+])
+def test_folder_class_errors(tmp_path, classes, message):
+  root = write_folder(tmp_path, classes)
+  with pytest.raises(errors.UserError, match=message):
+    input_pipeline.get_info(make_config(dataset=str(root)))
+
+
+@pytest.mark.parametrize('split', ['train', 'test'])
+def test_an_undecodable_image_is_named(tmp_path, split):
+  root = write_folder(tmp_path, {(s, c): 2 for s in ('train', 'test')
+                                 for c in ('cat', 'dog')})
+  bad = root / split / 'dog' / 'broken.png'
+  bad.write_bytes(b'\x89PNG not really')
+  config = make_config(dataset=str(root), batch_size=2, eval_batch_size=2)
+  iterator = (input_pipeline.train_iterator if split == 'train' else
+              input_pipeline.eval_iterator)(config)
+  with pytest.raises(errors.UserError,
+                     match=f'split {split!r} of .* does not decode: {bad}\\. '):
+    take(iterator, 5)

@@ -1,0 +1,64 @@
+"""Tests for mixer_jax.preemption: SIGTERM / SIGINT save the step and stop."""
+
+import os
+import signal
+import subprocess
+
+import jax
+import numpy as np
+import pytest
+
+from mixer_jax import checkpoint
+from mixer_jax import train
+from tests.conftest import ROOT
+from tests.conftest import SMALL_DIGITS_FLAGS
+from tests.conftest import last_line
+from tests.conftest import read_jsonl
+from tests.conftest import run_train
+from tests.conftest import small_digits_config
+from tests.conftest import train_command
+
+
+def start_and_signal(workdir, *signums):
+  """Starts the train CLI and sends it `signums`, each once it is handled.
+
+  The first arrives before the first step, so the run stops after step 1
+  whatever the machine's speed. Returns (exit code, stderr).
+  """
+  process = subprocess.Popen(
+      train_command(workdir, *SMALL_DIGITS_FLAGS, '--config.progress_every=1'),
+      cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+  lines, signums = [], list(signums)
+  for line in process.stderr:
+    lines.append(line)
+    if signums and ('Workdir: ' in line or 'stopping after this step' in line):
+      process.send_signal(signums.pop(0))
+  return process.wait(timeout=300), ''.join(lines)
+
+
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_saves_the_step_and_the_run_resumes_exactly(tmp_path, signum):
+  workdir = str(tmp_path / 'stopped')
+  code, stderr = start_and_signal(workdir, signum)
+  assert code == 128 + signum, stderr[-2000:]
+  assert last_line(stderr) == ('mixer_jax.train: stopped at step 1 '
+                               f'({signum.name}); run the same command to '
+                               'resume.')
+  assert os.listdir(os.path.join(workdir, 'checkpoints')) == ['1']
+  assert [r['step'] for r in read_jsonl(workdir)] == [1]
+  assert not os.path.exists(os.path.join(workdir, 'lock'))
+  resumed = run_train(workdir, *SMALL_DIGITS_FLAGS)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert 'Resuming from step 1' in resumed.stderr
+  whole = str(tmp_path / 'whole')
+  train.train_and_evaluate(small_digits_config(), whole)
+  a = checkpoint.load(os.path.join(whole, 'params.npz'))
+  b = checkpoint.load(os.path.join(workdir, 'params.npz'))
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_a_second_signal_exits_at_once(tmp_path):
+  workdir = str(tmp_path / 'run')
+  code, _ = start_and_signal(workdir, signal.SIGINT, signal.SIGINT)
+  assert code == -signal.SIGINT
+  assert not os.path.exists(os.path.join(workdir, 'checkpoints', '1'))

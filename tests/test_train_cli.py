@@ -1,0 +1,66 @@
+"""The train CLI as a user meets it: one line per expected error, exit codes,
+and a full disk (on a small tmpfs, where this machine lets us mount one)."""
+
+import os
+import subprocess
+
+import pytest
+
+from mixer_jax import errors
+from mixer_jax import train
+from tests.conftest import last_line
+from tests.conftest import run_train
+from tests.conftest import small_digits_config
+
+
+@pytest.mark.parametrize('flags,message', [
+    (['--config.lrr=0.1'], "unknown config field 'lrr' (configs/common.py "
+     'declares every field). Did you mean "lr" instead of "lrr"?'),
+    (['--config.lr=0', '--config.eval_every=0'],
+     'Bad config values: lr=0.0 (must be > 0); eval_every=0 (must be > 0).'),
+    (['--config.pretrained=missing.npz'],
+     "Pretrained checkpoint 'missing.npz' is neither a published name nor "
+     'an existing file.'),
+])
+def test_an_expected_error_is_one_line_without_a_traceback(tmp_path, flags,
+                                                           message):
+  workdir = str(tmp_path / 'run')
+  result = run_train(workdir, *flags)
+  assert result.returncode == 1
+  assert 'Traceback' not in result.stderr
+  assert last_line(result.stderr).startswith(
+      f'mixer_jax.train: error: {message}')
+  assert not os.path.exists(workdir)
+
+
+@pytest.fixture(name='small_disk')
+def fixture_small_disk(tmp_path):
+  """An 8 MB tmpfs; skipped where mounting one is not allowed."""
+  mount = tmp_path / 'disk'
+  mount.mkdir()
+  if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=8m', 'tmpfs',
+                     str(mount)], capture_output=True, check=False).returncode:
+    pytest.skip('cannot mount a tmpfs here')
+  yield mount
+  subprocess.run(['umount', str(mount)], check=True)
+
+
+def fill(mount, *, leave: int):
+  stat = os.statvfs(mount)
+  with open(mount / 'filler', 'wb') as f:
+    f.write(b'\0' * (stat.f_bavail * stat.f_frsize - leave))
+
+
+def test_a_full_disk_stops_the_run_with_earlier_checkpoints_intact(
+    small_disk):
+  workdir = str(small_disk / 'run')
+  config = small_digits_config(total_steps=12, eval_every=100)
+  train.train_and_evaluate(config, workdir, stop_at_step=4)
+  fill(small_disk, leave=64 * 1024)
+  with pytest.raises(errors.DiskFullError,
+                     match='no space left on device at step .* the '
+                     'checkpoints saved before are intact'):
+    train.train_and_evaluate(config, workdir)
+  assert '4' in os.listdir(os.path.join(workdir, 'checkpoints'))
+  os.remove(small_disk / 'filler')
+  assert train.train_and_evaluate(config, workdir)['step'] == 12

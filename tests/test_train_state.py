@@ -1,0 +1,75 @@
+"""Tests for mixer_jax.train_state: a damaged checkpoint never blocks a run."""
+
+import glob
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from mixer_jax import checkpoint
+from mixer_jax import errors
+from mixer_jax import train
+from tests.conftest import small_digits_config
+
+
+def truncate_largest_data_file(step_dir):
+  files = glob.glob(os.path.join(step_dir, 'state', '**', 'd', '*'),
+                    recursive=True)
+  largest = max(files, key=os.path.getsize)
+  with open(largest, 'r+b') as f:
+    f.truncate(os.path.getsize(largest) // 2)
+
+
+def remove(step_dir, name):
+  path = os.path.join(step_dir, name)
+  (shutil.rmtree if os.path.isdir(path) else os.remove)(path)
+
+
+DAMAGE = {
+    'truncated data': truncate_largest_data_file,
+    'no _METADATA': lambda d: remove(d, os.path.join('state', '_METADATA')),
+    'no state': lambda d: remove(d, 'state'),
+}
+
+
+@pytest.fixture(name='reference', scope='module')
+def fixture_reference(tmp_path_factory):
+  """An 8-step run with checkpoints at 4 and 8, kept pristine."""
+  workdir = str(tmp_path_factory.mktemp('reference') / 'run')
+  config = small_digits_config(eval_every=100)
+  train.train_and_evaluate(config, workdir)
+  return config, workdir
+
+
+@pytest.mark.parametrize('damage', DAMAGE)
+def test_a_damaged_newest_checkpoint_is_moved_aside_and_an_older_one_used(
+    reference, tmp_path, damage, caplog):
+  config, pristine = reference
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(pristine, workdir)
+  DAMAGE[damage](os.path.join(workdir, 'checkpoints', '8'))
+  os.remove(os.path.join(workdir, 'final_metrics.json'))
+  final = train.train_and_evaluate(config, workdir)
+  assert final['step'] == 8
+  assert 'The checkpoint of step 8 is damaged' in caplog.text
+  assert os.listdir(os.path.join(workdir, 'checkpoints_damaged')) == ['8']
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['4', '8']
+  # Steps 5-8 trained again from the checkpoint of step 4: the same weights.
+  a = checkpoint.load(os.path.join(pristine, 'params.npz'))
+  b = checkpoint.load(os.path.join(workdir, 'params.npz'))
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_when_no_checkpoint_restores_nothing_is_moved(reference, tmp_path):
+  config, pristine = reference
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(pristine, workdir)
+  for step in ('4', '8'):
+    DAMAGE['no state'](os.path.join(workdir, 'checkpoints', step))
+  with pytest.raises(errors.UserError, match='No checkpoint in .* restores: '
+                     'step 8: .*; step 4: '):
+    train.train_and_evaluate(config, workdir)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['4', '8']
+  assert not os.path.exists(os.path.join(workdir, 'checkpoints_damaged'))
