@@ -19,7 +19,6 @@ r"""Trains and evaluates a Mixer, data-parallel over every device.
 Starting again with the same workdir resumes from its last checkpoint.
 """
 
-import collections
 import json
 import logging as std_logging
 import os
@@ -39,6 +38,7 @@ from mixer_jax import checkpoint
 from mixer_jax import config_checks
 from mixer_jax import divergence
 from mixer_jax import errors
+from mixer_jax import evaluation
 from mixer_jax import host_memory
 from mixer_jax import input_pipeline
 from mixer_jax import metrics
@@ -57,6 +57,23 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Where checkpoints, logs and metrics go; a run in an '
     'existing workdir resumes. Default: workdirs/<config name>.')
+
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', False, 'Run on several processes that JAX finds by itself '
+    '(Cloud TPU pod slices, SLURM, Open MPI): calls '
+    'jax.distributed.initialize() with no arguments. Also on when '
+    '$MIXER_JAX_DISTRIBUTED or $JAX_COORDINATOR_ADDRESS is set.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'HOST:PORT of process 0, for several '
+    'processes that JAX does not find by itself (with --num_processes and '
+    '--process_id).')
+_NUM_PROCESSES = flags.DEFINE_integer(
+    'num_processes', None, 'How many processes the run has.')
+_PROCESS_ID = flags.DEFINE_integer(
+    'process_id', None, 'This process, in [0, num_processes).')
+_LOCAL_DEVICE_IDS = flags.DEFINE_list(
+    'local_device_ids', None, 'The local devices this process uses (default: '
+    'all of them), e.g. one GPU each for several processes on one machine.')
 
 _MODEL_OVERRIDES = ('num_blocks', 'hidden_dim', 'tokens_mlp_dim',
                     'channels_mlp_dim')
@@ -87,42 +104,6 @@ def initial_params(config, model, *, rng):
         keep_head=config.keep_head, resolution_factor=config.resolution_factor,
         cache_dir=config.pretrained_cache_dir)
   return params
-
-
-def prefetch_to_mesh(iterator, sharding, size: int):
-  """Host batches -> global arrays on the mesh, `size` batches ahead."""
-  queue = collections.deque()
-
-  def enqueue():
-    batch = next(iterator, None)
-    if batch is not None:
-      queue.append(jax.tree.map(
-          lambda x: jax.make_array_from_process_local_data(sharding, x),
-          batch))
-
-  for _ in range(max(size, 1)):
-    enqueue()
-  while queue:
-    batch = queue.popleft()
-    enqueue()
-    yield batch
-
-
-def evaluate(eval_step, params, config, sharding) -> dict:
-  """Every example of the eval split, scored exactly once."""
-  totals = None
-  for batch in prefetch_to_mesh(input_pipeline.eval_iterator(config), sharding,
-                                config.prefetch):
-    sums = eval_step(params, batch)
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  totals = jax.device_get(totals)
-  count = int(totals['count'])
-  results = {'eval_loss': float(totals['loss']) / count,
-             'eval_accuracy': float(totals['correct']) / count,
-             'eval_examples': count}
-  if 'correct_top5' in totals:
-    results['eval_top5_accuracy'] = float(totals['correct_top5']) / count
-  return results
 
 
 def check_batch_sizes(config, num_devices: int):
@@ -237,7 +218,7 @@ def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
   eval_metrics, train_metrics, start_time = {}, {}, time.perf_counter()
   step = start_step
   try:
-    batches = prefetch_to_mesh(
+    batches = evaluation.prefetch_to_mesh(
         input_pipeline.train_iterator(config, start_step=start_step),
         batch_sharding, config.prefetch)
     for step in range(start_step + 1, last_step + 1):
@@ -264,14 +245,14 @@ def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
         checkpoints.wait()
         raise preemption.Stopped(step, stop)
       if eval_due:
-        eval_metrics = evaluate(eval_step, state.params, config,
+        eval_metrics = evaluation.evaluate(eval_step, state.params, config,
                                 batch_sharding)
         writer.write_scalars(step, eval_metrics)
         progress.write(f'step {step}: ' + '  '.join(
             f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}'
             for k, v in eval_metrics.items()))
     if not eval_metrics:  # Nothing left to train: evaluate what is there.
-      eval_metrics = evaluate(eval_step, state.params, config, batch_sharding)
+      eval_metrics = evaluation.evaluate(eval_step, state.params, config, batch_sharding)
     checkpoints.wait()
   except BaseException as e:
     checkpoints.close_after_error()
@@ -323,15 +304,37 @@ def default_workdir(config_flag: str) -> str:
   return os.path.join('workdirs', name)
 
 
+def initialize_distributed():
+  """jax.distributed.initialize() as the launch flags ask; nothing without."""
+  explicit = dict(coordinator_address=_COORDINATOR.value,
+                  num_processes=_NUM_PROCESSES.value,
+                  process_id=_PROCESS_ID.value)
+  if any(v is not None for v in explicit.values()):
+    missing = [f'--{k}' for k, v in explicit.items() if v is None]
+    if missing:
+      exit_with_error(f'{", ".join(missing)} missing: several processes need '
+                      '--coordinator_address, --num_processes and '
+                      '--process_id together (or --distributed on a cluster '
+                      'that JAX recognises).')
+  elif not (_DISTRIBUTED.value or os.environ.get('MIXER_JAX_DISTRIBUTED') or
+            os.environ.get('JAX_COORDINATOR_ADDRESS') or
+            _LOCAL_DEVICE_IDS.value):
+    return
+  local = _LOCAL_DEVICE_IDS.value
+  jax.distributed.initialize(
+      **{k: v for k, v in explicit.items() if v is not None},
+      local_device_ids=[int(i) for i in local] if local else None)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   # Orbax reports every save step at INFO; keep its warnings only.
   logging.get_absl_handler().addFilter(
       lambda r: r.levelno >= std_logging.WARNING or '/orbax/' not in r.pathname)
-  if os.environ.get('MIXER_JAX_DISTRIBUTED') or os.environ.get(
-      'JAX_COORDINATOR_ADDRESS'):
-    jax.distributed.initialize()
+  initialize_distributed()
+  if jax.process_index() and not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # One voice: process 0's.
   host_memory.reuse_unless_flagged_off()  # Before jax's backends start.
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].serialize()
                                               .split('=', 1)[-1])

@@ -1,0 +1,166 @@
+"""Two processes x 2 CPU devices on localhost, as on two hosts of a pod slice.
+
+The reference is exact by design: one process with 4 devices fed, at every
+step, host 0's batch followed by host 1's, which is the global batch the two
+processes assemble.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+
+import jax
+import numpy as np
+import pytest
+
+from mixer_jax import checkpoint
+from mixer_jax import input_pipeline
+from mixer_jax import train
+from tests.conftest import ROOT
+from tests.conftest import SMALL_DIGITS_FLAGS
+from tests.conftest import small_digits_config
+from tests.conftest import train_command
+
+# SGD: Adam's normalised step would turn float-rounding differences of tiny
+# gradients into visible ones.
+STEPS = dict(total_steps=24, checkpoint_every=12, eval_every=24,
+             progress_every=6, optimizer='sgd', lr=0.1)
+FLAGS = SMALL_DIGITS_FLAGS + tuple(f'--config.{k}={v}'
+                                   for k, v in STEPS.items())
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def launch(workdir, *, processes: int, devices: int = 2):
+  """Runs the train CLI as `processes` processes; returns their results."""
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  port = free_port()
+  multi = lambda i: ([f'--coordinator_address=localhost:{port}',
+                      f'--num_processes={processes}', f'--process_id={i}']
+                     if processes > 1 else [])
+  running = [subprocess.Popen(train_command(workdir, *FLAGS, *multi(i)),
+                              cwd=ROOT, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for i in range(processes)]
+  results = [p.communicate(timeout=300) for p in running]
+  for p, (_, stderr) in zip(running, results):
+    assert p.returncode == 0, stderr[-3000:]
+  return [stderr for _, stderr in results]
+
+
+def joined(real, count):
+  """An input_pipeline iterator over every host's stream, batch by batch."""
+
+  def iterator(config, **kwargs):
+    streams = [real(config, process_index=i, process_count=count, **kwargs)
+               for i in range(count)]
+    for parts in zip(*streams):
+      yield {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+  return iterator
+
+
+def load_params(workdir):
+  return checkpoint.load(os.path.join(workdir, 'params.npz'))
+
+
+@pytest.fixture(name='two_hosts', scope='module')
+def fixture_two_hosts(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp('two_hosts') / 'run')
+  return workdir, launch(workdir, processes=2)
+
+
+def test_two_processes_equal_one_process_fed_both_streams(two_hosts, tmp_path,
+                                                         monkeypatch):
+  workdir, logs = two_hosts
+  monkeypatch.setattr(input_pipeline, 'train_iterator',
+                      joined(input_pipeline.train_iterator, 2))
+  monkeypatch.setattr(input_pipeline, 'eval_iterator',
+                      joined(input_pipeline.eval_iterator, 2))
+  reference = train.train_and_evaluate(
+      small_digits_config(**STEPS), str(tmp_path / 'reference'),
+      devices=jax.devices()[:4])
+  with open(os.path.join(workdir, 'final_metrics.json')) as f:
+    final = json.load(f)
+  assert final['eval_examples'] == 360  # Each example scored once.
+  assert final['eval_loss'] == pytest.approx(reference['eval_loss'], abs=1e-5)
+  assert final['eval_accuracy'] == pytest.approx(reference['eval_accuracy'])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
+               load_params(workdir),
+               load_params(str(tmp_path / 'reference')))
+  # One voice: process 0 logs progress and writes the files, process 1 only
+  # its checkpoint shards.
+  assert 'step 24/24' in logs[0] and 'step 24/24' not in logs[1]
+  assert sorted(os.listdir(workdir)) == [
+      'checkpoints', 'config.json', 'final_metrics.json', 'metrics.jsonl',
+      'params.npz', 'tensorboard']
+  assert {'ocdbt.process_0', 'ocdbt.process_1'} <= set(os.listdir(
+      os.path.join(workdir, 'checkpoints', '24', 'state')))
+
+
+def forget_after_step_12(source, target):
+  """A copy of the workdir as it was when both processes were killed."""
+  shutil.copytree(source, target)
+  shutil.rmtree(os.path.join(target, 'checkpoints', '24'))
+  os.remove(os.path.join(target, 'final_metrics.json'))
+  os.remove(os.path.join(target, 'params.npz'))
+
+
+def test_killed_two_process_run_resumes_exactly(two_hosts, tmp_path):
+  workdir, _ = two_hosts
+  resumed = str(tmp_path / 'resumed')
+  forget_after_step_12(workdir, resumed)
+  logs = launch(resumed, processes=2)
+  assert 'Resuming from step 12' in logs[0]
+  jax.tree.map(np.testing.assert_array_equal, load_params(workdir),
+               load_params(resumed))
+
+
+def test_one_process_restores_the_two_process_checkpoint(two_hosts, tmp_path):
+  workdir, _ = two_hosts
+  resumed = str(tmp_path / 'one')
+  forget_after_step_12(workdir, resumed)
+  logs = launch(resumed, processes=1, devices=4)
+  assert 'Resuming from step 12' in logs[0]
+  with open(os.path.join(resumed, 'final_metrics.json')) as f:
+    assert json.load(f)['step'] == 24
+
+
+def test_sigterm_on_one_host_stops_both_at_the_same_saved_step(tmp_path):
+  """JAX's preemption service spreads one host's SIGTERM to every process."""
+  workdir = str(tmp_path / 'run')
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  port = free_port()
+  running = [subprocess.Popen(
+      train_command(workdir, *SMALL_DIGITS_FLAGS, '--config.total_steps=5000',
+                    '--config.progress_every=5',
+                    '--config.checkpoint_every=1000',
+                    f'--coordinator_address=localhost:{port}',
+                    '--num_processes=2', f'--process_id={i}'),
+      cwd=ROOT, env=env, text=True, stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE) for i in range(2)]
+  logs = ['', '']
+  for line in running[0].stderr:  # Process 0 is training: stop process 1.
+    logs[0] += line
+    if 'step 5/5000' in line:
+      running[1].send_signal(signal.SIGTERM)
+      break
+  logs[0] += running[0].stderr.read()
+  logs[1] = running[1].stderr.read()
+  assert [p.wait(timeout=300) for p in running] == [143, 143]
+  stopped = [re.search(r'stopped at step (\d+) \(SIGTERM\); run the same '
+                       r'command to resume\.', log) for log in logs]
+  assert all(stopped), logs[0][-2000:]
+  step = stopped[0].group(1)
+  assert stopped[1].group(1) == step
+  assert os.listdir(os.path.join(workdir, 'checkpoints')) == [step]
