@@ -21,7 +21,9 @@ setuptools.setup(
     description='MLP-Mixer in JAX/Flax: the paper\'s models, checkpoints, '
     'fine-tuning and training.',
     license='Apache 2.0',
-    packages=setuptools.find_packages(include=['mixer_jax', 'mixer_jax.*']),
+    # configs/ too, so that --config=<anywhere>/configs/b32.py finds common.py.
+    packages=setuptools.find_packages(
+        include=['mixer_jax', 'mixer_jax.*', 'configs']),
     python_requires='>=3.10',
     install_requires=[
         'absl-py',

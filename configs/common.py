@@ -176,3 +176,11 @@ def with_dataset(config, dataset: str):
   config.dataset = dataset
   config.update(DATASET_PRESETS[dataset])
   return config
+
+
+def fine_tune(variant: str, pretrained: str, dataset: str = 'cifar10'):
+  """The paper's fine-tuning of a published checkpoint on `dataset`."""
+  config = with_dataset(get_config(), dataset)
+  config.model.variant = variant
+  config.pretrained = pretrained
+  return config

@@ -17,8 +17,8 @@ r"""The offline default: a small Mixer on scikit-learn's handwritten digits.
 download; 1,437 train / 360 test, a fixed stratified split), upsampled nowhere:
 a patch-2 Mixer sees 16 tokens. It runs the same input pipeline, train step,
 evaluation, checkpoints and metrics as every other recipe, on any machine.
-Expected: >= 95 % test accuracy in about a minute on a 2-core CPU
-(experiments/README.md has the measured runs).
+Our result: 97.5 % test accuracy (eval loss 0.060), 600 steps in about 15 s of
+training on a 2-core CPU VM, the same on every run (experiments/README.md).
 
   python -m mixer_jax.train --config=configs/digits.py
 """

@@ -19,7 +19,7 @@ decay 0.1 (decoupled and lr-scaled, as optax.adamw; big_vision writes it as
 300 epochs, Inception crop + flip + RandAugment(2, 15), mixup 0.5, stochastic
 depth 0.1, dropout 0. big_vision's port of this recipe reports 76.3 % top-1 for
 B/16 (TPUv3-128, 2h11m); the published imagenet1k/Mixer-B_16 has 76.44 %.
-Not yet measured by mixer_jax. ImageNet must be in the tfds manual dir.
+Our result: not yet measured by us. ImageNet must be in the tfds manual dir.
 
   python -m mixer_jax.train --config=configs/i1k_scratch.py:B/16 \
       --config.tfds_manual_dir=/path/to/imagenet

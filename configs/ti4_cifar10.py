@@ -18,9 +18,7 @@ pre-training setup (Table 4: Adam, decoupled weight decay, RandAugment, mixup,
 stochastic depth) down to 32x32 images and a 4.6M-parameter Mixer with 64
 tokens of 4x4 pixels: ~300 epochs of batch 512, pad-and-crop + flip,
 RandAugment(2, 10), mixup 0.2, label smoothing 0.1, stochastic depth 0.1.
-The run we started from (B/32 from scratch at 224 px, 20 epochs) got 69.24 %.
-Accuracy of this recipe: not yet measured (it needs CIFAR-10 and an
-accelerator; experiments/README.md lists what was run).
+Our result: not yet measured by us (it needs CIFAR-10 and an accelerator).
 
   python -m mixer_jax.train --config=configs/ti4_cifar10.py
 """

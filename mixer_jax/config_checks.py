@@ -133,3 +133,17 @@ def check(config) -> None:
     raise errors.UserError(
         f'Bad config value{"s" if len(found) > 1 else ""}: '
         + '; '.join(found) + '.')
+
+
+def check_batch_sizes(config, *, num_devices: int) -> None:
+  """Raises errors.UserError unless the batches split evenly over devices
+  (hence over processes) and over accum_steps micro-batches."""
+  for name in ('batch_size', 'eval_batch_size'):
+    if config[name] % num_devices:
+      raise errors.UserError(f'{name} {config[name]} is not divisible by the '
+                             f'{num_devices} devices.')
+  if config.batch_size % (num_devices * config.accum_steps):
+    raise errors.UserError(
+        f'batch_size {config.batch_size} is not divisible into '
+        f'accum_steps={config.accum_steps} micro-batches over {num_devices} '
+        'devices.')

@@ -40,11 +40,6 @@ import tensorflow_datasets as tfds
 from mixer_jax import errors
 from mixer_jax import preprocess
 
-try:  # TF only feeds the host; it must not take accelerator memory from JAX.
-  tf.config.set_visible_devices([], 'GPU')
-except RuntimeError:  # TF already initialised by the caller.
-  pass
-
 Batch = dict[str, np.ndarray]
 # The image files tfds's ImageFolder reads.
 _FOLDER_IMAGE_TYPES = ('.jpg', '.jpeg', '.png')
@@ -76,6 +71,15 @@ class Source:
   class_names: tuple[str, ...] = ()
   # Split names -> the files among them that do not decode (folders only).
   bad_images: Optional[Callable[[list[str]], list[str]]] = None
+
+
+def keep_tensorflow_off_accelerators():
+  """TF only feeds the host: hides the GPUs from it, so that it takes no
+  accelerator memory from JAX. A `main`'s call, before TF first runs."""
+  try:
+    tf.config.set_visible_devices([], 'GPU')
+  except RuntimeError:  # TF already initialised by the caller.
+    pass
 
 
 def _decode_image(data: tf.Tensor) -> tf.Tensor:
@@ -322,8 +326,6 @@ def get_info(config) -> DatasetInfo:
   """
   preprocess.make_train_fn(config)
   preprocess.make_eval_fn(config)
-  for name in ('batch_size', 'eval_batch_size'):
-    local_batch_size(config[name], jax.process_count(), name)
   source = get_source(config)
   if source.num_classes < 2:
     raise errors.UserError(

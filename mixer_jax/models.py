@@ -20,61 +20,32 @@ the MLPs, stochastic depth, and exact (erf) GELU for timm-trained weights.
 """
 
 import dataclasses
-import functools
 import re
-from typing import Any, NamedTuple, Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from mixer_jax import errors
-from mixer_jax import kernel_grads
 
 Dtype = Any
 
 
 class MlpBlock(nn.Module):
-  """Dense -> GELU -> Dense over the last axis, back to the input width.
-
-  `dot_generals`: the first and the second nn.Dense's, kernel_grads' forms
-  (None: lax's).
-  """
+  """Dense -> GELU -> Dense over the last axis, back to the input width."""
   mlp_dim: int
   approximate_gelu: bool = True
   dropout_rate: float = 0.0
   dtype: Dtype = jnp.float32
-  dot_generals: tuple[Any, Any] = (None, None)
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
-    first, second = self.dot_generals
-    y = nn.Dense(self.mlp_dim, dtype=self.dtype, dot_general=first)(x)
+    y = nn.Dense(self.mlp_dim, dtype=self.dtype)(x)
     y = nn.gelu(y, approximate=self.approximate_gelu)
     y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
-    y = nn.Dense(x.shape[-1], dtype=self.dtype, dot_general=second)(y)
+    y = nn.Dense(x.shape[-1], dtype=self.dtype)(y)
     return nn.Dropout(self.dropout_rate, deterministic=not train)(y)
-
-
-# Token mixing's first layer takes swapped activations (x) and its second's
-# output gradient (dy) comes swapped: each one's per-example transposes are
-# the row-major arrays XLA already holds, so each goes on the left.
-_KERNEL_GRAD_FORMS = {
-    'token_mixing': (
-        kernel_grads.per_example_kernel_grad,
-        functools.partial(kernel_grads.per_example_kernel_grad, left='dy')),
-    'channel_mixing': (kernel_grads.transposed_operand_kernel_grad,) * 2,
-}
-
-
-def mixing_dot_generals(mlp: str, *, kernel_grad_form: bool) -> tuple[Any, Any]:
-  """A block's `mlp` MLP's two nn.Dense `dot_general`s (None: lax's).
-
-  mlp: 'token_mixing' or 'channel_mixing'. kernel_grad_form: kernel_grads'
-  form for that MLP (per example for token mixing, a transposed operand for
-  channel mixing) instead of lax's.
-  """
-  return _KERNEL_GRAD_FORMS[mlp] if kernel_grad_form else (None, None)
 
 
 class MixerBlock(nn.Module):
@@ -83,7 +54,6 @@ class MixerBlock(nn.Module):
   `drop_path_rate` drops a whole residual branch per example (stochastic
   depth) and rescales the kept ones by 1/(1 - rate), so that evaluation needs
   no correction; the token and channel branches draw independently.
-  `per_example_token_grad`, `transposed_channel_grad`: see MlpMixer.
   """
   tokens_mlp_dim: int
   channels_mlp_dim: int
@@ -91,8 +61,6 @@ class MixerBlock(nn.Module):
   dropout_rate: float = 0.0
   drop_path_rate: float = 0.0
   dtype: Dtype = jnp.float32
-  per_example_token_grad: bool = False
-  transposed_channel_grad: bool = False
 
   @nn.compact
   def __call__(self, x, *, train: bool = False):
@@ -103,19 +71,13 @@ class MixerBlock(nn.Module):
                            deterministic=not train)
     y = nn.LayerNorm(dtype=self.dtype)(x)
     y = jnp.swapaxes(y, 1, 2)
-    y = MlpBlock(self.tokens_mlp_dim, name='token_mixing',
-                 dot_generals=mixing_dot_generals(
-                     'token_mixing',
-                     kernel_grad_form=self.per_example_token_grad),
-                 **mlp)(y, train=train)
+    y = MlpBlock(self.tokens_mlp_dim, name='token_mixing', **mlp)(
+        y, train=train)
     y = jnp.swapaxes(y, 1, 2)
     x = x + drop_path(y)
     y = nn.LayerNorm(dtype=self.dtype)(x)
-    y = MlpBlock(self.channels_mlp_dim, name='channel_mixing',
-                 dot_generals=mixing_dot_generals(
-                     'channel_mixing',
-                     kernel_grad_form=self.transposed_channel_grad),
-                 **mlp)(y, train=train)
+    y = MlpBlock(self.channels_mlp_dim, name='channel_mixing', **mlp)(
+        y, train=train)
     return x + drop_path(y)
 
 
@@ -135,14 +97,6 @@ class MlpMixer(nn.Module):
     stochastic_depth: drop-path rate of the last block; block i of N uses
       `stochastic_depth * i / (N - 1)` as big_vision's Mixer (0 for block 0).
     in_channels: image channels the model expects.
-    per_example_token_grad: compute the token-mixing kernels' gradients per
-      example, then sum them (kernel_grads.per_example_kernel_grad): the same
-      values, and faster on XLA:CPU. None: on where jax's default backend is
-      the CPU.
-    transposed_channel_grad: compute the channel-mixing kernels' gradients
-      as row-major matmuls, their smaller operand transposed
-      (kernel_grads.transposed_operand_kernel_grad): the same values, and
-      faster on XLA:CPU. None: on where jax's default backend is the CPU.
   """
   patch_size: int
   num_classes: Optional[int]
@@ -155,15 +109,10 @@ class MlpMixer(nn.Module):
   dropout_rate: float = 0.0
   stochastic_depth: float = 0.0
   in_channels: int = 3
-  per_example_token_grad: Optional[bool] = None
-  transposed_channel_grad: Optional[bool] = None
 
   @nn.compact
   def __call__(self, images, *, train: bool = False):
     self.check_input_shape(images.shape)
-    kernel_grads_on = dict(
-        per_example_token_grad=self.resolved_per_example_token_grad(),
-        transposed_channel_grad=self.resolved_transposed_channel_grad())
     x = PatchStem(self.patch_size, self.hidden_dim, dtype=self.dtype,
                   name='stem')(images)
     for i in range(self.num_blocks):
@@ -173,28 +122,13 @@ class MlpMixer(nn.Module):
           approximate_gelu=self.approximate_gelu,
           dropout_rate=self.dropout_rate,
           drop_path_rate=self.stochastic_depth * depth_fraction,
-          dtype=self.dtype, name=f'MixerBlock_{i}',
-          **kernel_grads_on)(x, train=train)
+          dtype=self.dtype, name=f'MixerBlock_{i}')(x, train=train)
     x = nn.LayerNorm(dtype=self.dtype, name='pre_head_layer_norm')(x)
     x = jnp.mean(x.astype(jnp.float32), axis=1)
     if self.num_classes:
       x = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
                    dtype=self.dtype, name='head')(x)
     return x.astype(jnp.float32)
-
-  def resolved_per_example_token_grad(self) -> bool:
-    """per_example_token_grad; None means on where the backend is the CPU."""
-    return _on_cpu_if_none(self.per_example_token_grad)
-
-  def resolved_transposed_channel_grad(self) -> bool:
-    """transposed_channel_grad; None means on where the backend is the CPU."""
-    return _on_cpu_if_none(self.transposed_channel_grad)
-
-  def mixing_dot_generals(self, mlp: str) -> tuple[Any, Any]:
-    """The `dot_general`s of each block's `mlp` MLP, as this backend runs it."""
-    return mixing_dot_generals(mlp, kernel_grad_form={
-        'token_mixing': self.resolved_per_example_token_grad,
-        'channel_mixing': self.resolved_transposed_channel_grad}[mlp]())
 
   def check_input_shape(self, shape):
     """Raises ValueError naming the problem if images of `shape` cannot fit."""
@@ -208,10 +142,6 @@ class MlpMixer(nn.Module):
     if height % self.patch_size or width % self.patch_size:
       raise errors.UserError(f'Image size {height}x{width} is not divisible by the '
                        f'patch size {self.patch_size}.')
-
-
-def _on_cpu_if_none(setting: Optional[bool]) -> bool:
-  return jax.default_backend() == 'cpu' if setting is None else setting
 
 
 class PatchStem(nn.Module):
@@ -312,47 +242,3 @@ def init_params(model: MlpMixer, *, image_size: int, rng=None,
 
 def count_params(params) -> int:
   return sum(x.size for x in jax.tree.leaves(params))
-
-
-class Matmul(NamedTuple):
-  """`count` matmuls of one forward pass per image: (rows, k) @ (k, n).
-
-  Entries that share a `name` are one MLP's layers, each the other's shape
-  reversed, (rows, k) @ (k, n) then (rows, n) @ (n, k).
-  """
-  name: str
-  rows: int
-  k: int
-  n: int
-  count: int
-
-  @property
-  def flops(self) -> int:
-    return 2 * self.rows * self.k * self.n * self.count
-
-
-def forward_matmuls(model: MlpMixer, *, image_size: int) -> tuple[Matmul, ...]:
-  """Every matmul of one image's forward pass, by shape."""
-  tokens = (image_size // model.patch_size)**2
-  c, blocks = model.hidden_dim, model.num_blocks
-  matmuls = [
-      Matmul('stem', tokens, model.in_channels * model.patch_size**2, c, 1),
-      Matmul('token_mixing', c, tokens, model.tokens_mlp_dim, blocks),
-      Matmul('token_mixing', c, model.tokens_mlp_dim, tokens, blocks),
-      Matmul('channel_mixing', tokens, c, model.channels_mlp_dim, blocks),
-      Matmul('channel_mixing', tokens, model.channels_mlp_dim, c, blocks)]
-  if model.num_classes:
-    matmuls.append(Matmul('head', 1, c, model.num_classes, 1))
-  return tuple(matmuls)
-
-
-def flops_per_image(model: MlpMixer, *, image_size: int) -> int:
-  """Matmul FLOPs of one forward pass (2 per multiply-add).
-
-  With S patches of P x P x 3 pixels, C channels, N blocks, head K:
-    stem 2 S (3 P^2) C  +  N (token 4 C S D_S + channel 4 S C D_C)  +  2 C K.
-  LayerNorm, GELU, residual adds and the mean are O(S C) per block, under 1 %
-  for the paper's variants, and left out as in the usual MFU accounting;
-  a training step costs 3x the forward (backward = 2 forward).
-  """
-  return sum(m.flops for m in forward_matmuls(model, image_size=image_size))

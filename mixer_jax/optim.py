@@ -11,7 +11,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""The optimizer: schedule, clipping, SGD-momentum or AdamW, accumulation.
+"""The optimizer: schedule, clipping, SGD-momentum or AdamW.
 
 Fine-tuning follows the paper (and vit_jax): momentum SGD, global-norm clip 1,
 linear warmup then cosine, no weight decay. Pre-training follows its Table 4:
@@ -74,40 +74,3 @@ def create_optimizer(config) -> tuple[optax.GradientTransformation,
                                            mask=kernel_mask))
   chain.append(optax.scale_by_learning_rate(schedule))
   return optax.chain(*chain), schedule
-
-
-def accumulate_gradient(loss_and_grad_fn, params, batch, rng, *,
-                        accum_steps: int):
-  """Mean loss and gradient over `accum_steps` equal micro-batches.
-
-  One compiled step loops over the micro-batches with `lax.scan`, so memory
-  holds one micro-batch of activations. Micro-batch i takes examples i,
-  i + accum_steps, ...: every device keeps its share of every micro-batch.
-
-  Args:
-    loss_and_grad_fn: (params, micro_batch, rng) -> ((loss, aux), grads).
-    params: the parameters.
-    batch: a pytree of arrays with a leading batch axis.
-    rng: a PRNG key, folded with the micro-batch index.
-    accum_steps: number of micro-batches; must divide the batch.
-  Returns:
-    ((loss, aux), grads), each the mean over micro-batches.
-  """
-  if accum_steps == 1:
-    return loss_and_grad_fn(params, batch, rng)
-  micro = jax.tree.map(
-      lambda x: jnp.swapaxes(
-          x.reshape(x.shape[0] // accum_steps, accum_steps, *x.shape[1:]),
-          0, 1), batch)
-
-  def add(total, i_and_micro_batch):
-    i, micro_batch = i_and_micro_batch
-    out = loss_and_grad_fn(params, micro_batch, jax.random.fold_in(rng, i))
-    return jax.tree.map(jnp.add, total, out), None
-
-  zeros = jax.tree.map(
-      lambda s: jnp.zeros(s.shape, s.dtype),
-      jax.eval_shape(loss_and_grad_fn, params,
-                     jax.tree.map(lambda x: x[0], micro), rng))
-  total, _ = jax.lax.scan(add, zeros, (jnp.arange(accum_steps), micro))
-  return jax.tree.map(lambda x: x / accum_steps, total)

@@ -22,7 +22,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mixer_jax import optim
 
 
 def mixup(rng, images, labels, *, alpha: float):
@@ -35,6 +34,43 @@ def mixup(rng, images, labels, *, alpha: float):
   ratio = jnp.maximum(ratio, 1.0 - ratio)
   mix = lambda x: ratio * x + (1.0 - ratio) * jnp.roll(x, 1, axis=0)
   return mix(images), mix(labels)
+
+
+def accumulate_gradient(loss_and_grad_fn, params, batch, rng, *,
+                        accum_steps: int):
+  """Mean loss and gradient over `accum_steps` equal micro-batches.
+
+  One compiled step loops over the micro-batches with `lax.scan`, so memory
+  holds one micro-batch of activations. Micro-batch i takes examples i,
+  i + accum_steps, ...: every device keeps its share of every micro-batch.
+
+  Args:
+    loss_and_grad_fn: (params, micro_batch, rng) -> ((loss, aux), grads).
+    params: the parameters.
+    batch: a pytree of arrays with a leading batch axis.
+    rng: a PRNG key, folded with the micro-batch index.
+    accum_steps: number of micro-batches; must divide the batch.
+  Returns:
+    ((loss, aux), grads), each the mean over micro-batches.
+  """
+  if accum_steps == 1:
+    return loss_and_grad_fn(params, batch, rng)
+  micro = jax.tree.map(
+      lambda x: jnp.swapaxes(
+          x.reshape(x.shape[0] // accum_steps, accum_steps, *x.shape[1:]),
+          0, 1), batch)
+
+  def add(total, i_and_micro_batch):
+    i, micro_batch = i_and_micro_batch
+    out = loss_and_grad_fn(params, micro_batch, jax.random.fold_in(rng, i))
+    return jax.tree.map(jnp.add, total, out), None
+
+  zeros = jax.tree.map(
+      lambda s: jnp.zeros(s.shape, s.dtype),
+      jax.eval_shape(loss_and_grad_fn, params,
+                     jax.tree.map(lambda x: x[0], micro), rng))
+  total, _ = jax.lax.scan(add, zeros, (jnp.arange(accum_steps), micro))
+  return jax.tree.map(lambda x: x / accum_steps, total)
 
 
 def make_train_step(model, tx, *, num_classes: int, accum_steps: int = 1,
@@ -57,7 +93,7 @@ def make_train_step(model, tx, *, num_classes: int, accum_steps: int = 1,
 
   def train_step(state, batch):
     rng = jax.random.fold_in(state.rng, state.step)
-    (loss, _), grads = optim.accumulate_gradient(
+    (loss, _), grads = accumulate_gradient(
         loss_and_grad, state.params, batch, rng, accum_steps=accum_steps)
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)

@@ -39,7 +39,6 @@ from mixer_jax import config_checks
 from mixer_jax import divergence
 from mixer_jax import errors
 from mixer_jax import evaluation
-from mixer_jax import host_memory
 from mixer_jax import input_pipeline
 from mixer_jax import metrics
 from mixer_jax import models
@@ -106,18 +105,6 @@ def initial_params(config, model, *, rng):
   return params
 
 
-def check_batch_sizes(config, num_devices: int):
-  for name in ('batch_size', 'eval_batch_size'):
-    if config[name] % num_devices:
-      raise errors.UserError(f'{name} {config[name]} is not divisible by the '
-                       f'{num_devices} devices.')
-  if config.batch_size % (num_devices * config.accum_steps):
-    raise errors.UserError(
-        f'batch_size {config.batch_size} is not divisible into '
-        f'accum_steps={config.accum_steps} micro-batches over {num_devices} '
-        'devices.')
-
-
 def restore_or_init(config, model, tx, checkpoints, sharding):
   """(state, step): the newest checkpoint that restores, or a fresh state.
 
@@ -163,7 +150,7 @@ def train_and_evaluate(config, workdir: str, *, devices=None,
   """
   config_checks.check(config)
   mesh = jax.sharding.Mesh(np.asarray(devices or jax.devices()), ('data',))
-  check_batch_sizes(config, mesh.size)
+  config_checks.check_batch_sizes(config, num_devices=mesh.size)
   info = input_pipeline.get_info(config)
   model = create_model(config, num_classes=info.num_classes)
   with workdir_lock.hold(workdir):
@@ -335,7 +322,7 @@ def main(argv):
   initialize_distributed()
   if jax.process_index() and not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # One voice: process 0's.
-  host_memory.reuse_unless_flagged_off()  # Before jax's backends start.
+  input_pipeline.keep_tensorflow_off_accelerators()
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].serialize()
                                               .split('=', 1)[-1])
   try:

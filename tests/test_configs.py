@@ -31,7 +31,7 @@ def load(config_arg: str, *overrides: str):
 
 def test_the_recipes_are_all_here():
   assert set(FINE_TUNE) <= set(RECIPES)
-  assert {'digits', 'ti4_cifar10', 'l32', 'h14', 'i1k_scratch'} <= set(RECIPES)
+  assert {'digits', 'ti4_cifar10', 'i1k_scratch'} <= set(RECIPES)
 
 
 @pytest.mark.parametrize('name', RECIPES)

@@ -1,7 +1,6 @@
 """Tests for mixer_jax.models: variants, parity with vit_jax and timm, options."""
 
 import pathlib
-import re
 
 import jax
 import jax.numpy as jnp
@@ -40,25 +39,6 @@ def test_param_count(variant, image_size, expected):
   params = models.init_params(model, image_size=image_size, abstract=True)
   assert isinstance(jax.tree.leaves(params)[0], jax.ShapeDtypeStruct)
   assert models.count_params(params) == expected
-
-
-@pytest.mark.parametrize('variant,image_size,num_classes', [
-    ('S/32', 224, 1000), ('B/16', 384, 1000), ('L/16', 224, None),
-    ('Ti/4', 32, 10),
-])
-def test_forward_matmuls_add_up_to_the_flops_formula(variant, image_size,
-                                                     num_classes):
-  model = models.create_model(variant, num_classes=num_classes)
-  s, c = (image_size // model.patch_size)**2, model.hidden_dim
-  formula = (2 * s * 3 * model.patch_size**2 * c + model.num_blocks * (
-      4 * c * s * model.tokens_mlp_dim + 4 * s * c * model.channels_mlp_dim) +
-             2 * c * (num_classes or 0))
-  assert models.flops_per_image(model, image_size=image_size) == formula
-  matmuls = models.forward_matmuls(model, image_size=image_size)
-  for name in ('token_mixing', 'channel_mixing'):  # Each MLP: k -> n -> k.
-    first, second = (m for m in matmuls if m.name == name)
-    assert (first.rows, first.k, first.n) == (second.rows, second.n, second.k)
-  assert ('head' in {m.name for m in matmuls}) == bool(num_classes)
 
 
 def test_every_named_variant_has_a_param_count_test():
@@ -168,74 +148,6 @@ def test_bfloat16_compute_keeps_float32_params_and_close_logits():
   # bf16 has 8 mantissa bits: close, but not float32-exact.
   delta = np.abs(np.asarray(out) - logits)
   assert 1e-5 < delta.max() < 0.05 * np.abs(logits).max()
-
-
-def loss_and_grads(model, params, images):
-  loss = lambda p: jnp.sum(model.apply({'params': p}, images)**2)
-  return jax.jit(jax.value_and_grad(loss))(params)
-
-
-KERNEL_GRAD_FORMS = ('per_example_token_grad', 'transposed_channel_grad')
-
-
-@pytest.mark.parametrize('form', KERNEL_GRAD_FORMS)
-@pytest.mark.parametrize('dtype,rtol', [(jnp.float32, 1e-5),
-                                        (jnp.bfloat16, 2e-2)])
-def test_kernel_grad_forms_give_the_same_loss_and_gradients(form, dtype,
-                                                            rtol):
-  params = checkpoint.load(TESTDATA / 'vit_jax_mixer_tiny.npz')
-  images, _ = load_io('vit_jax_mixer_tiny')
-  stock = dict.fromkeys(KERNEL_GRAD_FORMS, False)
-  loss, grads = loss_and_grads(tiny_model(dtype=dtype, **stock), params,
-                               images)
-  loss_form, grads_form = loss_and_grads(
-      tiny_model(dtype=dtype, **{**stock, form: True}), params, images)
-  assert loss_form == loss  # The forward pass is the same program.
-  for path, grad in jax.tree_util.tree_leaves_with_path(grads):
-    other = grads_form
-    for key in path:
-      other = other[key.key]
-    assert other.dtype == jnp.float32
-    np.testing.assert_allclose(other, grad, rtol=rtol,
-                               atol=rtol * np.abs(grad).max(),
-                               err_msg=jax.tree_util.keystr(path))
-
-
-@pytest.mark.parametrize('form', KERNEL_GRAD_FORMS)
-def test_kernel_grad_forms_are_the_cpu_default(form):
-  params = checkpoint.load(TESTDATA / 'vit_jax_mixer_tiny.npz')
-  images, _ = load_io('vit_jax_mixer_tiny')
-  lowered = lambda **kw: jax.jit(jax.grad(lambda p: jnp.sum(tiny_model(
-      **kw).apply({'params': p}, images)))).lower(params).as_text()
-  assert jax.default_backend() == 'cpu'
-  assert lowered() == lowered(**{form: True})
-  assert lowered() != lowered(**{form: False})
-  assert getattr(tiny_model(), f'resolved_{form}')()
-  assert not getattr(tiny_model(**{form: False}), f'resolved_{form}')()
-  # What the benchmark's matmul ceiling runs for each MLP.
-  mlp = {'per_example_token_grad': 'token_mixing',
-         'transposed_channel_grad': 'channel_mixing'}[form]
-  assert tiny_model().mixing_dot_generals(mlp) == models.mixing_dot_generals(
-      mlp, kernel_grad_form=True) != (None, None)
-  assert tiny_model(**{form: False}).mixing_dot_generals(mlp) == (None, None)
-
-
-# Dots of the compiled gradient that contract their left operand over its
-# first axis, which XLA:CPU runs on Eigen rather than YNNPACK: the stem's and
-# the head's kernel gradients, and without a form two per MLP per block.
-@pytest.mark.parametrize('token,channel,expected', [
-    (True, True, 2), (False, True, 2 + 2 * 2), (True, False, 2 + 2 * 2),
-    (False, False, 2 + 4 * 2)])
-def test_kernel_grad_forms_leave_no_dot_contracting_a_first_lhs_axis(
-    token, channel, expected):
-  images, _ = load_io('vit_jax_mixer_tiny')
-  model = tiny_model(per_example_token_grad=token,
-                     transposed_channel_grad=channel)
-  params = models.init_params(model, image_size=images.shape[1])
-  grad = jax.grad(lambda p: jnp.sum(model.apply({'params': p}, images)**2))
-  hlo = jax.jit(grad).lower(params).compile().as_text()
-  lhs_dims = re.findall(r' dot\(.*lhs_contracting_dims=\{([\d,]+)\}', hlo)
-  assert sum('0' in dims.split(',') for dims in lhs_dims) == expected
 
 
 def test_train_mode_without_dropout_is_deterministic_and_equal_to_eval():

@@ -1,6 +1,7 @@
-"""Tests for mixer_jax.steps: mixup, the eval step's sums, skipped steps."""
+"""Tests for mixer_jax.steps: mixup, accumulation, eval sums, skipped steps."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -87,3 +88,44 @@ def test_a_non_finite_step_changes_nothing_but_the_step(bad):
   jax.tree.map(np.testing.assert_array_equal,
                (before.params, before.opt_state),
                jax.device_get((state.params, state.opt_state)))
+
+
+def regression_loss_and_grad(params, batch, rng):
+  """Mean squared error of a linear model, plus an rng-dependent term."""
+
+  def loss_fn(params):
+    pred = batch['x'] @ params['w']
+    noise = jax.random.uniform(rng) * 0.0  # Uses the rng; changes nothing.
+    return jnp.mean((pred - batch['y'])**2) + noise, jnp.mean(pred)
+
+  return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+
+@pytest.mark.parametrize('accum_steps', [1, 2, 4])
+def test_accumulated_gradient_equals_the_full_batch_gradient(accum_steps):
+  rng = np.random.RandomState(0)
+  batch = {'x': jnp.asarray(rng.randn(16, 3), jnp.float32),
+           'y': jnp.asarray(rng.randn(16), jnp.float32)}
+  params = {'w': jnp.asarray(rng.randn(3), jnp.float32)}
+  (loss, aux), grads = jax.jit(
+      lambda p, b: steps.accumulate_gradient(
+          regression_loss_and_grad, p, b, jax.random.PRNGKey(0),
+          accum_steps=accum_steps))(params, batch)
+  (want_loss, want_aux), want_grads = regression_loss_and_grad(
+      params, batch, jax.random.PRNGKey(0))
+  np.testing.assert_allclose(loss, want_loss, rtol=1e-5)
+  np.testing.assert_allclose(aux, want_aux, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(grads['w'], want_grads['w'], rtol=1e-5)
+
+
+def test_micro_batch_i_takes_examples_i_plus_multiples_of_accum_steps():
+  # Loss = the largest index in the micro-batch: interleaved micro-batches
+  # [0, 2, 4, 6] and [1, 3, 5, 7] give a mean of 6.5 (contiguous ones: 5).
+  def max_index(params, batch, rng):
+    del rng
+    return (jnp.max(batch['i']).astype(jnp.float32), None), params
+
+  (loss, _), _ = steps.accumulate_gradient(
+      max_index, {'w': jnp.zeros(())}, {'i': jnp.arange(8)},
+      jax.random.PRNGKey(0), accum_steps=2)
+  assert float(loss) == 6.5
