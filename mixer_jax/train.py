@@ -332,6 +332,12 @@ def main(argv):
   except preemption.Stopped as e:
     print(f'mixer_jax.train: {e}', file=sys.stderr, flush=True)
     sys.exit(e.exit_code)
+  except errors.DiskFullError as e:
+    # Orbax's failed background writes would print warnings at interpreter
+    # shutdown, after this line; everything is saved or closed by now.
+    print(f'mixer_jax.train: error: {errors.describe(e)}', file=sys.stderr,
+          flush=True)
+    os._exit(1)  # pylint: disable=protected-access
   except errors.UserError as e:
     exit_with_error(errors.describe(e))
   if jax.process_index() == 0:
