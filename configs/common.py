@@ -171,8 +171,9 @@ DATASET_PRESETS = {
 def with_dataset(config, dataset: str):
   """Sets `dataset` and its preset fields; unknown names are a clear error."""
   if dataset not in DATASET_PRESETS:
-    raise errors.UserError(f'Unknown dataset preset {dataset!r}; known: '
-                     f'{", ".join(DATASET_PRESETS)}.')
+    raise errors.UserError(
+        f'Unknown dataset preset {dataset!r}; known: '
+        f'{", ".join(DATASET_PRESETS)}.')
   config.dataset = dataset
   config.update(DATASET_PRESETS[dataset])
   return config

@@ -18,7 +18,7 @@ Anything else that goes wrong is a bug, and keeps its traceback.
 
 
 class UserError(ValueError):
-  """A bad config value, dataset, workdir or checkpoint; the message says how."""
+  """A bad config value, dataset, workdir or checkpoint; the message says."""
 
 
 class MissingError(UserError, FileNotFoundError):

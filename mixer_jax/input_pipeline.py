@@ -141,8 +141,9 @@ def tfds_source(config) -> Source:
   builder = prepared_tfds_builder(config)
   features = builder.info.features
   if 'image' not in features or 'label' not in features:
-    raise errors.UserError(f'tfds dataset {builder.name!r} has no image and label '
-                     f'features (it has {", ".join(features)}).')
+    raise errors.UserError(
+        f'tfds dataset {builder.name!r} has no image and label '
+        f'features (it has {", ".join(features)}).')
 
   def read(split, start, end):
     return _records(builder.as_dataset(
@@ -229,8 +230,9 @@ def folder_source(root: str) -> Source:
   """DIR/<split>/<class>/*.jpg|png via tfds's ImageFolder (classes sorted)."""
   builder = tfds.folder_dataset.ImageFolder(root)
   if not builder.info.splits:
-    raise errors.UserError(f'No images in {root}: expected '
-                           f'{root}/<split>/<class>/*.jpg|png.')
+    raise errors.UserError(
+        f'No images in {root}: expected '
+        f'{root}/<split>/<class>/*.jpg|png.')
 
   def read(split, start, end):
     ds = builder.as_dataset(split=split, shuffle_files=False,
@@ -261,13 +263,15 @@ def split_ranges(source: Source, split) -> list[tuple[str, int, int]]:
     instructions = tfds.core.ReadInstruction.from_spec(split).to_absolute(
         source.splits)
   except (ValueError, AssertionError) as e:
-    raise errors.UserError(f'Bad split {split!r} (splits: '
-                     f'{", ".join(source.splits)}): {e}') from None
+    raise errors.UserError(
+        f'Bad split {split!r} (splits: '
+        f'{", ".join(source.splits)}): {e}') from None
   ranges = [(i.splitname, i.from_ or 0,
              source.splits[i.splitname].num_examples if i.to is None else i.to)
             for i in instructions]
   if not any(end > start for _, start, end in ranges):
-    raise errors.UserError(f'Split {split!r} is empty.')
+    raise errors.UserError(
+        f'Split {split!r} is empty.')
   return ranges
 
 
@@ -307,14 +311,16 @@ def _processes(process_index, process_count) -> tuple[int, int]:
   index = jax.process_index() if process_index is None else process_index
   count = jax.process_count() if process_count is None else process_count
   if not 0 <= index < count:
-    raise errors.UserError(f'process_index {index} is not in [0, {count}).')
+    raise errors.UserError(
+        f'process_index {index} is not in [0, {count}).')
   return index, count
 
 
 def local_batch_size(batch_size: int, process_count: int, name: str) -> int:
   if batch_size % process_count:
-    raise errors.UserError(f'{name} {batch_size} is not divisible by the '
-                     f'{process_count} processes.')
+    raise errors.UserError(
+        f'{name} {batch_size} is not divisible by the '
+        f'{process_count} processes.')
   return batch_size // process_count
 
 
@@ -364,8 +370,9 @@ def train_iterator(config, *, start_step: int = 0,
                       process_count=process_count)
   size = _num_examples(shard)
   if not size:
-    raise errors.UserError(f'Process {process_index} has no examples of '
-                     f'{config.train_split!r}.')
+    raise errors.UserError(
+        f'Process {process_index} has no examples of '
+        f'{config.train_split!r}.')
   records, decode = _read(source, shard, ranges), source.decode
   if config.cache:
     records = records.map(lambda ex: dict(ex, image=decode(ex['image'])),

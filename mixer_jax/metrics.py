@@ -23,6 +23,8 @@ from absl import logging
 from flax.metrics import tensorboard
 import jax
 import numpy as np
+from tensorboard.compat.proto import event_pb2
+import tensorflow as tf
 import tqdm
 
 
@@ -97,9 +99,6 @@ def drop_events_after(logdir: str, step: int):
 
   A file cut short by a kill keeps the events before the cut.
   """
-  # Imported here: TensorFlow is already loaded by flax's SummaryWriter.
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
   if not os.path.isdir(logdir):
     return
   for name in sorted(os.listdir(logdir)):

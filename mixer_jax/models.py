@@ -133,15 +133,18 @@ class MlpMixer(nn.Module):
   def check_input_shape(self, shape):
     """Raises ValueError naming the problem if images of `shape` cannot fit."""
     if len(shape) != 4:
-      raise errors.UserError(f'MlpMixer expects NHWC images (4 dimensions), got '
-                       f'shape {tuple(shape)}.')
+      raise errors.UserError(
+          f'MlpMixer expects NHWC images (4 dimensions), got '
+          f'shape {tuple(shape)}.')
     _, height, width, channels = shape
     if channels != self.in_channels:
-      raise errors.UserError(f'MlpMixer expects {self.in_channels} image channels '
-                       f'(NHWC), got {channels} in shape {tuple(shape)}.')
+      raise errors.UserError(
+          f'MlpMixer expects {self.in_channels} image channels '
+          f'(NHWC), got {channels} in shape {tuple(shape)}.')
     if height % self.patch_size or width % self.patch_size:
-      raise errors.UserError(f'Image size {height}x{width} is not divisible by the '
-                       f'patch size {self.patch_size}.')
+      raise errors.UserError(
+          f'Image size {height}x{width} is not divisible by the '
+          f'patch size {self.patch_size}.')
 
 
 class PatchStem(nn.Module):

@@ -41,7 +41,8 @@ def create_learning_rate_schedule(*, total_steps: int, base: float,
         optax.linear_schedule(base, linear_end,
                               max(total_steps - warmup_steps, 1)),
     ], [warmup_steps])
-  raise errors.UserError(f"Unknown decay_type {decay_type!r}: 'cosine' or 'linear'.")
+  raise errors.UserError(
+      f"Unknown decay_type {decay_type!r}: 'cosine' or 'linear'.")
 
 
 def kernel_mask(params):
@@ -67,8 +68,9 @@ def create_optimizer(config) -> tuple[optax.GradientTransformation,
   elif config.optimizer == 'adamw':
     chain.append(optax.scale_by_adam(b1=config.b1, b2=config.b2))
   else:
-    raise errors.UserError(f"Unknown optimizer {config.optimizer!r}: 'sgd' or "
-                     "'adamw'.")
+    raise errors.UserError(
+        f"Unknown optimizer {config.optimizer!r}: 'sgd' or "
+        "'adamw'.")
   if config.weight_decay:
     chain.append(optax.add_decayed_weights(config.weight_decay,
                                            mask=kernel_mask))

@@ -133,8 +133,9 @@ def make_eval_fn(config) -> Callable[[tf.Tensor], tf.Tensor]:
 
 def _lookup(table: dict, name: str, field: str):
   if name not in table:
-    raise errors.UserError(f'Unknown {field} {name!r}; valid: '
-                     f'{", ".join(map(repr, table))}.')
+    raise errors.UserError(
+        f'Unknown {field} {name!r}; valid: '
+        f'{", ".join(map(repr, table))}.')
   return table[name]
 
 

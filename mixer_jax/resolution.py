@@ -48,8 +48,9 @@ def widen_token_mlp(dense_0: dict, dense_1: dict, *, factor: int):
   tokens, hidden = kernel_0.shape
   grid = math.isqrt(tokens)
   if grid * grid != tokens:
-    raise errors.UserError(f'Cannot widen a token-mixing MLP over {tokens} tokens: '
-                     'the pre-training patch grid must be square.')
+    raise errors.UserError(
+        f'Cannot widen a token-mixing MLP over {tokens} tokens: '
+        'the pre-training patch grid must be square.')
   parts = part_token_indices(grid, factor)
   n_parts, wide_tokens = factor * factor, tokens * factor * factor
   wide_0 = np.zeros((wide_tokens, n_parts * hidden), kernel_0.dtype)
@@ -67,8 +68,9 @@ def widen_token_mlp(dense_0: dict, dense_1: dict, *, factor: int):
 def check_factor(factor) -> None:
   if not isinstance(factor, (int, np.integer)) or isinstance(factor, bool) or (
       factor < 1):
-    raise errors.UserError(f'resolution_factor must be an integer >= 1, got '
-                     f'{factor!r}.')
+    raise errors.UserError(
+        f'resolution_factor must be an integer >= 1, got '
+        f'{factor!r}.')
 
 
 def pretraining_image_size(image_size: int, *, factor: int,

@@ -239,7 +239,8 @@ def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
             f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}'
             for k, v in eval_metrics.items()))
     if not eval_metrics:  # Nothing left to train: evaluate what is there.
-      eval_metrics = evaluation.evaluate(eval_step, state.params, config, batch_sharding)
+      eval_metrics = evaluation.evaluate(eval_step, state.params, config,
+                                         batch_sharding)
     checkpoints.wait()
   except BaseException as e:
     checkpoints.close_after_error()
