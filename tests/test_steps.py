@@ -129,3 +129,25 @@ def test_micro_batch_i_takes_examples_i_plus_multiples_of_accum_steps():
       max_index, {'w': jnp.zeros(())}, {'i': jnp.arange(8)},
       jax.random.PRNGKey(0), accum_steps=2)
   assert float(loss) == 6.5
+
+
+@pytest.mark.parametrize('smoothing', [0.0, 0.1])
+def test_train_step_loss_and_grad_norm_are_the_smoothed_cross_entropys(
+    smoothing):
+  tx = optax.sgd(0.0)
+  w = np.float32(0.7)
+  state = train_state.TrainState.create(params={'w': w}, tx=tx,
+                                        rng=jax.random.PRNGKey(0))
+  images = np.array([[1., -1., 0.5], [0., 2., -1.]], np.float32)
+  labels = np.array([0, 2])
+  step = steps.make_train_step(Scaled(), tx, num_classes=3,
+                               label_smoothing=smoothing)
+  _, metrics = step(state, {'image': images, 'label': labels})
+
+  def loss(w):  # By hand: targets 1 - s + s/3 on the label, s/3 elsewhere.
+    targets = np.eye(3)[labels] * (1 - smoothing) + smoothing / 3
+    return -np.mean(np.sum(targets * jax.nn.log_softmax(w * images), -1))
+
+  np.testing.assert_allclose(metrics['loss'], loss(w), rtol=1e-6)
+  np.testing.assert_allclose(metrics['grad_norm'], abs(jax.grad(loss)(w)),
+                             rtol=1e-5)
