@@ -24,6 +24,8 @@ setuptools.setup(
     # configs/ too, so that --config=<anywhere>/configs/b32.py finds common.py.
     packages=setuptools.find_packages(
         include=['mixer_jax', 'mixer_jax.*', 'configs']),
+    # ImageNet-1k and -21k class names (synset, lemmas) in head order.
+    package_data={'mixer_jax': ['data/*.tsv.gz']},
     python_requires='>=3.10',
     install_requires=[
         'absl-py',
@@ -31,10 +33,12 @@ setuptools.setup(
         'flax',
         'importlib_resources',  # tfds 4.9 needs it on Python 3.11.
         'jax',
+        'matplotlib',
         'ml_collections',
         'numpy',
         'optax',
         'orbax-checkpoint',
+        'pillow',
         'scikit-learn',  # Ships the offline `digits` dataset.
         'tensorboard',
         'tensorflow-cpu; platform_machine=="x86_64"',

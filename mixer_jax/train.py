@@ -39,6 +39,7 @@ from mixer_jax import config_checks
 from mixer_jax import divergence
 from mixer_jax import errors
 from mixer_jax import evaluation
+from mixer_jax import inference
 from mixer_jax import input_pipeline
 from mixer_jax import metrics
 from mixer_jax import models
@@ -49,30 +50,37 @@ from mixer_jax import steps
 from mixer_jax import train_state
 from mixer_jax import workdir_lock
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Config file, e.g. configs/b32.py or configs/b16.py:'
-    'cifar100; override fields with --config.<field>=<value>.',
-    lock_config=True)
-_WORKDIR = flags.DEFINE_string(
-    'workdir', None, 'Where checkpoints, logs and metrics go; a run in an '
-    'existing workdir resumes. Default: workdirs/<config name>.')
+FLAGS = flags.FLAGS
 
-_DISTRIBUTED = flags.DEFINE_bool(
-    'distributed', False, 'Run on several processes that JAX finds by itself '
-    '(Cloud TPU pod slices, SLURM, Open MPI): calls '
-    'jax.distributed.initialize() with no arguments. Also on when '
-    '$MIXER_JAX_DISTRIBUTED or $JAX_COORDINATOR_ADDRESS is set.')
-_COORDINATOR = flags.DEFINE_string(
-    'coordinator_address', None, 'HOST:PORT of process 0, for several '
-    'processes that JAX does not find by itself (with --num_processes and '
-    '--process_id).')
-_NUM_PROCESSES = flags.DEFINE_integer(
-    'num_processes', None, 'How many processes the run has.')
-_PROCESS_ID = flags.DEFINE_integer(
-    'process_id', None, 'This process, in [0, num_processes).')
-_LOCAL_DEVICE_IDS = flags.DEFINE_list(
-    'local_device_ids', None, 'The local devices this process uses (default: '
-    'all of them), e.g. one GPU each for several processes on one machine.')
+
+def define_flags():
+  """The command's flags; `python -m mixer_jax.train` defines them, an import
+  of this module does not."""
+  config_flags.DEFINE_config_file(
+      'config', None, 'Config file, e.g. configs/b32.py or configs/b16.py:'
+      'cifar100; override fields with --config.<field>=<value>.',
+      lock_config=True)
+  flags.DEFINE_string(
+      'workdir', None, 'Where checkpoints, logs and metrics go; a run in an '
+      'existing workdir resumes. Default: workdirs/<config name>.')
+  flags.DEFINE_bool(
+      'distributed', False, 'Run on several processes that JAX finds by '
+      'itself (Cloud TPU pod slices, SLURM, Open MPI): calls '
+      'jax.distributed.initialize() with no arguments. Also on when '
+      '$MIXER_JAX_DISTRIBUTED or $JAX_COORDINATOR_ADDRESS is set.')
+  flags.DEFINE_string(
+      'coordinator_address', None, 'HOST:PORT of process 0, for several '
+      'processes that JAX does not find by itself (with --num_processes and '
+      '--process_id).')
+  flags.DEFINE_integer(
+      'num_processes', None, 'How many processes the run has.')
+  flags.DEFINE_integer(
+      'process_id', None, 'This process, in [0, num_processes).')
+  flags.DEFINE_list(
+      'local_device_ids', None, 'The local devices this process uses '
+      '(default: all of them), e.g. one GPU each for several processes on one '
+      'machine.')
+
 
 _MODEL_OVERRIDES = ('num_blocks', 'hidden_dim', 'tokens_mlp_dim',
                     'channels_mlp_dim')
@@ -171,6 +179,8 @@ def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
   if start_step:
     logging.info('Resuming from step %d in %s', start_step, workdir)
   checkpoints.begin()  # Nothing is written to the workdir before this.
+  if jax.process_index() == 0:
+    inference.save_class_names(workdir, info.class_names)
 
   train_step = jax.jit(
       steps.make_train_step(model, tx, num_classes=info.num_classes,
@@ -294,9 +304,9 @@ def default_workdir(config_flag: str) -> str:
 
 def initialize_distributed():
   """jax.distributed.initialize() as the launch flags ask; nothing without."""
-  explicit = dict(coordinator_address=_COORDINATOR.value,
-                  num_processes=_NUM_PROCESSES.value,
-                  process_id=_PROCESS_ID.value)
+  explicit = dict(coordinator_address=FLAGS.coordinator_address,
+                  num_processes=FLAGS.num_processes,
+                  process_id=FLAGS.process_id)
   if any(v is not None for v in explicit.values()):
     missing = [f'--{k}' for k, v in explicit.items() if v is None]
     if missing:
@@ -304,11 +314,11 @@ def initialize_distributed():
                       '--coordinator_address, --num_processes and '
                       '--process_id together (or --distributed on a cluster '
                       'that JAX recognises).')
-  elif not (_DISTRIBUTED.value or os.environ.get('MIXER_JAX_DISTRIBUTED') or
+  elif not (FLAGS.distributed or os.environ.get('MIXER_JAX_DISTRIBUTED') or
             os.environ.get('JAX_COORDINATOR_ADDRESS') or
-            _LOCAL_DEVICE_IDS.value):
+            FLAGS.local_device_ids):
     return
-  local = _LOCAL_DEVICE_IDS.value
+  local = FLAGS.local_device_ids
   jax.distributed.initialize(
       **{k: v for k, v in explicit.items() if v is not None},
       local_device_ids=[int(i) for i in local] if local else None)
@@ -324,12 +334,12 @@ def main(argv):
   if jax.process_index() and not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # One voice: process 0's.
   input_pipeline.keep_tensorflow_off_accelerators()
-  workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].serialize()
+  workdir = FLAGS.workdir or default_workdir(flags.FLAGS['config'].serialize()
                                               .split('=', 1)[-1])
   try:
     with preemption.StopSignals() as signals:
       logging.info('Workdir: %s', os.path.abspath(workdir))
-      final = train_and_evaluate(_CONFIG.value, workdir, signals=signals)
+      final = train_and_evaluate(FLAGS.config, workdir, signals=signals)
   except preemption.Stopped as e:
     print(f'mixer_jax.train: {e}', file=sys.stderr, flush=True)
     sys.exit(e.exit_code)
@@ -361,7 +371,7 @@ def parse_flags(argv):
   """absl's flag parsing, with a bad config file or override as one line."""
   try:
     argv = flags.FLAGS(argv)
-    _CONFIG.value.lr  # pylint: disable=pointless-statement  # Loads it now.
+    FLAGS.config.lr  # pylint: disable=pointless-statement  # Loads it now.
     return argv
   except (flags.Error, errors.UserError, OSError) as e:
     exit_with_error(errors.describe(e))
@@ -374,5 +384,6 @@ def parse_flags(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   flags.mark_flags_as_required(['config'])
   app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,187 @@
+# Copyright 2026 The mixer_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""A trained model in use: load it with its class names, read images, predict.
+
+Shared by the predict, evaluate and few-shot commands and the notebooks. A
+run's workdir gives its config, final weights and class names; a published
+or local `.npz` gives its model by its parameter shapes, with ImageNet names
+for a 1,000- or 21,843-class head.
+"""
+
+import dataclasses
+import gzip
+import importlib.resources
+import json
+import os
+import re
+from typing import Iterable, Optional
+
+import jax
+import jax.numpy as jnp
+from ml_collections import config_dict
+import numpy as np
+from PIL import Image
+
+from mixer_jax import checkpoint
+from mixer_jax import errors
+from mixer_jax import models
+from mixer_jax import preprocess as preprocess_lib
+
+CLASS_NAMES_FILE = 'class_names.json'
+# What PIL reads here: grey, RGBA and palette images become RGB.
+IMAGE_TYPES = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.gif')
+
+
+@dataclasses.dataclass
+class Loaded:
+  """A model ready to use: run `model.apply({'params': params}, images)`."""
+  model: models.MlpMixer
+  params: dict
+  image_size: int
+  class_names: tuple[str, ...]
+  config: Optional[config_dict.ConfigDict] = None  # A run's; None otherwise.
+
+
+def save_class_names(workdir: str, names) -> None:
+  with open(os.path.join(workdir, CLASS_NAMES_FILE), 'w') as f:
+    json.dump(list(names), f, indent=0)
+
+
+def imagenet_names(num_classes: int) -> tuple[str, ...]:
+  """ImageNet-1k (1,000) or ImageNet-21k (21,843) names in head order."""
+  name = {1000: 'imagenet1k', 21843: 'imagenet21k'}.get(num_classes)
+  if name is None:
+    return ()
+  data = importlib.resources.files('mixer_jax') / 'data' / f'{name}.tsv.gz'
+  with data.open('rb') as f:
+    lines = gzip.decompress(f.read()).decode().splitlines()
+  return tuple(line.split('\t', 1)[1] for line in lines)
+
+
+def model_from_params(params, **options) -> tuple[models.MlpMixer, int]:
+  """(model, image size) that `params` (published layout) were made for."""
+  try:
+    p, _, channels, hidden = params['stem']['kernel'].shape
+    blocks = sum(bool(re.fullmatch(r'MixerBlock_\d+', k)) for k in params)
+    block = params['MixerBlock_0']
+    tokens, tokens_mlp = block['token_mixing']['Dense_0']['kernel'].shape
+    channels_mlp = block['channel_mixing']['Dense_0']['kernel'].shape[1]
+    head = params['head']['kernel'].shape[1] if 'head' in params else None
+  except (KeyError, TypeError, ValueError) as e:
+    raise checkpoint.CheckpointError(
+        f'The parameters fit no Mixer (missing or misshapen {e}).') from None
+  grid = int(round(tokens**0.5))
+  if grid * grid != tokens:
+    raise checkpoint.CheckpointError(
+        f'The parameters fit no Mixer: {tokens} tokens is no square grid.')
+  model = models.MlpMixer(
+      patch_size=p, num_classes=head, num_blocks=blocks, hidden_dim=hidden,
+      tokens_mlp_dim=tokens_mlp, channels_mlp_dim=channels_mlp,
+      in_channels=channels, **options)
+  return model, grid * p
+
+
+def load_pretrained(pretrained: str, *, cache_dir=None) -> Loaded:
+  """A published name, a path or a URL; the model from the shapes."""
+  params = checkpoint.load(checkpoint.fetch(pretrained, cache_dir=cache_dir))
+  model, image_size = model_from_params(params)
+  try:
+    model.apply({'params': params}, jnp.zeros((1, image_size, image_size,
+                                               model.in_channels)))
+  except Exception as e:  # pylint: disable=broad-except
+    raise checkpoint.CheckpointError(
+        f'{pretrained} fits no Mixer: {errors.describe(e)[:300]}') from None
+  return Loaded(model, params, image_size,
+                imagenet_names(model.num_classes or 0))
+
+
+def load_run(workdir: str) -> Loaded:
+  """A trained run's final weights (params.npz), model and class names."""
+  # Imported here: train imports this module's callers' dependencies.
+  from mixer_jax import train  # pylint: disable=g-import-not-at-top
+  config_path = os.path.join(workdir, 'config.json')
+  params_path = os.path.join(workdir, 'params.npz')
+  for path in (config_path, params_path):
+    if not os.path.exists(path):
+      raise errors.MissingError(
+          f'{workdir} is no finished run: {path} is missing.')
+  with open(config_path) as f:
+    config = config_dict.ConfigDict(json.load(f))
+  params = checkpoint.load(params_path)
+  names_path = os.path.join(workdir, CLASS_NAMES_FILE)
+  names = ()
+  if os.path.exists(names_path):
+    with open(names_path) as f:
+      names = tuple(json.load(f))
+  num_classes = params['head']['kernel'].shape[1]
+  model = train.create_model(config, num_classes=num_classes)
+  return Loaded(model, params, config.image_size,
+                names or imagenet_names(num_classes), config)
+
+
+def image_files(paths: Iterable[str]) -> list[str]:
+  """The image files among `paths`, folders searched recursively."""
+  found = []
+  for path in paths:
+    if os.path.isdir(path):
+      for root, _, files in sorted(os.walk(path)):
+        found += [os.path.join(root, f) for f in sorted(files)
+                  if f.lower().endswith(IMAGE_TYPES)]
+    elif os.path.exists(path):
+      found.append(path)
+    else:
+      raise errors.MissingError(f'{path}: no such file or folder.')
+  return found
+
+
+def read_image(path: str) -> np.ndarray:
+  """uint8 RGB [H, W, 3]; grey, RGBA and palette images are converted."""
+  try:
+    with Image.open(path) as image:
+      return np.asarray(image.convert('RGB'))
+  except (OSError, ValueError, Image.DecompressionBombError) as e:
+    raise errors.UserError(f'{path}: not an image that can be read '
+                           f'({errors.describe(e)[:200]}).') from None
+
+
+def preprocess(loaded: Loaded, image: np.ndarray) -> np.ndarray:
+  """The run's eval preprocessing (a pretrained model's: a square resize, as
+  the official code), to float32 [S, S, 3] in [-1, 1]."""
+  config = loaded.config or config_dict.ConfigDict(
+      {'image_size': loaded.image_size, 'eval_pp': 'resize'})
+  return np.asarray(preprocess_lib.make_eval_fn(config)(image))
+
+
+def probabilities(loaded: Loaded, images: np.ndarray, *,
+                  batch_size: int = 32) -> np.ndarray:
+  """Softmax probabilities [N, classes] of preprocessed images."""
+  forward = jax.jit(lambda p, x: jax.nn.softmax(
+      loaded.model.apply({'params': p}, x), axis=-1))
+  out = []
+  for start in range(0, len(images), batch_size):
+    batch = images[start:start + batch_size]
+    padded = np.concatenate([batch, np.zeros((batch_size - len(batch),
+                                              *batch.shape[1:]), batch.dtype)])
+    out.append(np.asarray(forward(loaded.params, padded))[:len(batch)])
+  return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def top_k(probs: np.ndarray, names, k: int) -> list[list[dict]]:
+  """Per image: [{'class', 'name', 'prob'}] of its k most likely classes."""
+  results = []
+  for row in probs:
+    best = np.argsort(-row, kind='stable')[:k]
+    results.append([{'class': int(c), 'name': names[c] if c < len(names) else
+                     str(c), 'prob': float(row[c])} for c in best])
+  return results

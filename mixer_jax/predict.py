@@ -1,0 +1,90 @@
+# Copyright 2026 The mixer_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+r"""Predicts the classes of image files with a trained run or a checkpoint.
+
+  python -m mixer_jax.predict --workdir=workdirs/digits IMAGE_OR_FOLDER...
+  python -m mixer_jax.predict --pretrained=imagenet1k/Mixer-B_16 cat.jpg
+
+Folders are searched recursively for jpg, png, webp, bmp and gif files (grey
+and RGBA images are converted to RGB). A run gives its model, preprocessing
+and class names; a published name, path or URL of a `.npz` gives its model
+by its parameter shapes and, for 1,000 or 21,843 classes, ImageNet's names.
+--output=FILE.jsonl writes one JSON object per image:
+{"file": ..., "top": [{"class": int, "name": str, "prob": float}, ...]}.
+"""
+
+import json
+import sys
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from mixer_jax import errors
+from mixer_jax import inference
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'A trained run.')
+_PRETRAINED = flags.DEFINE_string(
+    'pretrained', None, 'A published name (imagenet21k/Mixer-B_16, ...), a '
+    '.npz path or a URL.')
+_TOP_K = flags.DEFINE_integer('top_k', 5, 'Classes shown per image.')
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Images per forward pass.')
+_OUTPUT = flags.DEFINE_string('output', None, 'Also write JSON lines here.')
+
+
+def load(workdir=None, pretrained=None) -> inference.Loaded:
+  if bool(workdir) == bool(pretrained):
+    raise errors.UserError('Give one of --workdir and --pretrained.')
+  return (inference.load_run(workdir) if workdir else
+          inference.load_pretrained(pretrained))
+
+
+def predict(loaded: inference.Loaded, files, *, top_k: int = 5,
+            batch_size: int = 32) -> list[dict]:
+  """[{'file', 'top': [{'class', 'name', 'prob'}]}] for each image file."""
+  images = np.stack([inference.preprocess(loaded, inference.read_image(f))
+                     for f in files]) if files else np.zeros((0,))
+  probs = inference.probabilities(loaded, images, batch_size=batch_size)
+  return [{'file': f, 'top': top} for f, top in zip(
+      files, inference.top_k(probs, loaded.class_names, top_k))]
+
+
+def format_table(results) -> str:
+  lines = []
+  for result in results:
+    lines.append(result['file'])
+    lines += [f'  {i}. {t["prob"]:6.1%}  {t["name"]} (class {t["class"]})'
+              for i, t in enumerate(result['top'], 1)]
+  return '\n'.join(lines)
+
+
+def main(argv):
+  try:
+    files = inference.image_files(argv[1:])
+    if not files:
+      raise errors.UserError('No image given: pass image files or folders.')
+    loaded = load(_WORKDIR.value, _PRETRAINED.value)
+    results = predict(loaded, files, top_k=_TOP_K.value,
+                      batch_size=_BATCH_SIZE.value)
+  except errors.UserError as e:
+    print(f'mixer_jax.predict: error: {errors.describe(e)}', file=sys.stderr)
+    sys.exit(1)
+  print(format_table(results))
+  if _OUTPUT.value:
+    with open(_OUTPUT.value, 'w') as f:
+      f.writelines(json.dumps(r) + '\n' for r in results)
+
+
+if __name__ == '__main__':
+  app.run(main)
