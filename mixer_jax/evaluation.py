@@ -17,8 +17,10 @@ import collections
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mixer_jax import input_pipeline
+from mixer_jax import steps
 
 
 def prefetch_to_mesh(iterator, sharding, size: int):
@@ -47,7 +49,40 @@ def evaluate(eval_step, params, config, sharding) -> dict:
                                 config.prefetch):
     sums = eval_step(params, batch)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  totals = jax.device_get(totals)
+  return _results(jax.device_get(totals))
+
+
+def evaluate_in_detail(model, params, config, *, num_classes: int,
+                       devices=None) -> dict:
+  """evaluate()'s metrics, plus per-class accuracy and the confusion matrix.
+
+  The loss and accuracy come from the train loop's own eval step, so they are
+  the numbers its final evaluation reports. One process.
+  """
+  mesh = jax.sharding.Mesh(np.asarray(devices or jax.devices()), ('data',))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(
+      'data'))
+  sums_step = steps.make_eval_step(model, num_classes=num_classes)
+  step = jax.jit(lambda p, b: (sums_step(p, b), jnp.argmax(
+      model.apply({'params': p}, b['image'], train=False), axis=-1)),
+                 out_shardings=replicated)
+  params = jax.device_put(params, replicated)
+  totals, confusion = None, np.zeros((num_classes, num_classes), np.int64)
+  for batch in prefetch_to_mesh(input_pipeline.eval_iterator(config),
+                                sharding, config.prefetch):
+    sums, predicted = step(params, batch)
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    real = np.asarray(batch['mask']) == 1
+    np.add.at(confusion, (np.asarray(batch['label'])[real],
+                          np.asarray(predicted)[real]), 1)
+  results = _results(jax.device_get(totals))
+  per_class = confusion.diagonal() / np.maximum(confusion.sum(1), 1)
+  return {**results, 'per_class_accuracy': per_class.tolist(),
+          'confusion_matrix': confusion.tolist()}
+
+
+def _results(totals) -> dict:
   count = int(totals['count'])
   results = {'eval_loss': float(totals['loss']) / count,
              'eval_accuracy': float(totals['correct']) / count,

@@ -44,6 +44,7 @@ from mixer_jax import input_pipeline
 from mixer_jax import metrics
 from mixer_jax import models
 from mixer_jax import optim
+from mixer_jax import plot
 from mixer_jax import preemption
 from mixer_jax import resolution
 from mixer_jax import steps
@@ -352,12 +353,14 @@ def main(argv):
   except errors.UserError as e:
     exit_with_error(errors.describe(e))
   if jax.process_index() == 0:
+    curves = plot.draw([workdir], os.path.join(workdir, 'curves.png'))
     print(json.dumps(final, indent=2))
     print(f'Workdir {os.path.abspath(workdir)}:\n'
           f'  checkpoints   {os.path.join(workdir, "checkpoints")}\n'
           f'  final params  {os.path.join(workdir, "params.npz")}\n'
           f'  metrics       {os.path.join(workdir, "metrics.jsonl")}, '
           f'{os.path.join(workdir, "final_metrics.json")}\n'
+          f'  curves        {curves}\n'
           f'  TensorBoard   tensorboard --logdir {workdir}')
 
 

@@ -104,6 +104,16 @@ class Checkpoints:
                        force=True)
     self._saving = step
 
+  def restore_step(self, like: TrainState, step: int) -> TrainState:
+    """The checkpoint of `step`, laid out like `like`."""
+    if step not in self._manager.all_steps():
+      raise errors.MissingError(
+          f'No checkpoint of step {step} in {self._directory} (there are: '
+          f'{", ".join(map(str, self._manager.all_steps())) or "none"}).')
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    return self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract))).state
+
   def restore(self, like: TrainState) -> tuple[Optional[int], Any]:
     """(step, state) of the newest checkpoint that restores, laid out like
     `like` (shapes, shardings); (None, None) if there is no checkpoint.

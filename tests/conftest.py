@@ -7,6 +7,9 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
 # Must be set before jax is imported anywhere.
 os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                            ' --xla_force_host_platform_device_count=8')
@@ -60,3 +63,32 @@ def run_train(workdir, *flags, timeout=300):
 
 def last_line(text: str) -> str:
   return text.strip().splitlines()[-1]
+
+
+def _digits_run(tmp_path_factory):
+  from mixer_jax import train  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp('digits_run') / 'run')
+  config = small_digits_config(total_steps=60, eval_every=30,
+                               checkpoint_every=30, progress_every=10)
+  return workdir, train.train_and_evaluate(config, workdir)
+
+
+@pytest.fixture(name='digits_run', scope='session')
+def fixture_digits_run(tmp_path_factory):
+  """(workdir, final metrics) of a short finished digits run."""
+  return _digits_run(tmp_path_factory)
+
+
+def write_digit_images(folder, count=4):
+  """PNGs of the first digits test images, 4x upscaled; returns (files,
+  labels)."""
+  from mixer_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  images, labels = input_pipeline.digits_arrays()['test']
+  os.makedirs(folder, exist_ok=True)
+  files = []
+  for i in range(count):
+    files.append(os.path.join(folder, f'{i}.png'))
+    Image.fromarray(np.kron(images[i], np.ones((4, 4, 1), np.uint8))).save(
+        files[-1])
+  return files, labels[:count]

@@ -50,6 +50,7 @@ def test_a_signal_saves_the_step_and_the_run_resumes_exactly(tmp_path, signum):
   resumed = run_train(workdir, *SMALL_DIGITS_FLAGS)
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert 'Resuming from step 1' in resumed.stderr
+  assert os.path.exists(os.path.join(workdir, 'curves.png'))
   whole = str(tmp_path / 'whole')
   train.train_and_evaluate(small_digits_config(), whole)
   a = checkpoint.load(os.path.join(whole, 'params.npz'))

@@ -1,0 +1,169 @@
+# Copyright 2026 The mixer_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+r"""Evaluates a trained run or a checkpoint on a dataset, every example once.
+
+  python -m mixer_jax.evaluate --workdir=workdirs/digits
+  python -m mixer_jax.evaluate --workdir=W --step=400 --split='train[98%:]'
+  python -m mixer_jax.evaluate --pretrained=W/params.npz --dataset=DIR \
+      --config.eval_batch_size=64
+
+Defaults to the run's own dataset and eval split; --dataset takes a tfds
+name, `digits` or a folder DIR/<split>/<class>/*.jpg|png, and --config.x=y
+overrides any field as the train command does. Prints loss, top-1 (top-5
+with more than 10 classes), per-class accuracy and the confusion matrix;
+--output=FILE.json writes them. The loss and accuracy are the train loop's
+own final evaluation's.
+"""
+
+import json
+import sys
+from typing import Any
+
+from absl import app
+from absl import flags
+import jax
+from ml_collections import config_dict
+from ml_collections import config_flags
+import numpy as np
+
+from configs import common
+from mixer_jax import errors
+from mixer_jax import evaluation
+from mixer_jax import inference
+from mixer_jax import input_pipeline
+from mixer_jax import models
+from mixer_jax import optim
+from mixer_jax import train_state
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """The command's flags (an import of this module defines none)."""
+  flags.DEFINE_string('workdir', None, 'A trained run.')
+  flags.DEFINE_integer('step', None, "A checkpoint's step (default: the "
+                       'final params.npz).')
+  flags.DEFINE_string('pretrained', None, 'A published name, .npz path or '
+                      'URL whose head fits the dataset.')
+  flags.DEFINE_string('dataset', None, 'Dataset (default: the run\'s).')
+  flags.DEFINE_string('split', None, 'Split (default: the run\'s eval split).')
+  flags.DEFINE_string('output', None, 'Also write the metrics here (JSON).')
+  config_flags.DEFINE_config_dict('config', common.get_config(),
+                                  'Overrides: --config.<field>=<value>.')
+
+
+def overrides(flag_values) -> dict:
+  """{'eval_batch_size': 64, 'model.dtype': ...}: the --config.x given."""
+  return {name[len('config.'):]: flag_values[name].value
+          for name in flag_values if name.startswith('config.') and
+          flag_values[name].present}
+
+
+def apply(config, values: dict):
+  for dotted, value in values.items():
+    *parents, last = dotted.split('.')
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[last] = value
+  return config
+
+
+def load(*, workdir=None, step=None, pretrained=None, dataset=None,
+         split=None, values=None) -> tuple[inference.Loaded, Any]:
+  """The model to evaluate, and the config of the data to evaluate it on."""
+  if bool(workdir) == bool(pretrained):
+    raise errors.UserError('Give one of --workdir and --pretrained.')
+  if pretrained:
+    loaded = inference.load_pretrained(pretrained)
+    config = common.get_config()
+    config.image_size = loaded.image_size
+  else:
+    loaded = inference.load_run(workdir)
+    config = config_dict.ConfigDict(loaded.config.to_dict())
+  apply(config, {**({'dataset': dataset} if dataset else {}),
+                 **({'eval_split': split} if split else {}), **(values or {})})
+  if step is not None:
+    if not workdir:
+      raise errors.UserError('--step needs --workdir.')
+    loaded.params = checkpoint_params(workdir, loaded, step)
+  return loaded, config
+
+
+def checkpoint_params(workdir, loaded: inference.Loaded, step: int):
+  """The params of the run's orbax checkpoint of `step`."""
+  config = loaded.config
+  tx, _ = optim.create_optimizer(config)
+  like = jax.eval_shape(lambda: train_state.TrainState.create(
+      params=models.init_params(loaded.model, image_size=config.image_size,
+                                abstract=True), tx=tx,
+      rng=jax.random.PRNGKey(0)))
+  checkpoints = train_state.Checkpoints(workdir, config=config, max_to_keep=1)
+  try:
+    return jax.device_get(checkpoints.restore_step(like, step).params)
+  finally:
+    checkpoints.close()
+
+
+def run(loaded: inference.Loaded, config) -> dict:
+  info = input_pipeline.get_info(config)
+  head = loaded.model.num_classes
+  if head != info.num_classes:
+    raise errors.UserError(
+        f'The model has {head} classes and {config.dataset} has '
+        f'{info.num_classes}: evaluate it on a dataset of its classes.')
+  results = evaluation.evaluate_in_detail(
+      loaded.model, loaded.params, config, num_classes=head)
+  return {'dataset': config.dataset, 'split': config.eval_split,
+          **results, 'class_names': list(info.class_names)}
+
+
+def format_summary(results) -> str:
+  lines = [f'{results["dataset"]} {results["split"]}: '
+           f'{results["eval_examples"]} examples, loss '
+           f'{results["eval_loss"]:.4f}, top-1 {results["eval_accuracy"]:.2%}'
+           + (f', top-5 {results["eval_top5_accuracy"]:.2%}'
+              if 'eval_top5_accuracy' in results else '')]
+  names = results['class_names']
+  confusion = np.asarray(results['confusion_matrix'])
+  if len(confusion) <= 20:
+    width = max(len(n) for n in names)
+    lines.append('per class (accuracy, then predictions per class):')
+    for name, accuracy, row in zip(names, results['per_class_accuracy'],
+                                   confusion):
+      lines.append(f'  {name:>{width}}  {accuracy:6.1%}  ' +
+                   ' '.join(f'{n:4d}' for n in row))
+  return '\n'.join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  try:
+    loaded, config = load(workdir=FLAGS.workdir, step=FLAGS.step,
+                          pretrained=FLAGS.pretrained, dataset=FLAGS.dataset,
+                          split=FLAGS.split, values=overrides(FLAGS))
+    results = run(loaded, config)
+  except errors.UserError as e:
+    print(f'mixer_jax.evaluate: error: {errors.describe(e)}', file=sys.stderr)
+    sys.exit(1)
+  print(format_summary(results))
+  if FLAGS.output:
+    with open(FLAGS.output, 'w') as f:
+      json.dump(results, f, indent=2)
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

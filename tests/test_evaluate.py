@@ -1,0 +1,69 @@
+"""Tests for mixer_jax.evaluate: a run's numbers, steps, other data, errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mixer_jax import errors
+from mixer_jax import evaluate
+from tests.conftest import ROOT
+from tests.conftest import last_line
+from tests.conftest import read_jsonl
+
+
+def test_the_final_evaluation_again_with_per_class_detail(digits_run):
+  workdir, final = digits_run
+  loaded, config = evaluate.load(workdir=workdir)
+  results = evaluate.run(loaded, config)
+  for key in ('eval_loss', 'eval_accuracy'):
+    assert results[key] == pytest.approx(final[key], abs=1e-6)
+  assert results['eval_examples'] == 360
+  confusion = np.asarray(results['confusion_matrix'])
+  assert confusion.sum() == 360
+  assert confusion.trace() / 360 == pytest.approx(results['eval_accuracy'])
+  np.testing.assert_allclose(results['per_class_accuracy'],
+                             confusion.diagonal() / confusion.sum(1))
+
+
+def test_a_checkpoint_step_and_another_split(digits_run):
+  workdir, _ = digits_run
+  loaded, config = evaluate.load(workdir=workdir, step=30, split='train[:100]',
+                                 values={'eval_batch_size': 40})
+  results = evaluate.run(loaded, config)
+  assert results['eval_examples'] == 100 and config.eval_batch_size == 40
+  loaded, config = evaluate.load(workdir=workdir, step=30)
+  at_30 = [r for r in read_jsonl(workdir) if r['step'] == 30 and
+           'eval_loss' in r][0]
+  assert evaluate.run(loaded, config)['eval_loss'] == pytest.approx(
+      at_30['eval_loss'], abs=1e-6)
+
+
+def test_errors_name_the_problem(digits_run):
+  workdir, _ = digits_run
+  with pytest.raises(errors.UserError, match='No checkpoint of step 7'):
+    evaluate.load(workdir=workdir, step=7)
+  with pytest.raises(errors.UserError, match='one of --workdir and'):
+    evaluate.load()
+
+
+def test_the_cli_writes_the_metrics(digits_run, tmp_path):
+  workdir, final = digits_run
+  output = tmp_path / 'metrics.json'
+  result = subprocess.run(
+      [sys.executable, '-m', 'mixer_jax.evaluate', f'--workdir={workdir}',
+       f'--output={output}', '--config.eval_batch_size=32'], cwd=ROOT,
+      capture_output=True, text=True, check=False, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  written = json.loads(output.read_text())
+  assert written['eval_accuracy'] == pytest.approx(final['eval_accuracy'])
+  assert result.stdout.startswith('digits test: 360 examples')
+  result = subprocess.run(
+      [sys.executable, '-m', 'mixer_jax.evaluate',
+       f'--workdir={os.path.dirname(workdir)}/nothing'], cwd=ROOT,
+      capture_output=True, text=True, check=False, timeout=300)
+  assert result.returncode == 1
+  assert 'is no finished run' in last_line(result.stderr)
