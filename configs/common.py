@@ -148,6 +148,18 @@ def get_config():
   config.checkpoint_every = 1000
   # Checkpoints kept in the workdir (>= 1).
   config.keep_checkpoints = 2
+  # Linear few-shot evaluation on frozen pre-logits every this many steps and
+  # at the end (0: off), as `python -m mixer_jax.fewshot`.
+  config.fewshot_every = 0
+  # Its dataset, train split 'train' and test split 'test' (None: the run's
+  # dataset, train split and eval split).
+  config.fewshot_dataset = placeholder(str)
+  # Examples per class.
+  config.fewshot_shots = (1, 5, 10, 25)
+  # Seeds 0..N-1, the accuracy averaged over them.
+  config.fewshot_seeds = 3
+  # L2 regularisation of the least-squares fit (big_vision: 2^10).
+  config.fewshot_l2 = 1024.0
 
   return config
 

@@ -39,6 +39,7 @@ from mixer_jax import config_checks
 from mixer_jax import divergence
 from mixer_jax import errors
 from mixer_jax import evaluation
+from mixer_jax import fewshot
 from mixer_jax import inference
 from mixer_jax import input_pipeline
 from mixer_jax import metrics
@@ -249,6 +250,15 @@ def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
         progress.write(f'step {step}: ' + '  '.join(
             f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}'
             for k, v in eval_metrics.items()))
+      if config.fewshot_every and (step % config.fewshot_every == 0 or
+                                   step == config.total_steps):
+        shots = fewshot.evaluate(
+            model, state.params, config, dataset=config.fewshot_dataset,
+            shots=config.fewshot_shots, seeds=range(config.fewshot_seeds),
+            l2=config.fewshot_l2)
+        writer.write_scalars(step, shots)
+        progress.write(f'step {step}: ' + '  '.join(
+            f'{k} {v:.4f}' for k, v in shots.items()))
     if not eval_metrics:  # Nothing left to train: evaluate what is there.
       eval_metrics = evaluation.evaluate(eval_step, state.params, config,
                                          batch_sharding)

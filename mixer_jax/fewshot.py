@@ -1,0 +1,166 @@
+# Copyright 2026 The mixer_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+r"""Linear few-shot evaluation on frozen pre-logits (the paper's Figures 2-4).
+
+  python -m mixer_jax.fewshot --workdir=W | --pretrained=NAME \
+      --dataset=cifar10 --shots=1,5,10,25 [--output=FILE.json]
+
+The protocol of big_vision's `fewshot_lsr` evaluator: the pre-logit features
+(the pooled output before the head) of k random training examples per class,
+standardised by their mean and std, a bias feature of 100 (all but
+unregularised), a closed-form L2-regularised least-squares fit (l2 = 2^10)
+to one-hot targets rescaled to +-1, and top-1 accuracy on the test split;
+the mean over seeds 0, 1, 2. Features use the eval preprocessing
+'resmall_crop' (for 224 px: resize to 256, centre crop 224). Deterministic.
+"""
+
+import json
+import sys
+
+from absl import app
+from absl import flags
+import jax
+from ml_collections import config_dict
+import numpy as np
+
+from mixer_jax import errors
+from mixer_jax import evaluation
+from mixer_jax import input_pipeline
+
+BIAS_FEATURE = 100.0
+FLAGS = flags.FLAGS
+
+
+def features(model, params, config, split: str, *, devices=None):
+  """(pre-logits [N, C], labels [N]) of every example of `split`."""
+  mesh = jax.sharding.Mesh(np.asarray(devices or jax.devices()), ('data',))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(
+      'data'))
+  body = model.clone(num_classes=None)
+  params = jax.device_put(
+      {k: v for k, v in params.items() if k != 'head'}, replicated)
+  represent = jax.jit(lambda p, b: (body.apply({'params': p}, b['image']),
+                                    b['label'], b['mask']),
+                      out_shardings=replicated)
+  config = config_dict.ConfigDict(config.to_dict())
+  config.eval_split, config.eval_pp = split, 'resmall_crop'
+  found, labels = [], []
+  for batch in evaluation.prefetch_to_mesh(
+      input_pipeline.eval_iterator(config), sharding, config.prefetch):
+    x, y, mask = (np.asarray(a.addressable_data(0))
+                  for a in represent(params, batch))
+    found.append(x[mask == 1])
+    labels.append(y[mask == 1])
+  return np.concatenate(found).astype(np.float64), np.concatenate(labels)
+
+
+def least_squares_accuracy(train_x, train_y, test_x, test_y, *,
+                           num_classes: int, l2: float) -> float:
+  """Top-1 of the ridge regression fit on (train_x, train_y)."""
+  mean = train_x.mean(0, keepdims=True)
+  std = train_x.std(0, keepdims=True) + 1e-5
+  with_bias = lambda x: np.pad((x - mean) / std, ((0, 0), (0, 1)),
+                               constant_values=BIAS_FEATURE)
+  x, x_test = with_bias(train_x), with_bias(test_x)
+  targets = 2.0 * np.eye(num_classes)[train_y] - 1.0
+  n, d = x.shape
+  if n >= d:
+    weights = np.linalg.solve(x.T @ x + l2 * np.eye(d), x.T @ targets)
+  else:
+    weights = x.T @ np.linalg.solve(x @ x.T + l2 * np.eye(n), targets)
+  return float(np.mean(np.argmax(x_test @ weights, axis=1) == test_y))
+
+
+def shots_accuracy(train, test, *, num_classes: int, shots, seeds, l2):
+  """{k: mean over seeds of the k-shot accuracy}."""
+  (train_x, train_y), (test_x, test_y) = train, test
+  scores = {k: [] for k in shots}
+  for seed in seeds:
+    rng = np.random.default_rng(seed)
+    per_class = [rng.permutation(np.flatnonzero(train_y == c))
+                 for c in range(num_classes)]
+    for k in shots:
+      chosen = np.concatenate([indices[:k] for indices in per_class])
+      scores[k].append(least_squares_accuracy(
+          train_x[chosen], train_y[chosen], test_x, test_y,
+          num_classes=num_classes, l2=l2))
+  return {k: float(np.mean(v)) for k, v in scores.items()}
+
+
+def evaluate(model, params, config, *, dataset=None, train_split=None,
+             test_split=None, shots=(1, 5, 10, 25), seeds=(0, 1, 2),
+             l2: float = 2.0**10) -> dict:
+  """{'fewshot/<dataset>/<k>shot': accuracy} on `dataset` (default: the
+  config's), its train split for the shots and its test split."""
+  config = config_dict.ConfigDict(config.to_dict())
+  if dataset and dataset != config.dataset:
+    config.dataset = dataset
+    config.train_split, config.eval_split = 'train', 'test'
+  info = input_pipeline.get_info(config)
+  train = features(model, params, config, train_split or config.train_split)
+  test = features(model, params, config, test_split or config.eval_split)
+  missing = sorted(set(range(info.num_classes)) - set(train[1].tolist()))
+  if missing:
+    raise errors.UserError(f'The few-shot train split has no example of '
+                           f'class(es) {missing}.')
+  accuracy = shots_accuracy(train, test, num_classes=info.num_classes,
+                            shots=shots, seeds=seeds, l2=l2)
+  name = str(config.dataset).rstrip('/').split('/')[-1]
+  return {f'fewshot/{name}/{k}shot': v for k, v in accuracy.items()}
+
+
+def define_flags():
+  """The command's flags (an import of this module defines none)."""
+  flags.DEFINE_string('workdir', None, 'A trained run.')
+  flags.DEFINE_string('pretrained', None, 'A published name, .npz or URL.')
+  flags.DEFINE_string('dataset', None, 'tfds name, digits or a folder '
+                      "(default: the run's).")
+  flags.DEFINE_string('train_split', None, 'Where the shots come from '
+                      "(default: 'train', or the run's train split).")
+  flags.DEFINE_string('test_split', None, "Scored split (default: 'test', or "
+                      "the run's eval split).")
+  flags.DEFINE_list('shots', ['1', '5', '10', '25'], 'Examples per class.')
+  flags.DEFINE_integer('seeds', 3, 'Seeds 0..N-1; the mean is reported.')
+  flags.DEFINE_float('l2', 2.0**10, 'L2 regularisation.')
+  flags.DEFINE_string('output', None, 'Also write the accuracies here (JSON).')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  from mixer_jax import evaluate as evaluate_cli  # pylint: disable=g-import-not-at-top
+  try:
+    if FLAGS.pretrained and not FLAGS.dataset:
+      raise errors.UserError('--pretrained needs --dataset.')
+    loaded, config = evaluate_cli.load(workdir=FLAGS.workdir,
+                                       pretrained=FLAGS.pretrained)
+    results = evaluate(
+        loaded.model, loaded.params, config, dataset=FLAGS.dataset,
+        train_split=FLAGS.train_split, test_split=FLAGS.test_split,
+        shots=[int(k) for k in FLAGS.shots], seeds=range(FLAGS.seeds),
+        l2=FLAGS.l2)
+  except errors.UserError as e:
+    print(f'mixer_jax.fewshot: error: {errors.describe(e)}', file=sys.stderr)
+    sys.exit(1)
+  for key, value in results.items():
+    print(f'{key}: {value:.2%}')
+  if FLAGS.output:
+    with open(FLAGS.output, 'w') as f:
+      json.dump(results, f, indent=2)
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)

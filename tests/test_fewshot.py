@@ -1,0 +1,86 @@
+"""Tests for mixer_jax.fewshot: the least-squares protocol, the command, and
+the evaluator in training."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mixer_jax import evaluate
+from mixer_jax import fewshot
+from mixer_jax import train
+from tests.conftest import ROOT
+from tests.conftest import read_jsonl
+from tests.conftest import small_digits_config
+
+
+def clustered(rng, n_per_class, num_classes, dim, noise):
+  centres = rng.normal(size=(num_classes, dim)) * 3
+  labels = np.repeat(np.arange(num_classes), n_per_class)
+  return centres[labels] + noise * rng.normal(size=(len(labels), dim)), labels
+
+
+@pytest.mark.parametrize('dim', [16, 64])  # More points than features, fewer.
+def test_separable_classes_are_learned_and_shuffled_labels_are_not(dim):
+  rng = np.random.default_rng(0)
+  train_x, train_y = clustered(rng, 5, 10, dim, noise=0.1)
+  test_x, test_y = clustered(np.random.default_rng(0), 20, 10, dim, noise=0.1)
+  fit = lambda y: fewshot.least_squares_accuracy(
+      train_x, y, test_x, test_y, num_classes=10, l2=1.0)
+  assert fit(train_y) == 1.0
+  assert fit(rng.permutation(train_y)) < 0.5
+
+
+def test_the_dual_solution_is_the_primal_one():
+  """Duplicated features (d = 25 > n = 18) take the example-space solve; the
+  fit equals the feature-space one with half the L2 penalty (the weight
+  splits evenly over each copy), up to the bias feature's share."""
+  rng = np.random.default_rng(1)
+  x, y = clustered(rng, 6, 3, 12, noise=2.0)
+  test_x, test_y = clustered(rng, 50, 3, 12, noise=2.0)
+  doubled = fewshot.least_squares_accuracy(
+      np.hstack([x, x]), y, np.hstack([test_x, test_x]), test_y,
+      num_classes=3, l2=10.0)
+  assert doubled == pytest.approx(fewshot.least_squares_accuracy(
+      x, y, test_x, test_y, num_classes=3, l2=5.0), abs=0.02)
+
+
+def test_k_shots_per_class_deterministic_by_seed():
+  rng = np.random.default_rng(2)
+  train = clustered(rng, 30, 4, 8, noise=3.0)
+  test = clustered(rng, 30, 4, 8, noise=3.0)
+  run = lambda seeds: fewshot.shots_accuracy(
+      train, test, num_classes=4, shots=(1, 10), seeds=seeds, l2=1024.0)
+  assert run([0, 1]) == run([0, 1])
+  assert run([0]) != run([1])
+  assert run([0])[10] > 0.25
+
+
+def test_the_command_on_a_run(digits_run, tmp_path):
+  workdir, _ = digits_run
+  output = tmp_path / 'fewshot.json'
+  result = subprocess.run(
+      [sys.executable, '-m', 'mixer_jax.fewshot', f'--workdir={workdir}',
+       '--shots=1,10', f'--output={output}'], cwd=ROOT, capture_output=True,
+      text=True, check=False, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  written = json.loads(output.read_text())
+  assert set(written) == {'fewshot/digits/1shot', 'fewshot/digits/10shot'}
+  assert 0.1 < written['fewshot/digits/1shot'] < written[
+      'fewshot/digits/10shot'] <= 1.0
+  loaded, config = evaluate.load(workdir=workdir)
+  again = fewshot.evaluate(loaded.model, loaded.params, config, shots=(1, 10))
+  assert again == pytest.approx(written, abs=1e-12)
+
+
+def test_the_evaluator_in_training_writes_the_same_keys(tmp_path):
+  workdir = str(tmp_path / 'run')
+  config = small_digits_config(total_steps=4, fewshot_every=2,
+                               fewshot_shots=(1, 5), fewshot_seeds=1)
+  final = train.train_and_evaluate(config, workdir)
+  assert final['step'] == 4
+  steps = [r['step'] for r in read_jsonl(workdir)
+           if 'fewshot/digits/5shot' in r]
+  assert steps == [2, 4]
