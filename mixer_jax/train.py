@@ -386,8 +386,11 @@ def parse_flags(argv):
     argv = flags.FLAGS(argv)
     FLAGS.config.lr  # pylint: disable=pointless-statement  # Loads it now.
     return argv
-  except (flags.Error, errors.UserError, OSError) as e:
+  except (flags.Error, errors.UserError) as e:
     exit_with_error(errors.describe(e))
+  except OSError as e:  # ml_collections: the config file did not load.
+    exit_with_error('cannot load the config file: ' + str(e).strip().split(
+        '\n')[-1].strip())
   except (KeyError, AttributeError) as e:  # ml_collections: no such field.
     while isinstance(e, BaseException) and e.args:  # The innermost message.
       e = e.args[0]
