@@ -70,8 +70,10 @@ def get_config():
   config.tfds_data_dir = placeholder(str)
   # tfds manual dir for source archives (None: <data dir>/downloads/manual).
   config.tfds_manual_dir = placeholder(str)
-  # Let tfds download and prepare missing data (off: never hang offline).
-  config.download = False
+  # Download a missing tfds dataset or published checkpoint (off: never use
+  # the network); without network a run fails at once, listing what to put
+  # where.
+  config.download = True
   # Split to train on (the official recipe keeps 2% of train as minival).
   config.train_split = 'train[:98%]'
   # Split to evaluate on; 'train[98%:]' is the minival for tuning.

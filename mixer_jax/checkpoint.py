@@ -284,6 +284,19 @@ def cache_root() -> epath.Path:
   return epath.Path(xdg) / 'mixer_jax'
 
 
+def remote(pretrained: str, *, cache_dir=None):
+  """(url, cache path) of a published name or an http(s) URL, else None."""
+  pretrained = str(pretrained)
+  name = pretrained[:-len('.npz')] if pretrained.endswith('.npz') else pretrained
+  if name in PUBLISHED:
+    pretrained = published_url(name)
+  if not re.match(r'^https?://', pretrained):
+    return None
+  url = urllib.parse.urlparse(pretrained)
+  return pretrained, (epath.Path(cache_dir or cache_root()) / url.netloc /
+                      url.path.lstrip('/'))
+
+
 def fetch(pretrained: str, *, cache_dir=None) -> epath.Path:
   """A readable path for a published name, a path or a URL.
 
@@ -291,22 +304,17 @@ def fetch(pretrained: str, *, cache_dir=None) -> epath.Path:
   cache, `<cache>/<host>/<path>`, with a progress bar; later calls reuse the
   file. Local and gs:// paths are returned as they are.
   """
-  pretrained = str(pretrained)
-  name = pretrained[:-len('.npz')] if pretrained.endswith('.npz') else pretrained
-  if name in PUBLISHED:
-    pretrained = published_url(name)
-  if not re.match(r'^https?://', pretrained):
+  found = remote(pretrained, cache_dir=cache_dir)
+  if found is None:
     path = epath.Path(pretrained)
-    if '://' not in pretrained and not path.exists():
+    if '://' not in str(pretrained) and not path.exists():
       raise errors.MissingError(
           f'Pretrained checkpoint {pretrained!r} is neither a published name '
           f'nor an existing file. Published names: {", ".join(PUBLISHED)}.')
     return path
-  url = urllib.parse.urlparse(pretrained)
-  cached = epath.Path(cache_dir or cache_root()) / url.netloc / url.path.lstrip(
-      '/')
+  url, cached = found
   if not cached.exists():
-    _download(pretrained, cached)
+    _download(url, cached)
   return cached
 
 

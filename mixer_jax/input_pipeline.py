@@ -38,6 +38,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from mixer_jax import errors
+from mixer_jax import preflight
 from mixer_jax import preprocess
 
 Batch = dict[str, np.ndarray]
@@ -100,8 +101,9 @@ def prepared_tfds_builder(config) -> tfds.core.DatasetBuilder:
   """The tfds builder of config.dataset, prepared offline or failing at once.
 
   Prepared in the data dir: used as is. Else prepared from the source archives
-  in the manual dir, else downloaded if config.download; else an error saying
-  how to provide the data (tfds would retry the network for minutes).
+  in the manual dir, else downloaded if config.download and its host answers;
+  else an error saying how to provide the data (tfds would retry the network
+  for minutes).
   """
   try:
     builder = tfds.builder(config.dataset, data_dir=config.tfds_data_dir)
@@ -112,25 +114,13 @@ def prepared_tfds_builder(config) -> tfds.core.DatasetBuilder:
         'DIR/{train,test}/<class>/*.jpg|png.') from None
   if builder.is_prepared():
     return builder
+  missing = preflight.missing_dataset(config)
+  if missing:
+    raise errors.MissingError(
+        f'Missing: {missing}. Or point --config.tfds_data_dir (or '
+        '$TFDS_DATA_DIR) at a data dir where it is prepared.')
   manual_dir = config.tfds_manual_dir or os.path.join(
       builder.data_dir_root, 'downloads', 'manual')
-  archives = sorted(i.filename for i in (builder.url_infos or {}).values()
-                    if i.filename)
-  if builder.MANUAL_DOWNLOAD_INSTRUCTIONS:  # Such as imagenet2012.
-    offline = os.path.isdir(manual_dir) and bool(os.listdir(manual_dir))
-    wanted = (f'in {manual_dir} the files that tfds asks for:\n'
-              f'{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}\n')
-  else:
-    offline = bool(archives) and all(
-        os.path.exists(os.path.join(manual_dir, a)) for a in archives)
-    wanted = f'the original {", ".join(archives)} in {manual_dir}'
-  if not offline and not config.download:
-    raise errors.MissingError(
-        f'tfds dataset {builder.name!r} is not prepared in '
-        f'{builder.data_dir_root} and download is off. Either put {wanted} '
-        '(or set --config.tfds_manual_dir), or point --config.tfds_data_dir '
-        '(or $TFDS_DATA_DIR) at a data dir where it is prepared, or set '
-        '--config.download=True on a machine with network.')
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=manual_dir))
   return builder

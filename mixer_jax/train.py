@@ -46,6 +46,7 @@ from mixer_jax import metrics
 from mixer_jax import models
 from mixer_jax import optim
 from mixer_jax import plot
+from mixer_jax import preflight
 from mixer_jax import preemption
 from mixer_jax import resolution
 from mixer_jax import steps
@@ -159,6 +160,7 @@ def train_and_evaluate(config, workdir: str, *, devices=None,
       is lost.
   """
   config_checks.check(config)
+  preflight.check(config)
   mesh = jax.sharding.Mesh(np.asarray(devices or jax.devices()), ('data',))
   config_checks.check_batch_sizes(config, num_devices=mesh.size)
   info = input_pipeline.get_info(config)

@@ -101,8 +101,8 @@ def test_two_processes_equal_one_process_fed_both_streams(two_hosts, tmp_path,
   # its checkpoint shards.
   assert 'step 24/24' in logs[0] and 'step 24/24' not in logs[1]
   assert sorted(os.listdir(workdir)) == [
-      'checkpoints', 'config.json', 'final_metrics.json', 'metrics.jsonl',
-      'params.npz', 'tensorboard']
+      'checkpoints', 'class_names.json', 'config.json', 'curves.png',
+      'final_metrics.json', 'metrics.jsonl', 'params.npz', 'tensorboard']
   assert {'ocdbt.process_0', 'ocdbt.process_1'} <= set(os.listdir(
       os.path.join(workdir, 'checkpoints', '24', 'state')))
 

@@ -19,6 +19,14 @@ from tests.conftest import small_digits_config
 from tests.conftest import train_command
 
 
+# Dropout, stochastic depth and mixup: the resumed run must redraw each
+# random number exactly.
+RANDOM = dict(mixup_alpha=0.2, model={'dropout_rate': 0.1,
+                                      'stochastic_depth': 0.1})
+RANDOM_FLAGS = ('--config.mixup_alpha=0.2', '--config.model.dropout_rate=0.1',
+                '--config.model.stochastic_depth=0.1')
+
+
 def start_and_signal(workdir, *signums):
   """Starts the train CLI and sends it `signums`, each once it is handled.
 
@@ -26,7 +34,8 @@ def start_and_signal(workdir, *signums):
   whatever the machine's speed. Returns (exit code, stderr).
   """
   process = subprocess.Popen(
-      train_command(workdir, *SMALL_DIGITS_FLAGS, '--config.progress_every=1'),
+      train_command(workdir, *SMALL_DIGITS_FLAGS, *RANDOM_FLAGS,
+                    '--config.progress_every=1'),
       cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
   lines, signums = [], list(signums)
   for line in process.stderr:
@@ -37,7 +46,7 @@ def start_and_signal(workdir, *signums):
 
 
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_saves_the_step_and_the_run_resumes_exactly(tmp_path, signum):
+def test_a_signal_saves_the_step_and_stops(tmp_path, signum):
   workdir = str(tmp_path / 'stopped')
   code, stderr = start_and_signal(workdir, signum)
   assert code == 128 + signum, stderr[-2000:]
@@ -47,12 +56,20 @@ def test_a_signal_saves_the_step_and_the_run_resumes_exactly(tmp_path, signum):
   assert os.listdir(os.path.join(workdir, 'checkpoints')) == ['1']
   assert [r['step'] for r in read_jsonl(workdir)] == [1]
   assert not os.path.exists(os.path.join(workdir, 'lock'))
-  resumed = run_train(workdir, *SMALL_DIGITS_FLAGS)
+
+
+def test_a_stopped_run_resumes_exactly_in_a_fresh_process(tmp_path):
+  """Stopped by SIGTERM after step 1, resumed to step 8 by a new process:
+  the weights of 8 steps in one go, bit for bit."""
+  workdir = str(tmp_path / 'stopped')
+  code, stderr = start_and_signal(workdir, signal.SIGTERM)
+  assert code == 128 + signal.SIGTERM, stderr[-2000:]
+  resumed = run_train(workdir, *SMALL_DIGITS_FLAGS, *RANDOM_FLAGS)
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert 'Resuming from step 1' in resumed.stderr
   assert os.path.exists(os.path.join(workdir, 'curves.png'))
   whole = str(tmp_path / 'whole')
-  train.train_and_evaluate(small_digits_config(), whole)
+  train.train_and_evaluate(small_digits_config(**RANDOM), whole)
   a = checkpoint.load(os.path.join(whole, 'params.npz'))
   b = checkpoint.load(os.path.join(workdir, 'params.npz'))
   jax.tree.map(np.testing.assert_array_equal, a, b)
