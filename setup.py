@@ -47,7 +47,8 @@ setuptools.setup(
         'tqdm',
     ],
     extras_require={
-        'test': ['pytest', 'pytest-xdist'],
+        # nbconvert and ipykernel execute the notebooks.
+        'test': ['ipykernel', 'nbconvert', 'pytest', 'pytest-xdist'],
         'gpu': ['jax[cuda12]'],
         'tpu': ['jax[tpu]'],
     },
