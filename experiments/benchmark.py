@@ -27,7 +27,7 @@ round times each model once; the figures are medians over rounds):
   MFU        model FLOPs (mixer_jax.flops; a train step counts 3 forward
              passes) per second over the devices' matmul peak, measured here
              as the best of square float matmuls (--dtype) of sizes 1024 to
-             8192 on one device, times the device count.
+             8192 (--peak_sizes) on one device, times the device count.
   input      img/s of input_pipeline.train_iterator alone (digits, resized to
              the variant's image size with the fine-tuning preprocessing).
 
@@ -65,6 +65,8 @@ _STEPS = flags.DEFINE_integer('steps', 5, 'Timed steps per round and mode.')
 _INPUT_BATCHES = flags.DEFINE_integer('input_batches', 20,
                                       'Batches timed of the input pipeline '
                                       '(0: skip).')
+_PEAK_SIZES = flags.DEFINE_list('peak_sizes', ['1024', '2048', '4096', '8192'],
+                                'Square matmul sizes timed for the peak.')
 _JSON = flags.DEFINE_string('json', None, 'Also write the results here.')
 
 NUM_CLASSES = 1000
@@ -152,7 +154,7 @@ def timm_calls(variant: str, *, batch: int, image_size: int):
 def matmul_peak(dtype) -> float:
   """Best FLOP/s of square matmuls on one device, times the device count."""
   best = 0.0
-  for n in (1024, 2048, 4096, 8192):
+  for n in map(int, _PEAK_SIZES.value):
     x = jnp.ones((n, n), dtype)
     matmul = jax.jit(lambda a: a @ a)
     seconds = min(median_seconds(lambda: matmul(x).block_until_ready(), 3)

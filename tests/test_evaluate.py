@@ -6,13 +6,18 @@ import subprocess
 import sys
 
 import numpy as np
+from PIL import Image
 import pytest
 
 from mixer_jax import errors
 from mixer_jax import evaluate
+from mixer_jax import input_pipeline
+from mixer_jax import predict
+from mixer_jax import train
 from tests.conftest import ROOT
 from tests.conftest import last_line
 from tests.conftest import read_jsonl
+from tests.conftest import small_digits_config
 
 
 def test_the_final_evaluation_again_with_per_class_detail(digits_run):
@@ -67,3 +72,29 @@ def test_the_cli_writes_the_metrics(digits_run, tmp_path):
       capture_output=True, text=True, check=False, timeout=300)
   assert result.returncode == 1
   assert 'is no finished run' in last_line(result.stderr)
+
+
+def test_a_run_on_an_image_folder_evaluates_and_predicts_with_its_names(
+    tmp_path):
+  """DIR/{train,test}/<class>/*.png made of digits 0, 1 and 2, named."""
+  names = ('zero', 'one', 'two')
+  images, labels = input_pipeline.digits_arrays()['train']
+  for split, part in (('train', slice(0, 150)), ('test', slice(150, 210))):
+    for i in np.flatnonzero(labels[part] < 3) + part.start:
+      folder = tmp_path / 'data' / split / names[labels[i]]
+      folder.mkdir(parents=True, exist_ok=True)
+      Image.fromarray(images[i]).save(folder / f'{i}.png')
+  config = small_digits_config(dataset=str(tmp_path / 'data'),
+                               batch_size=16, eval_batch_size=16,
+                               total_steps=4)
+  workdir = str(tmp_path / 'run')
+  final = train.train_and_evaluate(config, workdir)
+  loaded, eval_config = evaluate.load(workdir=workdir)
+  assert loaded.class_names == ('one', 'two', 'zero')  # Sorted folders.
+  results = evaluate.run(loaded, eval_config)
+  assert results['class_names'] == list(loaded.class_names)
+  assert results['eval_accuracy'] == pytest.approx(final['eval_accuracy'],
+                                                   abs=1e-6)
+  test_file = next((tmp_path / 'data' / 'test' / 'one').iterdir())
+  [result] = predict.predict(loaded, [str(test_file)], top_k=3)
+  assert {t['name'] for t in result['top']} == set(names)
