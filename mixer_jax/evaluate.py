@@ -27,7 +27,6 @@ own final evaluation's.
 """
 
 import json
-import sys
 from typing import Any
 
 from absl import app
@@ -38,6 +37,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from configs import common
+from mixer_jax import cli
 from mixer_jax import errors
 from mixer_jax import evaluation
 from mixer_jax import inference
@@ -156,8 +156,7 @@ def main(argv):
                           split=FLAGS.split, values=overrides(FLAGS))
     results = run(loaded, config)
   except errors.UserError as e:
-    print(f'mixer_jax.evaluate: error: {errors.describe(e)}', file=sys.stderr)
-    sys.exit(1)
+    cli.exit_with_error('mixer_jax.evaluate', e)
   print(format_summary(results))
   if FLAGS.output:
     with open(FLAGS.output, 'w') as f:

@@ -26,7 +26,6 @@ the mean over seeds 0, 1, 2. Features use the eval preprocessing
 """
 
 import json
-import sys
 
 from absl import app
 from absl import flags
@@ -34,6 +33,7 @@ import jax
 from ml_collections import config_dict
 import numpy as np
 
+from mixer_jax import cli
 from mixer_jax import errors
 from mixer_jax import evaluation
 from mixer_jax import input_pipeline
@@ -152,8 +152,7 @@ def main(argv):
         shots=[int(k) for k in FLAGS.shots], seeds=range(FLAGS.seeds),
         l2=FLAGS.l2)
   except errors.UserError as e:
-    print(f'mixer_jax.fewshot: error: {errors.describe(e)}', file=sys.stderr)
-    sys.exit(1)
+    cli.exit_with_error('mixer_jax.fewshot', e)
   for key, value in results.items():
     print(f'{key}: {value:.2%}')
   if FLAGS.output:

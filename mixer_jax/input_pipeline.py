@@ -13,8 +13,8 @@
 # limitations under the License.
 """Train and eval input pipelines over tfds, scikit-learn's digits or a folder.
 
-Each dataset becomes a `Source` (its splits' sizes and a reader of undecoded
-records); everything else is shared: tfds split syntax, per-host sharding,
+Each dataset is a `sources.Source` (its splits' sizes and a reader of
+undecoded records); everything else is shared: tfds split syntax, per-host sharding,
 seeded shuffling, stateless augmentation, batching and eval padding.
 
 The train stream is a pure function of (config, process_index, process_count):
@@ -30,7 +30,7 @@ import dataclasses
 import functools
 import math
 import os
-from typing import Callable, Iterator, Mapping, Optional
+from typing import Iterator
 
 import jax
 import numpy as np
@@ -38,12 +38,10 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from mixer_jax import errors
-from mixer_jax import preflight
 from mixer_jax import preprocess
+from mixer_jax import sources
 
 Batch = dict[str, np.ndarray]
-# The image files tfds's ImageFolder reads.
-_FOLDER_IMAGE_TYPES = ('.jpg', '.jpeg', '.png')
 # Stream ids folded into the seed: shuffling and augmentation draw apart.
 _SHUFFLE, _AUGMENT = 0, 1
 
@@ -58,196 +56,7 @@ class DatasetInfo:
   class_names: tuple[str, ...] = ()  # In label order.
 
 
-@dataclasses.dataclass(frozen=True)
-class Source:
-  """A dataset as the shared pipeline sees it."""
-  num_classes: int
-  # Split name -> its size, as tfds split arithmetic reads it.
-  splits: Mapping[str, tfds.core.SplitInfo]
-  # (split name, start, end) -> records {'image': undecoded, 'label': int32}.
-  read: Callable[[str, int, int], tf.data.Dataset]
-  # Undecoded image -> uint8 [H, W, 3].
-  decode: Callable[[tf.Tensor], tf.Tensor]
-  # The classes' names, in label order.
-  class_names: tuple[str, ...] = ()
-  # Split names -> the files among them that do not decode (folders only).
-  bad_images: Optional[Callable[[list[str]], list[str]]] = None
-
-
-def keep_tensorflow_off_accelerators():
-  """TF only feeds the host: hides the GPUs from it, so that it takes no
-  accelerator memory from JAX. A `main`'s call, before TF first runs."""
-  try:
-    tf.config.set_visible_devices([], 'GPU')
-  except RuntimeError:  # TF already initialised by the caller.
-    pass
-
-
-def _decode_image(data: tf.Tensor) -> tf.Tensor:
-  return tf.io.decode_image(data, channels=3, expand_animations=False)
-
-
-def _split_infos(sizes: Mapping[str, int]) -> dict[str, tfds.core.SplitInfo]:
-  return {name: tfds.core.SplitInfo(name=name, shard_lengths=[n], num_bytes=0)
-          for name, n in sizes.items()}
-
-
-def _records(ds: tf.data.Dataset) -> tf.data.Dataset:
-  return ds.map(lambda ex: {'image': ex['image'],
-                            'label': tf.cast(ex['label'], tf.int32)})
-
-
-def prepared_tfds_builder(config) -> tfds.core.DatasetBuilder:
-  """The tfds builder of config.dataset, prepared offline or failing at once.
-
-  Prepared in the data dir: used as is. Else prepared from the source archives
-  in the manual dir, else downloaded if config.download and its host answers;
-  else an error saying how to provide the data (tfds would retry the network
-  for minutes).
-  """
-  try:
-    builder = tfds.builder(config.dataset, data_dir=config.tfds_data_dir)
-  except ValueError:  # Not found, or not even a well-formed tfds name.
-    raise errors.UserError(
-        f'Unknown dataset {config.dataset!r}: not a tfds dataset name, not '
-        "'digits' (offline, from scikit-learn) and not an existing folder "
-        'DIR/{train,test}/<class>/*.jpg|png.') from None
-  if builder.is_prepared():
-    return builder
-  missing = preflight.missing_dataset(config)
-  if missing:
-    raise errors.MissingError(
-        f'Missing: {missing}. Or point --config.tfds_data_dir (or '
-        '$TFDS_DATA_DIR) at a data dir where it is prepared.')
-  manual_dir = config.tfds_manual_dir or os.path.join(
-      builder.data_dir_root, 'downloads', 'manual')
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=manual_dir))
-  return builder
-
-
-def tfds_source(config) -> Source:
-  """A tfds dataset; images stay encoded until after shuffling (as vit_jax)."""
-  builder = prepared_tfds_builder(config)
-  features = builder.info.features
-  if 'image' not in features or 'label' not in features:
-    raise errors.UserError(
-        f'tfds dataset {builder.name!r} has no image and label '
-        f'features (it has {", ".join(features)}).')
-
-  def read(split, start, end):
-    return _records(builder.as_dataset(
-        split=f'{split}[{start}:{end}]', shuffle_files=False,
-        decoders={'image': tfds.decode.SkipDecoding()}))
-
-  return Source(features['label'].num_classes, builder.info.splits, read,
-                _decode_image, class_names=tuple(features['label'].names))
-
-
-@functools.cache
-def digits_arrays() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-  """scikit-learn's 8x8 digits as uint8 RGB: {'train': 1437, 'test': 360}."""
-  # Imported here: only 'digits' needs scikit-learn.
-  from sklearn import datasets, model_selection
-  digits = datasets.load_digits()
-  images = np.round(digits.images * 255 / 16).astype(np.uint8)
-  images = np.repeat(images[..., None], 3, axis=-1)
-  labels = digits.target.astype(np.int32)
-  train_x, test_x, train_y, test_y = model_selection.train_test_split(
-      images, labels, test_size=360, random_state=0, stratify=labels)
-  return {'train': (train_x, train_y), 'test': (test_x, test_y)}
-
-
-def digits_source() -> Source:
-  """The offline 'digits' dataset, in memory."""
-  arrays = digits_arrays()
-
-  def read(split, start, end):
-    images, labels = arrays[split]
-    return tf.data.Dataset.from_tensor_slices(
-        {'image': images[start:end], 'label': labels[start:end]})
-
-  return Source(10, _split_infos({k: len(v[1]) for k, v in arrays.items()}),
-                read, lambda image: image,
-                class_names=tuple(str(i) for i in range(10)))
-
-
-def _folder_images(root: str, split: str) -> dict[str, list[str]]:
-  """{class: its image files} of DIR/<split>/<class>/, as ImageFolder sees."""
-  split_dir = os.path.join(root, split)
-  classes = {}
-  for name in sorted(tf.io.gfile.listdir(split_dir)):
-    name = name.rstrip('/')
-    class_dir = os.path.join(split_dir, name)
-    if tf.io.gfile.isdir(class_dir):
-      classes[name] = sorted(
-          os.path.join(class_dir, f) for f in tf.io.gfile.listdir(class_dir)
-          if f.lower().endswith(_FOLDER_IMAGE_TYPES))
-  return classes
-
-
-def check_folder_classes(root: str, splits) -> None:
-  """Raises errors.UserError for empty class folders or differing classes."""
-  found = {split: _folder_images(root, split) for split in splits}
-  empty = [os.path.join(root, split, name) for split, classes in found.items()
-           for name, files in classes.items() if not files]
-  if empty:
-    raise errors.UserError(
-        f'Class folder(s) with no {"/".join(_FOLDER_IMAGE_TYPES)} image: '
-        f'{", ".join(empty)}. Add images or remove the folder(s).')
-  names = {split: set(classes) for split, classes in found.items()}
-  first, *others = splits
-  for other in others:
-    if names[first] != names[other]:
-      only = lambda a, b: ', '.join(sorted(names[a] - names[b])) or 'none'
-      raise errors.UserError(
-          f'The classes of {root}/{first} and {root}/{other} differ: only in '
-          f'{first}: {only(first, other)}; only in {other}: '
-          f'{only(other, first)}. Both need the same class folders.')
-
-
-def undecodable_files(paths) -> list[str]:
-  """The files among `paths` that are no image tf.io.decode_image reads."""
-  paths = list(paths)
-  ds = tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
-  ds = ds.map(lambda path: (path, tf.shape(_decode_image(tf.io.read_file(
-      path)))), num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
-  good = {path.decode() for path, _ in ds.as_numpy_iterator()}
-  return [path for path in paths if path not in good]
-
-
-def folder_source(root: str) -> Source:
-  """DIR/<split>/<class>/*.jpg|png via tfds's ImageFolder (classes sorted)."""
-  builder = tfds.folder_dataset.ImageFolder(root)
-  if not builder.info.splits:
-    raise errors.UserError(
-        f'No images in {root}: expected '
-        f'{root}/<split>/<class>/*.jpg|png.')
-
-  def read(split, start, end):
-    ds = builder.as_dataset(split=split, shuffle_files=False,
-                            decoders={'image': tfds.decode.SkipDecoding()})
-    return _records(ds.skip(start).take(end - start))
-
-  def bad_images(splits):
-    return undecodable_files(path for split in splits for files in
-                             _folder_images(root, split).values()
-                             for path in files)
-
-  labels = builder.info.features['label']
-  return Source(labels.num_classes, builder.info.splits, read, _decode_image,
-                class_names=tuple(labels.names), bad_images=bad_images)
-
-
-def get_source(config) -> Source:
-  if config.dataset == 'digits':
-    return digits_source()
-  if os.path.isdir(config.dataset):
-    return folder_source(config.dataset)
-  return tfds_source(config)
-
-
-def split_ranges(source: Source, split) -> list[tuple[str, int, int]]:
+def split_ranges(source: sources.Source, split) -> list[tuple[str, int, int]]:
   """tfds split syntax ('train[:98%]', 'test') -> [(name, start, end)]."""
   try:
     instructions = tfds.core.ReadInstruction.from_spec(split).to_absolute(
@@ -288,7 +97,7 @@ def _num_examples(ranges) -> int:
   return sum(end - start for _, start, end in ranges)
 
 
-def _read(source: Source, shard, ranges) -> tf.data.Dataset:
+def _read(source: sources.Source, shard, ranges) -> tf.data.Dataset:
   """Records of this host's `shard` of `ranges`, in order."""
   if not shard:  # Fewer examples than hosts: no records, the same structure.
     name, start, _ = next(r for r in ranges if r[2] > r[1])
@@ -322,7 +131,7 @@ def get_info(config) -> DatasetInfo:
   """
   preprocess.make_train_fn(config)
   preprocess.make_eval_fn(config)
-  source = get_source(config)
+  source = sources.get_source(config)
   if source.num_classes < 2:
     raise errors.UserError(
         f'Dataset {config.dataset!r} has {source.num_classes} class(es) '
@@ -331,7 +140,7 @@ def get_info(config) -> DatasetInfo:
   train_ranges = split_ranges(source, config.train_split)
   eval_ranges = split_ranges(source, config.eval_split)
   if os.path.isdir(config.dataset):
-    check_folder_classes(config.dataset, list(dict.fromkeys(
+    sources.check_folder_classes(config.dataset, list(dict.fromkeys(
         name for name, _, _ in train_ranges + eval_ranges)))
   return DatasetInfo(source.num_classes, _num_examples(train_ranges),
                      _num_examples(eval_ranges), config.image_size,
@@ -354,7 +163,7 @@ def train_iterator(config, *, start_step: int = 0,
   process_index, process_count = _processes(process_index, process_count)
   batch = local_batch_size(config.batch_size, process_count, 'batch_size')
   train_fn = preprocess.make_train_fn(config)
-  source = get_source(config)
+  source = sources.get_source(config)
   ranges = split_ranges(source, config.train_split)
   shard = host_ranges(ranges, process_index=process_index,
                       process_count=process_count)
@@ -419,7 +228,7 @@ def eval_iterator(config, *, process_index: int | None = None,
   batch = local_batch_size(config.eval_batch_size, process_count,
                            'eval_batch_size')
   eval_fn = preprocess.make_eval_fn(config)
-  source = get_source(config)
+  source = sources.get_source(config)
   ranges = split_ranges(source, config.eval_split)
   shard = host_ranges(ranges, process_index=process_index,
                       process_count=process_count)
@@ -438,7 +247,8 @@ def eval_iterator(config, *, process_index: int | None = None,
       ranges, config.eval_split, config.dataset)
 
 
-def _naming_bad_images(batches, source: Source, ranges, split, dataset):
+def _naming_bad_images(batches, source: sources.Source, ranges, split,
+                       dataset):
   """`batches`, with an image that does not decode named in the error."""
   while True:
     try:

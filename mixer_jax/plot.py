@@ -21,12 +21,12 @@ The train command draws it at the end of every run.
 """
 
 import os
-import sys
 
 from absl import app
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from mixer_jax import cli
 from mixer_jax import errors
 from mixer_jax import metrics
 
@@ -77,8 +77,7 @@ def main(argv):
   try:
     print(draw(argv[1:], os.path.join(argv[1], 'curves.png')))
   except errors.UserError as e:
-    print(f'mixer_jax.plot: error: {errors.describe(e)}', file=sys.stderr)
-    sys.exit(1)
+    cli.exit_with_error('mixer_jax.plot', e)
 
 
 if __name__ == '__main__':

@@ -25,22 +25,27 @@ by its parameter shapes and, for 1,000 or 21,843 classes, ImageNet's names.
 """
 
 import json
-import sys
 
 from absl import app
 from absl import flags
 import numpy as np
 
+from mixer_jax import cli
 from mixer_jax import errors
 from mixer_jax import inference
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'A trained run.')
-_PRETRAINED = flags.DEFINE_string(
-    'pretrained', None, 'A published name (imagenet21k/Mixer-B_16, ...), a '
-    '.npz path or a URL.')
-_TOP_K = flags.DEFINE_integer('top_k', 5, 'Classes shown per image.')
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Images per forward pass.')
-_OUTPUT = flags.DEFINE_string('output', None, 'Also write JSON lines here.')
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """The command's flags (an import of this module defines none)."""
+  flags.DEFINE_string('workdir', None, 'A trained run.')
+  flags.DEFINE_string(
+      'pretrained', None, 'A published name (imagenet21k/Mixer-B_16, ...), a '
+      '.npz path or a URL.')
+  flags.DEFINE_integer('top_k', 5, 'Classes shown per image.')
+  flags.DEFINE_integer('batch_size', 32, 'Images per forward pass.')
+  flags.DEFINE_string('output', None, 'Also write JSON lines here.')
 
 
 def load(workdir=None, pretrained=None) -> inference.Loaded:
@@ -74,17 +79,17 @@ def main(argv):
     files = inference.image_files(argv[1:])
     if not files:
       raise errors.UserError('No image given: pass image files or folders.')
-    loaded = load(_WORKDIR.value, _PRETRAINED.value)
-    results = predict(loaded, files, top_k=_TOP_K.value,
-                      batch_size=_BATCH_SIZE.value)
+    loaded = load(FLAGS.workdir, FLAGS.pretrained)
+    results = predict(loaded, files, top_k=FLAGS.top_k,
+                      batch_size=FLAGS.batch_size)
   except errors.UserError as e:
-    print(f'mixer_jax.predict: error: {errors.describe(e)}', file=sys.stderr)
-    sys.exit(1)
+    cli.exit_with_error('mixer_jax.predict', e)
   print(format_table(results))
-  if _OUTPUT.value:
-    with open(_OUTPUT.value, 'w') as f:
+  if FLAGS.output:
+    with open(FLAGS.output, 'w') as f:
       f.writelines(json.dumps(r) + '\n' for r in results)
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -35,6 +35,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from mixer_jax import checkpoint
+from mixer_jax import cli
 from mixer_jax import config_checks
 from mixer_jax import divergence
 from mixer_jax import errors
@@ -42,6 +43,7 @@ from mixer_jax import evaluation
 from mixer_jax import fewshot
 from mixer_jax import inference
 from mixer_jax import input_pipeline
+from mixer_jax import sources
 from mixer_jax import metrics
 from mixer_jax import models
 from mixer_jax import optim
@@ -66,23 +68,7 @@ def define_flags():
   flags.DEFINE_string(
       'workdir', None, 'Where checkpoints, logs and metrics go; a run in an '
       'existing workdir resumes. Default: workdirs/<config name>.')
-  flags.DEFINE_bool(
-      'distributed', False, 'Run on several processes that JAX finds by '
-      'itself (Cloud TPU pod slices, SLURM, Open MPI): calls '
-      'jax.distributed.initialize() with no arguments. Also on when '
-      '$MIXER_JAX_DISTRIBUTED or $JAX_COORDINATOR_ADDRESS is set.')
-  flags.DEFINE_string(
-      'coordinator_address', None, 'HOST:PORT of process 0, for several '
-      'processes that JAX does not find by itself (with --num_processes and '
-      '--process_id).')
-  flags.DEFINE_integer(
-      'num_processes', None, 'How many processes the run has.')
-  flags.DEFINE_integer(
-      'process_id', None, 'This process, in [0, num_processes).')
-  flags.DEFINE_list(
-      'local_device_ids', None, 'The local devices this process uses '
-      '(default: all of them), e.g. one GPU each for several processes on one '
-      'machine.')
+  cli.define_distributed_flags()
 
 
 _MODEL_OVERRIDES = ('num_blocks', 'hidden_dim', 'tokens_mlp_dim',
@@ -315,38 +301,16 @@ def default_workdir(config_flag: str) -> str:
   return os.path.join('workdirs', name)
 
 
-def initialize_distributed():
-  """jax.distributed.initialize() as the launch flags ask; nothing without."""
-  explicit = dict(coordinator_address=FLAGS.coordinator_address,
-                  num_processes=FLAGS.num_processes,
-                  process_id=FLAGS.process_id)
-  if any(v is not None for v in explicit.values()):
-    missing = [f'--{k}' for k, v in explicit.items() if v is None]
-    if missing:
-      exit_with_error(f'{", ".join(missing)} missing: several processes need '
-                      '--coordinator_address, --num_processes and '
-                      '--process_id together (or --distributed on a cluster '
-                      'that JAX recognises).')
-  elif not (FLAGS.distributed or os.environ.get('MIXER_JAX_DISTRIBUTED') or
-            os.environ.get('JAX_COORDINATOR_ADDRESS') or
-            FLAGS.local_device_ids):
-    return
-  local = FLAGS.local_device_ids
-  jax.distributed.initialize(
-      **{k: v for k, v in explicit.items() if v is not None},
-      local_device_ids=[int(i) for i in local] if local else None)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   # Orbax reports every save step at INFO; keep its warnings only.
   logging.get_absl_handler().addFilter(
       lambda r: r.levelno >= std_logging.WARNING or '/orbax/' not in r.pathname)
-  initialize_distributed()
+  cli.initialize_distributed('mixer_jax.train')
   if jax.process_index() and not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # One voice: process 0's.
-  input_pipeline.keep_tensorflow_off_accelerators()
+  sources.keep_tensorflow_off_accelerators()
   workdir = FLAGS.workdir or default_workdir(flags.FLAGS['config'].serialize()
                                               .split('=', 1)[-1])
   try:
@@ -358,12 +322,12 @@ def main(argv):
     sys.exit(e.exit_code)
   except errors.DiskFullError as e:
     # Orbax's failed background writes would print warnings at interpreter
-    # shutdown, after this line; everything is saved or closed by now.
+    # shutdown, after the error line; everything is saved or closed by now.
     print(f'mixer_jax.train: error: {errors.describe(e)}', file=sys.stderr,
           flush=True)
     os._exit(1)  # pylint: disable=protected-access
   except errors.UserError as e:
-    exit_with_error(errors.describe(e))
+    cli.exit_with_error('mixer_jax.train', e)
   if jax.process_index() == 0:
     curves = plot.draw([workdir], os.path.join(workdir, 'curves.png'))
     print(json.dumps(final, indent=2))
@@ -376,32 +340,7 @@ def main(argv):
           f'  TensorBoard   tensorboard --logdir {workdir}')
 
 
-def exit_with_error(message: str):
-  """An expected mistake: one line on stderr, exit code 1, no traceback."""
-  print(f'mixer_jax.train: error: {message}', file=sys.stderr, flush=True)
-  sys.exit(1)
-
-
-def parse_flags(argv):
-  """absl's flag parsing, with a bad config file or override as one line."""
-  try:
-    argv = flags.FLAGS(argv)
-    FLAGS.config.lr  # pylint: disable=pointless-statement  # Loads it now.
-    return argv
-  except (flags.Error, errors.UserError) as e:
-    exit_with_error(errors.describe(e))
-  except OSError as e:  # ml_collections: the config file did not load.
-    exit_with_error('cannot load the config file: ' + str(e).strip().split(
-        '\n')[-1].strip())
-  except (KeyError, AttributeError) as e:  # ml_collections: no such field.
-    while isinstance(e, BaseException) and e.args:  # The innermost message.
-      e = e.args[0]
-    name, _, hint = str(e).partition('\n')
-    exit_with_error(f'unknown config field {name} (configs/common.py declares '
-                    f'every field){". " + hint if hint else ""}')
-
-
 if __name__ == '__main__':
   define_flags()
   flags.mark_flags_as_required(['config'])
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=cli.parse_flags_and_config('mixer_jax.train'))

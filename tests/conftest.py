@@ -82,9 +82,9 @@ def fixture_digits_run(tmp_path_factory):
 def write_digit_images(folder, count=4):
   """PNGs of the first digits test images, 4x upscaled; returns (files,
   labels)."""
-  from mixer_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from mixer_jax import sources  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  images, labels = input_pipeline.digits_arrays()['test']
+  images, labels = sources.digits_arrays()['test']
   os.makedirs(folder, exist_ok=True)
   files = []
   for i in range(count):

@@ -12,6 +12,7 @@ import pytest
 from mixer_jax import errors
 from mixer_jax import evaluate
 from mixer_jax import input_pipeline
+from mixer_jax import sources
 from mixer_jax import predict
 from mixer_jax import train
 from tests.conftest import ROOT
@@ -78,7 +79,7 @@ def test_a_run_on_an_image_folder_evaluates_and_predicts_with_its_names(
     tmp_path):
   """DIR/{train,test}/<class>/*.png made of digits 0, 1 and 2, named."""
   names = ('zero', 'one', 'two')
-  images, labels = input_pipeline.digits_arrays()['train']
+  images, labels = sources.digits_arrays()['train']
   for split, part in (('train', slice(0, 150)), ('test', slice(150, 210))):
     for i in np.flatnonzero(labels[part] < 3) + part.start:
       folder = tmp_path / 'data' / split / names[labels[i]]

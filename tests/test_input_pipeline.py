@@ -15,6 +15,7 @@ from configs import common
 from mixer_jax import errors
 from mixer_jax import input_pipeline
 from mixer_jax import preflight
+from mixer_jax import sources
 
 tfds.disable_progress_bar()
 
@@ -51,7 +52,7 @@ def collect(batches, *, masked=True):
 
 
 def digits(split, start=0, end=None):
-  images, labels = input_pipeline.digits_arrays()[split]
+  images, labels = sources.digits_arrays()[split]
   return examples(images[start:end], labels[start:end])
 
 
@@ -74,14 +75,14 @@ def test_digits_sizes_and_fixed_split():
   info = input_pipeline.get_info(make_config())
   assert info == input_pipeline.DatasetInfo(10, 1437, 360, 8,
                                             tuple('0123456789'))
-  train_x, train_y = input_pipeline.digits_arrays()['train']
-  test_x, test_y = input_pipeline.digits_arrays()['test']
+  train_x, train_y = sources.digits_arrays()['train']
+  test_x, test_y = sources.digits_arrays()['test']
   assert train_x.shape == (1437, 8, 8, 3) and train_x.dtype == np.uint8
   assert train_x.max() == 255 and (train_x[..., 0] == train_x[..., 2]).all()
   np.testing.assert_array_equal(  # Stratified: 36 +- 1 of each class.
       np.bincount(test_y), [36, 36, 35, 37, 36, 37, 36, 36, 35, 36])
-  input_pipeline.digits_arrays.cache_clear()
-  np.testing.assert_array_equal(input_pipeline.digits_arrays()['test'][0],
+  sources.digits_arrays.cache_clear()
+  np.testing.assert_array_equal(sources.digits_arrays()['test'][0],
                                 test_x)
 
 
@@ -151,8 +152,8 @@ def test_cache_decodes_each_record_once(monkeypatch, cache):
     return tf.ensure_shape(tf.numpy_function(count, [image], tf.uint8),
                            image.shape)
 
-  source = dataclasses.replace(input_pipeline.digits_source(), decode=decode)
-  monkeypatch.setattr(input_pipeline, 'get_source', lambda config: source)
+  source = dataclasses.replace(sources.digits_source(), decode=decode)
+  monkeypatch.setattr(sources, 'get_source', lambda config: source)
   config = make_config(train_split='train[:40]', batch_size=8, cache=cache)
   take(input_pipeline.train_iterator(config), 20)  # 4 epochs.
   if cache:
@@ -198,7 +199,7 @@ def test_eval_scores_every_example_once(split, parts, hosts, eval_batch):
     ('train', 2), ('train', 3), ('train[3:20]', 4), ('test[:5]', 5),
     ('test[10%:]', 7)])
 def test_host_ranges_equal_tfds_split_for_jax_process(split, hosts):
-  source = input_pipeline.digits_source()
+  source = sources.digits_source()
   ranges = input_pipeline.split_ranges(source, split)
   for i in range(hosts):
     ours = input_pipeline.host_ranges(ranges, process_index=i,

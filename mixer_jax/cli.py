@@ -1,0 +1,101 @@
+# Copyright 2026 The mixer_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""What the commands share: one-line errors, config flags, several processes.
+
+Only a command's `main` calls these (they read flags and end the process).
+"""
+
+import os
+import sys
+
+from absl import flags
+import jax
+
+from mixer_jax import errors
+
+FLAGS = flags.FLAGS
+
+
+def exit_with_error(program: str, error) -> None:
+  """An expected mistake: `PROGRAM: error: ...` on one line, exit code 1."""
+  print(f'{program}: error: {errors.describe(error)}', file=sys.stderr,
+        flush=True)
+  sys.exit(1)
+
+
+def parse_flags_and_config(program: str):
+  """absl's flag parser for app.run, with --config loaded at once and a bad
+  config file, field or value as one line."""
+
+  def parse(argv):
+    try:
+      argv = FLAGS(argv)
+      FLAGS.config.lr  # pylint: disable=pointless-statement  # Loads it now.
+      return argv
+    except (flags.Error, errors.UserError) as e:
+      exit_with_error(program, e)
+    except OSError as e:  # ml_collections: the config file did not load.
+      exit_with_error(program, 'cannot load the config file: ' +
+                      str(e).strip().split('\n')[-1].strip())
+    except (KeyError, AttributeError) as e:  # ml_collections: no such field.
+      while isinstance(e, BaseException) and e.args:  # The innermost message.
+        e = e.args[0]
+      name, _, hint = str(e).partition('\n')
+      exit_with_error(program, f'unknown config field {name} (configs/'
+                      'common.py declares every field)'
+                      f'{". " + hint if hint else ""}')
+
+  return parse
+
+
+def define_distributed_flags():
+  """The launch flags of a run on several processes."""
+  flags.DEFINE_bool(
+      'distributed', False, 'Run on several processes that JAX finds by '
+      'itself (Cloud TPU pod slices, SLURM, Open MPI): calls '
+      'jax.distributed.initialize() with no arguments. Also on when '
+      '$MIXER_JAX_DISTRIBUTED or $JAX_COORDINATOR_ADDRESS is set.')
+  flags.DEFINE_string(
+      'coordinator_address', None, 'HOST:PORT of process 0, for several '
+      'processes that JAX does not find by itself (with --num_processes and '
+      '--process_id).')
+  flags.DEFINE_integer('num_processes', None, 'How many processes the run has.')
+  flags.DEFINE_integer('process_id', None,
+                       'This process, in [0, num_processes).')
+  flags.DEFINE_list(
+      'local_device_ids', None, 'The local devices this process uses '
+      '(default: all of them), e.g. one GPU each for several processes on one '
+      'machine.')
+
+
+def initialize_distributed(program: str) -> None:
+  """jax.distributed.initialize() as the launch flags ask; nothing without."""
+  explicit = dict(coordinator_address=FLAGS.coordinator_address,
+                  num_processes=FLAGS.num_processes,
+                  process_id=FLAGS.process_id)
+  if any(v is not None for v in explicit.values()):
+    missing = [f'--{k}' for k, v in explicit.items() if v is None]
+    if missing:
+      exit_with_error(program, f'{", ".join(missing)} missing: several '
+                      'processes need --coordinator_address, --num_processes '
+                      'and --process_id together (or --distributed on a '
+                      'cluster that JAX recognises).')
+  elif not (FLAGS.distributed or os.environ.get('MIXER_JAX_DISTRIBUTED') or
+            os.environ.get('JAX_COORDINATOR_ADDRESS') or
+            FLAGS.local_device_ids):
+    return
+  local = FLAGS.local_device_ids
+  jax.distributed.initialize(
+      **{k: v for k, v in explicit.items() if v is not None},
+      local_device_ids=[int(i) for i in local] if local else None)

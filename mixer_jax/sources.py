@@ -1,0 +1,223 @@
+# Copyright 2026 The mixer_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The datasets: tfds, scikit-learn's digits and image folders, as `Source`s.
+
+A `Source` is what the shared input pipeline needs of a dataset: its class
+count and names, its splits' sizes, a reader of undecoded records by split
+and range, and a decoder.
+"""
+
+import dataclasses
+import functools
+import os
+from typing import Callable, Mapping, Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from mixer_jax import errors
+from mixer_jax import preflight
+
+# The image files tfds's ImageFolder reads.
+_FOLDER_IMAGE_TYPES = ('.jpg', '.jpeg', '.png')
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """A dataset as the shared pipeline sees it."""
+  num_classes: int
+  # Split name -> its size, as tfds split arithmetic reads it.
+  splits: Mapping[str, tfds.core.SplitInfo]
+  # (split name, start, end) -> records {'image': undecoded, 'label': int32}.
+  read: Callable[[str, int, int], tf.data.Dataset]
+  # Undecoded image -> uint8 [H, W, 3].
+  decode: Callable[[tf.Tensor], tf.Tensor]
+  # The classes' names, in label order.
+  class_names: tuple[str, ...] = ()
+  # Split names -> the files among them that do not decode (folders only).
+  bad_images: Optional[Callable[[list[str]], list[str]]] = None
+
+
+def keep_tensorflow_off_accelerators():
+  """TF only feeds the host: hides the GPUs from it, so that it takes no
+  accelerator memory from JAX. A `main`'s call, before TF first runs."""
+  try:
+    tf.config.set_visible_devices([], 'GPU')
+  except RuntimeError:  # TF already initialised by the caller.
+    pass
+
+
+def _decode_image(data: tf.Tensor) -> tf.Tensor:
+  return tf.io.decode_image(data, channels=3, expand_animations=False)
+
+
+def _split_infos(sizes: Mapping[str, int]) -> dict[str, tfds.core.SplitInfo]:
+  return {name: tfds.core.SplitInfo(name=name, shard_lengths=[n], num_bytes=0)
+          for name, n in sizes.items()}
+
+
+def _records(ds: tf.data.Dataset) -> tf.data.Dataset:
+  return ds.map(lambda ex: {'image': ex['image'],
+                            'label': tf.cast(ex['label'], tf.int32)})
+
+
+def prepared_tfds_builder(config) -> tfds.core.DatasetBuilder:
+  """The tfds builder of config.dataset, prepared offline or failing at once.
+
+  Prepared in the data dir: used as is. Else prepared from the source archives
+  in the manual dir, else downloaded if config.download and its host answers;
+  else an error saying how to provide the data (tfds would retry the network
+  for minutes).
+  """
+  try:
+    builder = tfds.builder(config.dataset, data_dir=config.tfds_data_dir)
+  except ValueError:  # Not found, or not even a well-formed tfds name.
+    raise errors.UserError(
+        f'Unknown dataset {config.dataset!r}: not a tfds dataset name, not '
+        "'digits' (offline, from scikit-learn) and not an existing folder "
+        'DIR/{train,test}/<class>/*.jpg|png.') from None
+  if builder.is_prepared():
+    return builder
+  missing = preflight.missing_dataset(config)
+  if missing:
+    raise errors.MissingError(
+        f'Missing: {missing}. Or point --config.tfds_data_dir (or '
+        '$TFDS_DATA_DIR) at a data dir where it is prepared.')
+  manual_dir = config.tfds_manual_dir or os.path.join(
+      builder.data_dir_root, 'downloads', 'manual')
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=manual_dir))
+  return builder
+
+
+def tfds_source(config) -> Source:
+  """A tfds dataset; images stay encoded until after shuffling (as vit_jax)."""
+  builder = prepared_tfds_builder(config)
+  features = builder.info.features
+  if 'image' not in features or 'label' not in features:
+    raise errors.UserError(
+        f'tfds dataset {builder.name!r} has no image and label '
+        f'features (it has {", ".join(features)}).')
+
+  def read(split, start, end):
+    return _records(builder.as_dataset(
+        split=f'{split}[{start}:{end}]', shuffle_files=False,
+        decoders={'image': tfds.decode.SkipDecoding()}))
+
+  return Source(features['label'].num_classes, builder.info.splits, read,
+                _decode_image, class_names=tuple(features['label'].names))
+
+
+@functools.cache
+def digits_arrays() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """scikit-learn's 8x8 digits as uint8 RGB: {'train': 1437, 'test': 360}."""
+  # Imported here: only 'digits' needs scikit-learn.
+  from sklearn import datasets, model_selection
+  digits = datasets.load_digits()
+  images = np.round(digits.images * 255 / 16).astype(np.uint8)
+  images = np.repeat(images[..., None], 3, axis=-1)
+  labels = digits.target.astype(np.int32)
+  train_x, test_x, train_y, test_y = model_selection.train_test_split(
+      images, labels, test_size=360, random_state=0, stratify=labels)
+  return {'train': (train_x, train_y), 'test': (test_x, test_y)}
+
+
+def digits_source() -> Source:
+  """The offline 'digits' dataset, in memory."""
+  arrays = digits_arrays()
+
+  def read(split, start, end):
+    images, labels = arrays[split]
+    return tf.data.Dataset.from_tensor_slices(
+        {'image': images[start:end], 'label': labels[start:end]})
+
+  return Source(10, _split_infos({k: len(v[1]) for k, v in arrays.items()}),
+                read, lambda image: image,
+                class_names=tuple(str(i) for i in range(10)))
+
+
+def _folder_images(root: str, split: str) -> dict[str, list[str]]:
+  """{class: its image files} of DIR/<split>/<class>/, as ImageFolder sees."""
+  split_dir = os.path.join(root, split)
+  classes = {}
+  for name in sorted(tf.io.gfile.listdir(split_dir)):
+    name = name.rstrip('/')
+    class_dir = os.path.join(split_dir, name)
+    if tf.io.gfile.isdir(class_dir):
+      classes[name] = sorted(
+          os.path.join(class_dir, f) for f in tf.io.gfile.listdir(class_dir)
+          if f.lower().endswith(_FOLDER_IMAGE_TYPES))
+  return classes
+
+
+def check_folder_classes(root: str, splits) -> None:
+  """Raises errors.UserError for empty class folders or differing classes."""
+  found = {split: _folder_images(root, split) for split in splits}
+  empty = [os.path.join(root, split, name) for split, classes in found.items()
+           for name, files in classes.items() if not files]
+  if empty:
+    raise errors.UserError(
+        f'Class folder(s) with no {"/".join(_FOLDER_IMAGE_TYPES)} image: '
+        f'{", ".join(empty)}. Add images or remove the folder(s).')
+  names = {split: set(classes) for split, classes in found.items()}
+  first, *others = splits
+  for other in others:
+    if names[first] != names[other]:
+      only = lambda a, b: ', '.join(sorted(names[a] - names[b])) or 'none'
+      raise errors.UserError(
+          f'The classes of {root}/{first} and {root}/{other} differ: only in '
+          f'{first}: {only(first, other)}; only in {other}: '
+          f'{only(other, first)}. Both need the same class folders.')
+
+
+def undecodable_files(paths) -> list[str]:
+  """The files among `paths` that are no image tf.io.decode_image reads."""
+  paths = list(paths)
+  ds = tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
+  ds = ds.map(lambda path: (path, tf.shape(_decode_image(tf.io.read_file(
+      path)))), num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+  good = {path.decode() for path, _ in ds.as_numpy_iterator()}
+  return [path for path in paths if path not in good]
+
+
+def folder_source(root: str) -> Source:
+  """DIR/<split>/<class>/*.jpg|png via tfds's ImageFolder (classes sorted)."""
+  builder = tfds.folder_dataset.ImageFolder(root)
+  if not builder.info.splits:
+    raise errors.UserError(
+        f'No images in {root}: expected '
+        f'{root}/<split>/<class>/*.jpg|png.')
+
+  def read(split, start, end):
+    ds = builder.as_dataset(split=split, shuffle_files=False,
+                            decoders={'image': tfds.decode.SkipDecoding()})
+    return _records(ds.skip(start).take(end - start))
+
+  def bad_images(splits):
+    return undecodable_files(path for split in splits for files in
+                             _folder_images(root, split).values()
+                             for path in files)
+
+  labels = builder.info.features['label']
+  return Source(labels.num_classes, builder.info.splits, read, _decode_image,
+                class_names=tuple(labels.names), bad_images=bad_images)
+
+
+def get_source(config) -> Source:
+  if config.dataset == 'digits':
+    return digits_source()
+  if os.path.isdir(config.dataset):
+    return folder_source(config.dataset)
+  return tfds_source(config)
