@@ -95,7 +95,10 @@ def model_from_params(params, **options) -> tuple[models.MlpMixer, int]:
 def load_pretrained(pretrained: str, *, cache_dir=None) -> Loaded:
   """A published name, a path or a URL; the model from the shapes."""
   params = checkpoint.load(checkpoint.fetch(pretrained, cache_dir=cache_dir))
-  model, image_size = model_from_params(params)
+  try:
+    model, image_size = model_from_params(params)
+  except checkpoint.CheckpointError as e:
+    raise checkpoint.CheckpointError(f'{pretrained}: {e}') from None
   try:
     model.apply({'params': params}, jnp.zeros((1, image_size, image_size,
                                                model.in_channels)))

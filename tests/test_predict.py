@@ -94,5 +94,6 @@ def test_the_cli_prints_a_table_writes_json_lines_and_names_a_bad_file(
 def test_a_checkpoint_that_fits_no_mixer_is_a_clear_error(tmp_path):
   path = str(tmp_path / 'other.npz')
   checkpoint.save(path, {'dense': {'kernel': np.zeros((3, 4), np.float32)}})
-  with pytest.raises(errors.UserError, match='fit no Mixer'):
+  with pytest.raises(errors.UserError, match=f'{path}: The parameters fit no '
+                     'Mixer'):
     inference.load_pretrained(path)
