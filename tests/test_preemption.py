@@ -6,7 +6,6 @@ import subprocess
 
 import jax
 import numpy as np
-import pytest
 
 from mixer_jax import checkpoint
 from mixer_jax import train
@@ -45,10 +44,7 @@ def start_and_signal(workdir, *signums):
   return process.wait(timeout=300), ''.join(lines)
 
 
-@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_saves_the_step_and_stops(tmp_path, signum):
-  workdir = str(tmp_path / 'stopped')
-  code, stderr = start_and_signal(workdir, signum)
+def assert_stopped_after_step_1(workdir, code, stderr, signum):
   assert code == 128 + signum, stderr[-2000:]
   assert last_line(stderr) == ('mixer_jax.train: stopped at step 1 '
                                f'({signum.name}); run the same command to '
@@ -58,12 +54,18 @@ def test_a_signal_saves_the_step_and_stops(tmp_path, signum):
   assert not os.path.exists(os.path.join(workdir, 'lock'))
 
 
-def test_a_stopped_run_resumes_exactly_in_a_fresh_process(tmp_path):
+def test_ctrl_c_saves_the_step_and_stops(tmp_path):
+  workdir = str(tmp_path / 'stopped')
+  code, stderr = start_and_signal(workdir, signal.SIGINT)
+  assert_stopped_after_step_1(workdir, code, stderr, signal.SIGINT)
+
+
+def test_sigterm_saves_the_step_and_the_run_resumes_exactly(tmp_path):
   """Stopped by SIGTERM after step 1, resumed to step 8 by a new process:
   the weights of 8 steps in one go, bit for bit."""
   workdir = str(tmp_path / 'stopped')
   code, stderr = start_and_signal(workdir, signal.SIGTERM)
-  assert code == 128 + signal.SIGTERM, stderr[-2000:]
+  assert_stopped_after_step_1(workdir, code, stderr, signal.SIGTERM)
   resumed = run_train(workdir, *SMALL_DIGITS_FLAGS, *RANDOM_FLAGS)
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert 'Resuming from step 1' in resumed.stderr
