@@ -233,7 +233,7 @@ def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
         raise preemption.Stopped(step, stop)
       if eval_due:
         eval_metrics = evaluation.evaluate(eval_step, state.params, config,
-                                batch_sharding)
+                                           batch_sharding)
         writer.write_scalars(step, eval_metrics)
         progress.write(f'step {step}: ' + '  '.join(
             f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}'
