@@ -140,7 +140,8 @@ def define_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  from mixer_jax import evaluate as evaluate_cli  # pylint: disable=g-import-not-at-top
+  # The evaluate command's loading, imported here: it needs configs/.
+  from mixer_jax import evaluate as evaluate_cli  # pylint: disable=g-import-not-at-top,line-too-long
   try:
     if FLAGS.pretrained and not FLAGS.dataset:
       raise errors.UserError('--pretrained needs --dataset.')

@@ -14,8 +14,8 @@
 """Train and eval input pipelines over tfds, scikit-learn's digits or a folder.
 
 Each dataset is a `sources.Source` (its splits' sizes and a reader of
-undecoded records); everything else is shared: tfds split syntax, per-host sharding,
-seeded shuffling, stateless augmentation, batching and eval padding.
+undecoded records); everything else is shared: tfds split syntax, per-host
+sharding, seeded shuffling, stateless augmentation, batching and eval padding.
 
 The train stream is a pure function of (config, process_index, process_count):
 epoch `e` is this host's shard shuffled with a seed of (seed, process, e), and

@@ -73,7 +73,8 @@ def draw(workdirs, path: str) -> str:
 
 def main(argv):
   if len(argv) < 2:
-    raise app.UsageError('Usage: python -m mixer_jax.plot WORKDIR [WORKDIR ...]')
+    raise app.UsageError(
+        'Usage: python -m mixer_jax.plot WORKDIR [WORKDIR ...]')
   try:
     print(draw(argv[1:], os.path.join(argv[1], 'curves.png')))
   except errors.UserError as e:

@@ -1,4 +1,4 @@
-"""A smoke test of experiments/benchmark.py: it runs and reports sane figures."""
+"""A smoke test of experiments/benchmark.py: it runs, with sane figures."""
 
 import json
 import subprocess

@@ -11,7 +11,8 @@ import pytest
 
 from tests.conftest import ROOT
 
-NOTEBOOKS = {'inference': ['offline (stand-ins)', '1000 classes', 'photo_1.jpg'],
+NOTEBOOKS = {'inference': ['offline (stand-ins)', '1000 classes',
+                           'photo_1.jpg'],
              'fine_tune': ['digits 150 steps', 'test_3.png label',
                            'parameters saved to fine_tuned.npz']}
 
