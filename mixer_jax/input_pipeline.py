@@ -17,13 +17,16 @@ Each dataset is a `sources.Source` (its splits' sizes and a reader of
 undecoded records); everything else is shared: tfds split syntax, per-host
 sharding, seeded shuffling, stateless augmentation, batching and eval padding.
 
-The train stream is a pure function of (config, process_index, process_count):
-epoch `e` is this host's shard shuffled with a seed of (seed, process, e), and
-the example at position `i` of the stream is augmented with a seed of (seed,
-process, i). So `start_step=k` skips whole epochs by arithmetic, drops the rest
-on undecoded records and then yields exactly batches k, k+1, ... (tf.data's
-shuffle also mixes in TF's global seed: a program that calls
-tf.random.set_seed must call it alike in every run, or the order changes.)
+The global train stream is a pure function of the config alone: epoch `e` is
+the whole split shuffled with a seed of (seed, e), and the example at position
+`i` of the stream is augmented with a seed of (seed, i). Global batch `k` is
+positions k * batch_size, ...; each host decodes and keeps only its slice of
+it (every host reads every undecoded record). So a run sees the same batches
+on any number of hosts, resumes exactly on another number, and `start_step=k`
+skips whole epochs by arithmetic, drops the rest on undecoded records and then
+yields exactly batches k, k+1, ... (tf.data's shuffle also mixes in TF's
+global seed: a program that calls tf.random.set_seed must call it alike in
+every run, or the order changes.)
 """
 
 import dataclasses
@@ -147,9 +150,9 @@ def get_info(config) -> DatasetInfo:
                      source.class_names)
 
 
-def _host_key(config, process_index: int, stream: int) -> tf.Tensor:
+def _key(config, stream: int) -> tf.Tensor:
   return tf.random.experimental.stateless_fold_in(
-      tf.constant([config.seed, process_index], tf.int64), stream)
+      tf.constant([config.seed, 0], tf.int64), stream)
 
 
 def train_iterator(config, *, start_step: int = 0,
@@ -157,28 +160,23 @@ def train_iterator(config, *, start_step: int = 0,
                    process_count: int | None = None) -> Iterator[Batch]:
   """Infinite: {'image': [local_batch, S, S, 3] in [-1, 1], 'label'}.
 
-  Yields batches start_step, start_step + 1, ... of this host's stream (see
-  the module docstring); local_batch = batch_size // process_count.
+  Yields this host's slices of global batches start_step, start_step + 1, ...
+  (see the module docstring); local_batch = batch_size // process_count.
   """
   process_index, process_count = _processes(process_index, process_count)
   batch = local_batch_size(config.batch_size, process_count, 'batch_size')
   train_fn = preprocess.make_train_fn(config)
   source = sources.get_source(config)
   ranges = split_ranges(source, config.train_split)
-  shard = host_ranges(ranges, process_index=process_index,
-                      process_count=process_count)
-  size = _num_examples(shard)
-  if not size:
-    raise errors.UserError(
-        f'Process {process_index} has no examples of '
-        f'{config.train_split!r}.')
-  records, decode = _read(source, shard, ranges), source.decode
+  size = _num_examples(ranges)
+  records, decode = _read(source, ranges, ranges), source.decode
   if config.cache:
     records = records.map(lambda ex: dict(ex, image=decode(ex['image'])),
                           num_parallel_calls=tf.data.AUTOTUNE).cache()
     decode = lambda image: image
-  shuffle_key = _host_key(config, process_index, _SHUFFLE)
-  augment_key = _host_key(config, process_index, _AUGMENT)
+  shuffle_key = _key(config, _SHUFFLE)
+  augment_key = _key(config, _AUGMENT)
+  first = process_index * batch  # This host's slice of each global batch.
 
   @tf.autograph.experimental.do_not_convert
   def epoch(e):
@@ -188,14 +186,20 @@ def train_iterator(config, *, start_step: int = 0,
     return records.shuffle(config.shuffle_buffer, seed=seed).enumerate(
         start=e * size)
 
+  @tf.autograph.experimental.do_not_convert
+  def mine(index, ex):
+    del ex
+    offset = index % config.batch_size
+    return (offset >= first) & (offset < first + batch)
+
   @tf.autograph.experimental.do_not_convert  # Plain graph code: trace fast.
   def prepare(index, ex):
     seed = tf.random.experimental.stateless_fold_in(augment_key, index)
     return {'image': train_fn(decode(ex['image']), seed), 'label': ex['label']}
 
-  first_epoch, skip = divmod(start_step * batch, size)
+  first_epoch, skip = divmod(start_step * config.batch_size, size)
   ds = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max)
-  ds = ds.flat_map(epoch).skip(skip)
+  ds = ds.flat_map(epoch).skip(skip).filter(mine)
   ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
   return _naming_bad_images(
       _finish(ds.batch(batch, drop_remainder=True)).as_numpy_iterator(),

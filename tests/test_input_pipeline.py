@@ -165,13 +165,22 @@ def test_cache_decodes_each_record_once(monkeypatch, cache):
 # Multi-host.
 
 
-def test_hosts_train_on_disjoint_shards():
-  config = make_config(train_split='train[:40]', batch_size=10)
-  shards = [collect(take(input_pipeline.train_iterator(
-      config, process_index=i, process_count=2), 4), masked=False)[0]
-            for i in range(2)]  # 4 batches of 5: one epoch of each host.
-  assert shards[0] == digits('train', 0, 20)
-  assert shards[1] == digits('train', 20, 40)
+@pytest.mark.parametrize('hosts', [2, 4])
+def test_hosts_take_their_slices_of_the_same_global_batches(hosts):
+  """Any number of hosts sees one global stream, and resumes it exactly on
+  another number; an epoch (5 global batches of 8) has each example once."""
+  config = make_config(train_split='train[:40]', batch_size=8,
+                       train_pp='inception_crop', flip=True)
+  one = take(input_pipeline.train_iterator(config), 12)
+  labels = sorted(np.concatenate([b['label'] for b in one[:5]]).tolist())
+  assert labels == sorted(sources.digits_arrays()['train'][1][:40].tolist())
+  joined = lambda start: [
+      {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+      for parts in zip(*(take(input_pipeline.train_iterator(
+          config, start_step=start, process_index=i, process_count=hosts),
+                              12 - start) for i in range(hosts)))]
+  assert_same_batches(joined(0), one)
+  assert_same_batches(joined(7), one[7:])
 
 
 @pytest.mark.parametrize('split,parts,hosts,eval_batch', [

@@ -1,8 +1,8 @@
 """Two processes x 2 CPU devices on localhost, as on two hosts of a pod slice.
 
-The reference is exact by design: one process with 4 devices fed, at every
-step, host 0's batch followed by host 1's, which is the global batch the two
-processes assemble.
+The reference is one process with 4 devices: the global stream of batches
+does not depend on the number of hosts (input_pipeline), so both compute the
+same steps.
 """
 
 import json
@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 from mixer_jax import checkpoint
-from mixer_jax import input_pipeline
 from mixer_jax import train
 from tests.conftest import ROOT
 from tests.conftest import SMALL_DIGITS_FLAGS
@@ -57,18 +56,6 @@ def launch(workdir, *, processes: int, devices: int = 2):
   return [stderr for _, stderr in results]
 
 
-def joined(real, count):
-  """An input_pipeline iterator over every host's stream, batch by batch."""
-
-  def iterator(config, **kwargs):
-    streams = [real(config, process_index=i, process_count=count, **kwargs)
-               for i in range(count)]
-    for parts in zip(*streams):
-      yield {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-  return iterator
-
-
 def load_params(workdir):
   return checkpoint.load(os.path.join(workdir, 'params.npz'))
 
@@ -79,13 +66,8 @@ def fixture_two_hosts(tmp_path_factory):
   return workdir, launch(workdir, processes=2)
 
 
-def test_two_processes_equal_one_process_fed_both_streams(two_hosts, tmp_path,
-                                                         monkeypatch):
+def test_two_processes_equal_one_process(two_hosts, tmp_path):
   workdir, logs = two_hosts
-  monkeypatch.setattr(input_pipeline, 'train_iterator',
-                      joined(input_pipeline.train_iterator, 2))
-  monkeypatch.setattr(input_pipeline, 'eval_iterator',
-                      joined(input_pipeline.eval_iterator, 2))
   reference = train.train_and_evaluate(
       small_digits_config(**STEPS), str(tmp_path / 'reference'),
       devices=jax.devices()[:4])
@@ -125,14 +107,15 @@ def test_killed_two_process_run_resumes_exactly(two_hosts, tmp_path):
                load_params(resumed))
 
 
-def test_one_process_restores_the_two_process_checkpoint(two_hosts, tmp_path):
+def test_one_process_resumes_the_two_process_run(two_hosts, tmp_path):
+  """Same global batches on one host: the same weights, to float rounding."""
   workdir, _ = two_hosts
   resumed = str(tmp_path / 'one')
   forget_after_step_12(workdir, resumed)
   logs = launch(resumed, processes=1, devices=4)
   assert 'Resuming from step 12' in logs[0]
-  with open(os.path.join(resumed, 'final_metrics.json')) as f:
-    assert json.load(f)['step'] == 24
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
+               load_params(workdir), load_params(resumed))
 
 
 def test_sigterm_on_one_host_stops_both_at_the_same_saved_step(tmp_path):
