@@ -63,10 +63,13 @@ def evaluate_in_detail(model, params, config, *, num_classes: int,
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(
       'data'))
-  sums_step = steps.make_eval_step(model, num_classes=num_classes)
-  step = jax.jit(lambda p, b: (sums_step(p, b), jnp.argmax(
-      model.apply({'params': p}, b['image'], train=False), axis=-1)),
-                 out_shardings=replicated)
+
+  def step(params, batch):  # The eval step's sums and the predictions.
+    logits = model.apply({'params': params}, batch['image'], train=False)
+    return (steps.eval_sums(logits, batch, num_classes=num_classes),
+            jnp.argmax(logits, axis=-1))
+
+  step = jax.jit(step, out_shardings=replicated)
   params = jax.device_put(params, replicated)
   totals, confusion = None, np.zeros((num_classes, num_classes), np.int64)
   for batch in prefetch_to_mesh(input_pipeline.eval_iterator(config),

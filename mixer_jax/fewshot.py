@@ -25,6 +25,7 @@ the mean over seeds 0, 1, 2. Features use the eval preprocessing
 'resmall_crop' (for 224 px: resize to 256, centre crop 224). Deterministic.
 """
 
+import functools
 import json
 
 from absl import app
@@ -42,18 +43,24 @@ BIAS_FEATURE = 100.0
 FLAGS = flags.FLAGS
 
 
+@functools.cache
+def _representation_fn(body, replicated):
+  """The jitted (params, batch) -> (pre-logits, labels, mask), gathered to
+  every host; cached, so that the evaluator in training compiles it once."""
+  return jax.jit(lambda p, b: (body.apply({'params': p}, b['image']),
+                               b['label'], b['mask']),
+                 out_shardings=replicated)
+
+
 def features(model, params, config, split: str, *, devices=None):
   """(pre-logits [N, C], labels [N]) of every example of `split`."""
   mesh = jax.sharding.Mesh(np.asarray(devices or jax.devices()), ('data',))
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(
       'data'))
-  body = model.clone(num_classes=None)
+  represent = _representation_fn(model.clone(num_classes=None), replicated)
   params = jax.device_put(
       {k: v for k, v in params.items() if k != 'head'}, replicated)
-  represent = jax.jit(lambda p, b: (body.apply({'params': p}, b['image']),
-                                    b['label'], b['mask']),
-                      out_shardings=replicated)
   config = config_dict.ConfigDict(config.to_dict())
   config.eval_split, config.eval_pp = split, 'resmall_crop'
   found, labels = [], []

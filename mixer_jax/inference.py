@@ -111,7 +111,7 @@ def load_pretrained(pretrained: str, *, cache_dir=None) -> Loaded:
 
 def load_run(workdir: str) -> Loaded:
   """A trained run's final weights (params.npz), model and class names."""
-  # Imported here: train imports this module's callers' dependencies.
+  # Imported here: train imports this module (save_class_names).
   from mixer_jax import train  # pylint: disable=g-import-not-at-top
   config_path = os.path.join(workdir, 'config.json')
   params_path = os.path.join(workdir, 'params.npz')

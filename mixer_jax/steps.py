@@ -113,22 +113,28 @@ def make_train_step(model, tx, *, num_classes: int, accum_steps: int = 1,
   return train_step
 
 
+def eval_sums(logits, batch, *, num_classes: int) -> dict:
+  """Loss, top-1 (top-5 past 10 classes) and count, summed over the real
+  (mask 1) examples of the batch."""
+  labels, mask = batch['label'], batch['mask']
+  # Arg-max and top-k as vit_jax and big_vision: tied logits pick one
+  # class, so a model whose logits all tie scores at chance, not 100 %.
+  sums = {
+      'loss': optax.softmax_cross_entropy_with_integer_labels(logits, labels),
+      'correct': jnp.argmax(logits, axis=-1) == labels,
+      'count': jnp.ones_like(mask),
+  }
+  if num_classes > 10:
+    _, top5 = jax.lax.top_k(logits, 5)
+    sums['correct_top5'] = jnp.any(top5 == labels[:, None], axis=-1)
+  return {k: jnp.sum(v * mask) for k, v in sums.items()}
+
+
 def make_eval_step(model, *, num_classes: int):
-  """(params, batch) -> sums over the real (mask 1) examples of the batch."""
+  """(params, batch) -> eval_sums of the model's logits on the batch."""
 
   def eval_step(params, batch):
     logits = model.apply({'params': params}, batch['image'], train=False)
-    labels, mask = batch['label'], batch['mask']
-    # Arg-max and top-k as vit_jax and big_vision: tied logits pick one
-    # class, so a model whose logits all tie scores at chance, not 100 %.
-    sums = {
-        'loss': optax.softmax_cross_entropy_with_integer_labels(logits, labels),
-        'correct': jnp.argmax(logits, axis=-1) == labels,
-        'count': jnp.ones_like(mask),
-    }
-    if num_classes > 10:
-      _, top5 = jax.lax.top_k(logits, 5)
-      sums['correct_top5'] = jnp.any(top5 == labels[:, None], axis=-1)
-    return {k: jnp.sum(v * mask) for k, v in sums.items()}
+    return eval_sums(logits, batch, num_classes=num_classes)
 
   return eval_step
