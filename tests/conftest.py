@@ -43,6 +43,16 @@ SMALL_DIGITS_FLAGS = ('--config.model.num_blocks=2', '--config.batch_size=64',
                       '--config.checkpoint_every=4')
 
 
+# What the session's digits_run changes in small_digits_config().
+DIGITS_RUN = dict(total_steps=60, eval_every=30, checkpoint_every=30,
+                  progress_every=10)
+
+
+def override_flags(overrides: dict) -> tuple:
+  """Config overrides as command-line flags (a later flag wins)."""
+  return tuple(f'--config.{k}={v}' for k, v in overrides.items())
+
+
 def read_jsonl(workdir):
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     return [json.loads(line) for line in f]
@@ -68,8 +78,7 @@ def last_line(text: str) -> str:
 def _digits_run(tmp_path_factory):
   from mixer_jax import train  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path_factory.mktemp('digits_run') / 'run')
-  config = small_digits_config(total_steps=60, eval_every=30,
-                               checkpoint_every=30, progress_every=10)
+  config = small_digits_config(**DIGITS_RUN)
   return workdir, train.train_and_evaluate(config, workdir)
 
 

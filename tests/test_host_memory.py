@@ -8,8 +8,11 @@ import sys
 import numpy as np
 import pytest
 
+from tests.conftest import DIGITS_RUN
+from tests.conftest import override_flags
 from tests.conftest import ROOT
 from tests.conftest import run_train
+from tests.conftest import SMALL_DIGITS_FLAGS
 
 CALL = '''
 import jax
@@ -38,13 +41,9 @@ def test_train_with_both_cpu_options_ends_like_the_plain_run(digits_run,
   # The session's digits run, repeated with the opt-ins: same results up to
   # float rounding.
   _, want = digits_run
-  result = run_train(
-      tmp_path / 'run', '--reuse_host_memory',
-      '--config.cpu_kernel_grads=True', '--config.model.num_blocks=2',
-      '--config.batch_size=64', '--config.eval_batch_size=64',
-      '--config.total_steps=60', '--config.warmup_steps=2',
-      '--config.eval_every=30', '--config.progress_every=10',
-      '--config.checkpoint_every=30')
+  result = run_train(tmp_path / 'run', '--reuse_host_memory',
+                     '--config.cpu_kernel_grads=True', *SMALL_DIGITS_FLAGS,
+                     *override_flags(DIGITS_RUN))
   assert result.returncode == 0, result.stderr[-3000:]
   got = json.loads((tmp_path / 'run' / 'final_metrics.json').read_text())
   assert got['step'] == want['step'] == 60
