@@ -111,9 +111,6 @@ def get_config():
   config.eval_batch_size = 512
   # Micro-batches per step (gradients averaged) for small accelerators.
   config.accum_steps = 1
-  # Mixer kernel gradients in forms XLA:CPU runs faster, same values up to
-  # rounding (mixer_jax/kernel_grads.py); nothing to gain on GPU or TPU.
-  config.cpu_kernel_grads = False
   # Number of training steps (0: only evaluate the starting point).
   config.total_steps = 10_000
   # 'sgd' (momentum, the paper's fine-tuning) or 'adamw' (its pre-training).

@@ -14,8 +14,7 @@
 r"""Mixer throughput, ours beside the official model and timm's, like for like.
 
   python experiments/benchmark.py --variant S/32 --batch 32 \
-      [--dtype bfloat16] [--models ours,official,timm] [--rounds 3] \
-      [--reuse_host_memory]
+      [--dtype bfloat16] [--models ours,official,timm] [--rounds 3]
 
 Every model runs in this one process, with the same settings, in turns (one
 round times each model once; the figures are medians over rounds):
@@ -25,9 +24,6 @@ round times each model once; the figures are medians over rounds):
              random batch already on the devices; timm: the same step in
              PyTorch (torch.optim.SGD), on the CPU threads.
   infer      img/s of the forward pass.
-  ours_cpu_kernel_grads
-             ours with the train step's `cpu_kernel_grads` option
-             (mixer_jax/kernel_grads.py); inference is the same as ours.
   MFU        model FLOPs (mixer_jax.flops; a train step counts 3 forward
              passes) per second over the devices' matmul peak, measured here
              as the best of square float matmuls (--dtype) of sizes 1024 to
@@ -38,9 +34,7 @@ round times each model once; the figures are medians over rounds):
 'official' is vit_jax's models_mixer.MlpMixer (float32 only): put a checkout
 of github.com/google-research/vision_transformer on PYTHONPATH (it needs
 einops). 'timm' needs `pip install torch timm`. A model whose package is
-missing is left out with a note. --reuse_host_memory makes the process-wide
-setting of mixer_jax/host_memory.py first, for every model alike. Writes a
-markdown table, and --json FILE.
+missing is left out with a note. Writes a markdown table, and --json FILE.
 """
 
 import datetime
@@ -58,8 +52,6 @@ import numpy as np
 import optax
 
 from mixer_jax import flops
-from mixer_jax import host_memory
-from mixer_jax import kernel_grads
 from mixer_jax import models
 
 _VARIANT = flags.DEFINE_string('variant', 'S/32', 'Mixer variant.')
@@ -67,8 +59,7 @@ _BATCH = flags.DEFINE_integer('batch', 32, 'Global batch size.')
 _IMAGE = flags.DEFINE_integer('image_size', 224, 'Image side.')
 _DTYPE = flags.DEFINE_string('dtype', 'float32', 'Computation dtype.')
 _MODELS = flags.DEFINE_list('models', ['ours', 'official', 'timm'],
-                            'Models to time: ours, ours_cpu_kernel_grads, '
-                            'official, timm.')
+                            'Models to time: ours, official, timm.')
 _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Rounds; each times every model.')
 _STEPS = flags.DEFINE_integer('steps', 5, 'Timed steps per round and mode.')
 _INPUT_BATCHES = flags.DEFINE_integer('input_batches', 20,
@@ -77,9 +68,6 @@ _INPUT_BATCHES = flags.DEFINE_integer('input_batches', 20,
 _PEAK_SIZES = flags.DEFINE_list('peak_sizes', ['1024', '2048', '4096', '8192'],
                                 'Square matmul sizes timed for the peak.')
 _JSON = flags.DEFINE_string('json', None, 'Also write the results here.')
-_REUSE_HOST_MEMORY = flags.DEFINE_boolean(
-    'reuse_host_memory', False, 'CPU: keep the memory a step frees for the '
-    'next one (mixer_jax/host_memory.py), for every model.')
 
 NUM_CLASSES = 1000
 
@@ -95,8 +83,7 @@ def median_seconds(call, steps: int) -> float:
   return statistics.median(times)
 
 
-def jax_calls(module, *, batch: int, image_size: int, mesh,
-              cpu_kernel_grads: bool = False):
+def jax_calls(module, *, batch: int, image_size: int, mesh):
   """(train call, inference call) of a flax Mixer, data-parallel on `mesh`."""
   data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
   same = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -112,8 +99,7 @@ def jax_calls(module, *, batch: int, image_size: int, mesh,
 
   def step(params, opt_state, images, labels):
     def loss(p):
-      with kernel_grads.forms(cpu_kernel_grads):
-        logits = module.apply({'params': p}, images, train=True)
+      logits = module.apply({'params': p}, images, train=True)
       return optax.softmax_cross_entropy_with_integer_labels(
           logits, labels).mean()
     grads = jax.grad(loss)(params)
@@ -197,18 +183,16 @@ def input_images_per_second(variant: str, batches: int) -> float:
 
 def main(argv):
   del argv
-  if _REUSE_HOST_MEMORY.value and not host_memory.reuse_freed_memory():
-    print('--reuse_host_memory ignored: not a CPU-only jax on glibc Linux.')
   variant, batch, size = _VARIANT.value, _BATCH.value, _IMAGE.value
   mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ('data',))
   calls, notes = {}, []
   for name in _MODELS.value:
     try:
-      if name in ('ours', 'ours_cpu_kernel_grads'):
+      if name == 'ours':
         module = models.create_model(variant, num_classes=NUM_CLASSES,
                                      dtype=jnp.dtype(_DTYPE.value))
         calls[name] = jax_calls(module, batch=batch, image_size=size,
-                                mesh=mesh, cpu_kernel_grads=name != 'ours')
+                                mesh=mesh)
       elif name == 'official':
         if _DTYPE.value != 'float32':
           raise ImportError('the official model computes in float32 only')
@@ -244,7 +228,6 @@ def main(argv):
       cpu=platform.processor() or platform.machine(),
       matmul_peak_tflops=peak / 1e12,
       date=datetime.date.today().isoformat(), jax=jax.__version__,
-      reuse_host_memory=_REUSE_HOST_MEMORY.value,
       command=' '.join(['python'] + sys.argv))
   if _INPUT_BATCHES.value:
     results['input_img_per_s'] = input_images_per_second(

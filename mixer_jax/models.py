@@ -113,8 +113,12 @@ class MlpMixer(nn.Module):
   @nn.compact
   def __call__(self, images, *, train: bool = False):
     self.check_input_shape(images.shape)
-    x = PatchStem(self.patch_size, self.hidden_dim, dtype=self.dtype,
-                  name='stem')(images)
+    # Non-overlapping patches, linearly projected: the official strided conv.
+    x = nn.Conv(self.hidden_dim, (self.patch_size, self.patch_size),
+                strides=(self.patch_size, self.patch_size), padding='VALID',
+                dtype=self.dtype, name='stem')(images)
+    n, h, w, c = x.shape
+    x = x.reshape(n, h * w, c)  # Tokens in row-major grid order.
     for i in range(self.num_blocks):
       depth_fraction = i / max(self.num_blocks - 1, 1)
       x = MixerBlock(
@@ -145,33 +149,6 @@ class MlpMixer(nn.Module):
       raise errors.UserError(
           f'Image size {height}x{width} is not divisible by the '
           f'patch size {self.patch_size}.')
-
-
-class PatchStem(nn.Module):
-  """Non-overlapping patches -> linear projection (a strided conv).
-
-  Parameters are the official `nn.Conv` ones (`kernel` HWIO, `bias`); as the
-  patches tile the image exactly, the conv is one reshape and one matmul.
-  Returns tokens (batch, patches in row-major grid order, features).
-  """
-  patch_size: int
-  features: int
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, images):
-    p = self.patch_size
-    n, h, w, c = images.shape
-    kernel = self.param('kernel', nn.initializers.lecun_normal(),
-                        (p, p, c, self.features), jnp.float32)
-    bias = self.param('bias', nn.initializers.zeros, (self.features,),
-                      jnp.float32)
-    images, kernel, bias = nn.dtypes.promote_dtype(
-        images, kernel, bias, dtype=self.dtype)
-    patches = images.reshape(n, h // p, p, w // p, p, c)
-    patches = patches.transpose(0, 1, 3, 2, 4, 5)
-    patches = patches.reshape(n, (h // p) * (w // p), p * p * c)
-    return patches @ kernel.reshape(p * p * c, self.features) + bias
 
 
 # Paper Table 1 widths (the patch size is the part after the slash). "Ti" is

@@ -21,8 +21,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mixer_jax import kernel_grads
-
 
 def mixup(rng, images, labels, *, alpha: float):
   """Mixes each example with the next one (big_vision's mixup).
@@ -74,12 +72,8 @@ def accumulate_gradient(loss_and_grad_fn, params, batch, rng, *,
 
 
 def make_train_step(model, tx, *, num_classes: int, accum_steps: int = 1,
-                    mixup_alpha: float = 0.0, label_smoothing: float = 0.0,
-                    cpu_kernel_grads: bool = False):
-  """(state, batch) -> (state, metrics); jit it with the state donated.
-
-  cpu_kernel_grads: the model's kernel gradients in kernel_grads' forms.
-  """
+                    mixup_alpha: float = 0.0, label_smoothing: float = 0.0):
+  """(state, batch) -> (state, metrics); jit it with the state donated."""
 
   def loss_fn(params, batch, rng):
     mixup_rng, dropout_rng = jax.random.split(rng)
@@ -89,9 +83,8 @@ def make_train_step(model, tx, *, num_classes: int, accum_steps: int = 1,
       images, labels = mixup(mixup_rng, images, labels, alpha=mixup_alpha)
     if label_smoothing:
       labels = optax.smooth_labels(labels, label_smoothing)
-    with kernel_grads.forms(cpu_kernel_grads):
-      logits = model.apply({'params': params}, images, train=True,
-                           rngs={'dropout': dropout_rng})
+    logits = model.apply({'params': params}, images, train=True,
+                         rngs={'dropout': dropout_rng})
     return optax.softmax_cross_entropy(logits, labels).mean(), None
 
   loss_and_grad = jax.value_and_grad(loss_fn, has_aux=True)

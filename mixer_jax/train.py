@@ -41,7 +41,6 @@ from mixer_jax import divergence
 from mixer_jax import errors
 from mixer_jax import evaluation
 from mixer_jax import fewshot
-from mixer_jax import host_memory
 from mixer_jax import inference
 from mixer_jax import input_pipeline
 from mixer_jax import sources
@@ -69,9 +68,6 @@ def define_flags():
   flags.DEFINE_string(
       'workdir', None, 'Where checkpoints, logs and metrics go; a run in an '
       'existing workdir resumes. Default: workdirs/<config name>.')
-  flags.DEFINE_boolean(
-      'reuse_host_memory', False, 'CPU only: keep the host memory a step '
-      'frees for the next one, process-wide (mixer_jax/host_memory.py).')
   cli.define_distributed_flags()
 
 
@@ -180,8 +176,7 @@ def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
       steps.make_train_step(model, tx, num_classes=info.num_classes,
                             accum_steps=config.accum_steps,
                             mixup_alpha=config.mixup_alpha,
-                            label_smoothing=config.label_smoothing,
-                            cpu_kernel_grads=config.cpu_kernel_grads),
+                            label_smoothing=config.label_smoothing),
       donate_argnums=(0,), out_shardings=(replicated, replicated))
   eval_step = jax.jit(
       steps.make_eval_step(model, num_classes=info.num_classes),
@@ -312,9 +307,6 @@ def main(argv):
   # Orbax reports every save step at INFO; keep its warnings only.
   logging.get_absl_handler().addFilter(
       lambda r: r.levelno >= std_logging.WARNING or '/orbax/' not in r.pathname)
-  if FLAGS.reuse_host_memory and not host_memory.reuse_freed_memory():
-    logging.warning('--reuse_host_memory ignored: it applies where jax has '
-                    'no backend but the CPU, on Linux with glibc.')
   cli.initialize_distributed('mixer_jax.train')
   if jax.process_index() and not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # One voice: process 0's.
