@@ -47,8 +47,11 @@ setuptools.setup(
         'tqdm',
     ],
     extras_require={
-        # nbconvert and ipykernel execute the notebooks.
-        'test': ['ipykernel', 'nbconvert', 'pytest', 'pytest-xdist'],
+        # nbconvert and ipykernel execute the notebooks; libtpu (jax[tpu])
+        # compiles for TPUs in tests/test_plan.py, where it installs.
+        'test': ['ipykernel', 'nbconvert', 'pytest', 'pytest-xdist',
+                 'jax[tpu]; sys_platform=="linux" and '
+                 'platform_machine=="x86_64"'],
         'gpu': ['jax[cuda12]'],
         'tpu': ['jax[tpu]'],
     },

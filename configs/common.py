@@ -109,7 +109,8 @@ def get_config():
   config.batch_size = 512
   # Global eval batch size (the last batch is padded and masked).
   config.eval_batch_size = 512
-  # Micro-batches per step (gradients averaged) for small accelerators.
+  # Micro-batches per step (gradients averaged) for small accelerators; 0:
+  # the smallest number whose compiled step fits the devices' memory.
   config.accum_steps = 1
   # Number of training steps (0: only evaluate the starting point).
   config.total_steps = 10_000

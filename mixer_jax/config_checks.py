@@ -60,7 +60,7 @@ _RULES = {
     'warmup_steps': (_non_negative, '>= 0'),
     'batch_size': (_positive, '> 0'),
     'eval_batch_size': (_positive, '> 0'),
-    'accum_steps': (_positive, '> 0'),
+    'accum_steps': (_non_negative, '>= 0 (0: the smallest that fits)'),
     'eval_every': (_positive, '> 0'),
     'progress_every': (_positive, '> 0'),
     'checkpoint_every': (_positive, '> 0'),
@@ -147,7 +147,7 @@ def check_batch_sizes(config, *, num_devices: int) -> None:
     if config[name] % num_devices:
       raise errors.UserError(f'{name} {config[name]} is not divisible by the '
                              f'{num_devices} devices.')
-  if config.batch_size % (num_devices * config.accum_steps):
+  if config.batch_size % (num_devices * max(config.accum_steps, 1)):
     raise errors.UserError(
         f'batch_size {config.batch_size} is not divisible into '
         f'accum_steps={config.accum_steps} micro-batches over {num_devices} '

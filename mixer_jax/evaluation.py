@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mixer_jax import input_pipeline
+from mixer_jax import jit_steps
 from mixer_jax import steps
 
 
@@ -59,10 +60,7 @@ def evaluate_in_detail(model, params, config, *, num_classes: int,
   The loss and accuracy come from the train loop's own eval step, so they are
   the numbers its final evaluation reports. One process.
   """
-  mesh = jax.sharding.Mesh(np.asarray(devices or jax.devices()), ('data',))
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(
-      'data'))
+  replicated, sharding = jit_steps.shardings(jit_steps.make_mesh(devices))
 
   def step(params, batch):  # The eval step's sums and the predictions.
     logits = model.apply({'params': params}, batch['image'], train=False)

@@ -38,6 +38,7 @@ from mixer_jax import cli
 from mixer_jax import errors
 from mixer_jax import evaluation
 from mixer_jax import input_pipeline
+from mixer_jax import jit_steps
 
 BIAS_FEATURE = 100.0
 FLAGS = flags.FLAGS
@@ -54,10 +55,7 @@ def _representation_fn(body, replicated):
 
 def features(model, params, config, split: str, *, devices=None):
   """(pre-logits [N, C], labels [N]) of every example of `split`."""
-  mesh = jax.sharding.Mesh(np.asarray(devices or jax.devices()), ('data',))
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(
-      'data'))
+  replicated, sharding = jit_steps.shardings(jit_steps.make_mesh(devices))
   represent = _representation_fn(model.clone(num_classes=None), replicated)
   params = jax.device_put(
       {k: v for k, v in params.items() if k != 'head'}, replicated)

@@ -215,6 +215,21 @@ def folder_source(root: str) -> Source:
                 class_names=tuple(labels.names), bad_images=bad_images)
 
 
+def num_classes(config) -> int:
+  """config.dataset's class count, without reading or preparing its data
+  (a tfds builder knows its features from its code)."""
+  if config.dataset == 'digits' or os.path.isdir(config.dataset):
+    return get_source(config).num_classes
+  try:
+    features = tfds.builder(config.dataset,
+                            data_dir=config.tfds_data_dir).info.features
+    return features['label'].num_classes
+  except (ValueError, KeyError):
+    raise errors.UserError(
+        f'Cannot tell the classes of dataset {config.dataset!r} (not a tfds '
+        'image classification dataset, nor a folder or digits).') from None
+
+
 def get_source(config) -> Source:
   if config.dataset == 'digits':
     return digits_source()

@@ -41,17 +41,18 @@ from mixer_jax import divergence
 from mixer_jax import errors
 from mixer_jax import evaluation
 from mixer_jax import fewshot
+from mixer_jax import hardware
 from mixer_jax import inference
 from mixer_jax import input_pipeline
-from mixer_jax import sources
+from mixer_jax import jit_steps
 from mixer_jax import metrics
 from mixer_jax import models
 from mixer_jax import optim
 from mixer_jax import plot
-from mixer_jax import preflight
 from mixer_jax import preemption
+from mixer_jax import preflight
 from mixer_jax import resolution
-from mixer_jax import steps
+from mixer_jax import sources
 from mixer_jax import train_state
 from mixer_jax import workdir_lock
 
@@ -109,13 +110,8 @@ def restore_or_init(config, model, tx, checkpoints, sharding):
   several hosts each process places its own copy (no cross-host transfer).
   """
   init_rng, train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-  abstract = jax.eval_shape(lambda: train_state.TrainState.create(
-      params=models.init_params(model, image_size=config.image_size,
-                                abstract=True), tx=tx, rng=train_rng))
-  abstract = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-      abstract)
-  step, state = checkpoints.restore(abstract)
+  step, state = checkpoints.restore(
+      jit_steps.abstract_state(config, model, tx, sharding))
   if step is not None:
     return state, step
   state = train_state.TrainState.create(
@@ -147,7 +143,7 @@ def train_and_evaluate(config, workdir: str, *, devices=None,
   """
   config_checks.check(config)
   preflight.check(config)
-  mesh = jax.sharding.Mesh(np.asarray(devices or jax.devices()), ('data',))
+  mesh = jit_steps.make_mesh(devices)
   config_checks.check_batch_sizes(config, num_devices=mesh.size)
   info = input_pipeline.get_info(config)
   model = create_model(config, num_classes=info.num_classes)
@@ -158,9 +154,7 @@ def train_and_evaluate(config, workdir: str, *, devices=None,
 
 def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
   """train_and_evaluate's loop, with the workdir locked."""
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  batch_sharding = jax.sharding.NamedSharding(
-      mesh, jax.sharding.PartitionSpec('data'))
+  replicated, batch_sharding = jit_steps.shardings(mesh)
   tx, schedule = optim.create_optimizer(config)
   checkpoints = train_state.Checkpoints(workdir, config=config,
                                         max_to_keep=config.keep_checkpoints)
@@ -172,15 +166,17 @@ def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
   if jax.process_index() == 0:
     inference.save_class_names(workdir, info.class_names)
 
-  train_step = jax.jit(
-      steps.make_train_step(model, tx, num_classes=info.num_classes,
-                            accum_steps=config.accum_steps,
-                            mixup_alpha=config.mixup_alpha,
-                            label_smoothing=config.label_smoothing),
-      donate_argnums=(0,), out_shardings=(replicated, replicated))
-  eval_step = jax.jit(
-      steps.make_eval_step(model, num_classes=info.num_classes),
-      out_shardings=replicated)
+  accum_steps = config.accum_steps
+  if not accum_steps:
+    accum_steps, why = jit_steps.auto_accum_steps(
+        config, model, tx, mesh, num_classes=info.num_classes,
+        usable_fraction=hardware.USABLE_FRACTION)
+    logging.info('accum_steps=0 (auto): %d, %s.', accum_steps, why)
+  train_step = jit_steps.jit_train_step(config, model, tx, mesh,
+                                        num_classes=info.num_classes,
+                                        accum_steps=accum_steps)
+  eval_step = jit_steps.jit_eval_step(model, mesh,
+                                      num_classes=info.num_classes)
   writer = metrics.MetricWriter(workdir, start_step=start_step)
   progress = metrics.Progress(total_steps=config.total_steps,
                               start_step=start_step,

@@ -13,7 +13,7 @@ from tests.conftest import small_digits_config
 
 @pytest.mark.parametrize('field,value', [
     ('lr', 0.0), ('lr', -0.1), ('lr', float('nan')), ('total_steps', -1),
-    ('batch_size', 0), ('eval_batch_size', -8), ('accum_steps', 0),
+    ('batch_size', 0), ('eval_batch_size', -8), ('accum_steps', -1),
     ('eval_every', 0), ('progress_every', 0), ('checkpoint_every', 0),
     ('keep_checkpoints', 0), ('max_nonfinite_steps', 0),
     ('label_smoothing', 1.0), ('mixup_alpha', -0.5), ('momentum', 1.0),

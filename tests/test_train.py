@@ -10,6 +10,7 @@ import pytest
 from configs import ti4_cifar10
 from mixer_jax import checkpoint
 from mixer_jax import input_pipeline
+from mixer_jax import jit_steps
 from mixer_jax import train
 from mixer_jax import train_state
 from tests import test_input_pipeline
@@ -166,3 +167,19 @@ def test_a_workdir_is_not_resumed_from_another_checkpoint(trained):
   other.pretrained = os.path.join(workdir, 'params.npz')
   with pytest.raises(train_state.WorkdirError, match='pretrained'):
     train.train_and_evaluate(other, workdir)
+
+
+def test_auto_accum_steps_trains_as_the_accumulation_it_picks(
+    tmp_path, monkeypatch, caplog):
+  """accum_steps=0: the run asks jit_steps for the accumulation that fits,
+  logs it and trains exactly as with that setting."""
+  monkeypatch.setattr(jit_steps, 'auto_accum_steps',
+                      lambda *a, **k: (2, 'the smallest that fits'))
+  short = dict(total_steps=2, eval_every=2, checkpoint_every=2)
+  caplog.set_level('INFO')
+  auto = train.train_and_evaluate(
+      small_digits_config(accum_steps=0, **short), str(tmp_path / 'auto'))
+  assert 'accum_steps=0 (auto): 2, the smallest that fits' in caplog.text
+  explicit = train.train_and_evaluate(
+      small_digits_config(accum_steps=2, **short), str(tmp_path / 'two'))
+  assert auto['eval_loss'] == explicit['eval_loss']
