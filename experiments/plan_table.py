@@ -25,12 +25,11 @@ the paper's cores.
 
 import importlib.util
 import json
-import os
 
 from absl import app
 from absl import flags
-import jax
 
+from mixer_jax import cli
 from mixer_jax import hardware
 from mixer_jax import plan
 from mixer_jax import sources
@@ -56,13 +55,7 @@ def load_recipe(spec: str):
 
 def main(argv):
   del argv
-  jax.config.update('jax_platforms', 'cpu')
-  for name, value in (('ALLOW_MULTIPLE_LIBTPU_LOAD', '1'),
-                      ('TPU_SKIP_MDS_QUERY', '1'),
-                      ('TPU_ACCELERATOR_TYPE', 'v5litepod-8'),
-                      ('TPU_WORKER_HOSTNAMES', 'localhost'),
-                      ('TPU_WORKER_ID', '0')):
-    os.environ.setdefault(name, value)
+  cli.compile_only_for_tpu()
   rows = []
   print('| recipe | variant, dtype | batch | slice | fits | HBM GiB/chip '
         '| min accum | est. train img/s/chip | est. infer img/s/chip | paper '

@@ -99,3 +99,18 @@ def initialize_distributed(program: str) -> None:
   jax.distributed.initialize(
       **{k: v for k, v in explicit.items() if v is not None},
       local_device_ids=[int(i) for i in local] if local else None)
+
+
+# libtpu loaded only to compile for a described TPU slice: no TPU metadata
+# server to ask, and several such processes at once.
+TPU_COMPILE_ENV = {'ALLOW_MULTIPLE_LIBTPU_LOAD': '1', 'TPU_SKIP_MDS_QUERY': '1',
+                   'TPU_ACCELERATOR_TYPE': 'v5litepod-8',
+                   'TPU_WORKER_HOSTNAMES': 'localhost', 'TPU_WORKER_ID': '0'}
+
+
+def compile_only_for_tpu() -> None:
+  """For a command that compiles for a TPU slice it does not have: nothing
+  runs on a local accelerator, and libtpu starts without a TPU."""
+  jax.config.update('jax_platforms', 'cpu')
+  for name, value in TPU_COMPILE_ENV.items():
+    os.environ.setdefault(name, value)

@@ -28,13 +28,11 @@ HBM bytes per step and a roofline estimate of the step time and img/s. Exits
 """
 
 import json
-import os
 import sys
 
 from absl import app
 from absl import flags
 from absl import logging
-import jax
 from ml_collections import config_flags
 
 from mixer_jax import cli
@@ -229,15 +227,7 @@ def failure(result: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  # Only compiles: nothing runs on a local accelerator, and libtpu, loaded
-  # to describe the slice, needs no TPU metadata.
-  jax.config.update('jax_platforms', 'cpu')
-  for name, value in (('ALLOW_MULTIPLE_LIBTPU_LOAD', '1'),
-                      ('TPU_SKIP_MDS_QUERY', '1'),
-                      ('TPU_ACCELERATOR_TYPE', 'v5litepod-8'),
-                      ('TPU_WORKER_HOSTNAMES', 'localhost'),
-                      ('TPU_WORKER_ID', '0')):
-    os.environ.setdefault(name, value)
+  cli.compile_only_for_tpu()
   try:
     tpu_slice = hardware.parse(FLAGS.topology)
     config = FLAGS.config

@@ -15,6 +15,7 @@ import optax
 import pytest
 
 from configs import digits
+from mixer_jax import cli
 from mixer_jax import errors
 from mixer_jax import hardware
 from mixer_jax import jit_steps
@@ -23,11 +24,6 @@ from mixer_jax import optim
 from mixer_jax import plan
 from mixer_jax import train
 from tests.conftest import ROOT
-
-# libtpu runs here only to compile: no TPU metadata, several test processes.
-TPU_ENV = {'ALLOW_MULTIPLE_LIBTPU_LOAD': '1', 'TPU_SKIP_MDS_QUERY': '1',
-           'TPU_ACCELERATOR_TYPE': 'v5litepod-8',
-           'TPU_WORKER_HOSTNAMES': 'localhost', 'TPU_WORKER_ID': '0'}
 
 # Where libtpu does not install (not x86-64 Linux), nothing compiles for TPU.
 needs_libtpu = pytest.mark.skipif(
@@ -71,7 +67,7 @@ def run_plan(*flags, json_path=None):
 
 @pytest.fixture(name='tpu_env')
 def fixture_tpu_env(monkeypatch):
-  for name, value in TPU_ENV.items():
+  for name, value in cli.TPU_COMPILE_ENV.items():
     monkeypatch.setenv(name, value)
 
 
