@@ -138,9 +138,14 @@ def get_config():
   config.linear_end = 1e-5
   # Label smoothing of the softmax cross-entropy.
   config.label_smoothing = 0.0
-  # Steps in a row with a non-finite loss or gradient (each skipped) that end
-  # the run with an error; the workdir resumes from its last checkpoint.
-  config.max_nonfinite_steps = 10
+  # Steps in a row that diverged (loss or gradient not finite: update skipped;
+  # or loss above max_loss_factor x ln(num_classes)) that end the run with an
+  # error; diverged checkpoints are set aside, the workdir resumes from the
+  # last healthy one.
+  config.max_diverged_steps = 10
+  # A loss above this multiple of ln(num_classes), a fresh zero head's loss,
+  # has exploded (0: only non-finite steps diverge).
+  config.max_loss_factor = 10.0
 
   # Evaluation, logging, checkpoints.
   # Evaluate every this many steps (and at the end).

@@ -11,14 +11,23 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Non-finite training: the steps the train step skipped, and when to stop.
+"""Divergence: steps whose loss or gradient is not finite or whose loss
+exploded, and when to stop.
 
 The compiled step never applies an update whose loss or gradient is not
-finite (steps.make_train_step); it returns a `finite` flag per step. The flags
-stay on the device until `check`, which the loop calls where it reads from the
-device anyway (progress, eval, checkpoint), so no step waits for the host.
+finite (steps.make_train_step); it returns a `finite` flag per step. A finite
+loss above `max_loss_factor` x ln(num_classes) (the loss of a fresh zero
+head) has exploded: its update is applied, but the step counts as diverged
+too. The flags and losses stay on the device until `check`, which the loop
+calls where it reads from the device anyway (progress, eval, checkpoint), so
+no step waits for the host.
+
+The parameters saved at step s are judged by the loss of step s + 1; when a
+run diverges from step `first` on, the checkpoints of steps >= first - 1 are
+not healthy (`first_unhealthy_checkpoint`).
 """
 
+import math
 from typing import Optional
 
 import jax
@@ -29,7 +38,11 @@ from mixer_jax import errors
 
 
 class Diverged(errors.UserError):
-  """Too many steps in a row had a non-finite loss or gradient."""
+  """Too many steps in a row diverged; `first_step` is the first of them."""
+
+  def __init__(self, message: str, *, first_step: Optional[int] = None):
+    super().__init__(message)
+    self.first_step = first_step
 
 
 @jax.jit
@@ -43,37 +56,59 @@ def all_finite(tree) -> bool:
   return bool(_all_finite(tree))
 
 
-class NonFiniteSteps:
-  """Counts skipped steps; raises Diverged after `limit` in a row."""
+def max_loss(*, factor: float, num_classes: int) -> float:
+  """The loss above which a step has exploded (inf: the rule is off)."""
+  return factor * math.log(num_classes) if factor else math.inf
 
-  def __init__(self, *, limit: int, lr: float):
-    self._limit, self._lr = limit, lr
-    self._pending = []  # (step, finite flag on the device).
-    self.streak = 0  # Non-finite steps in a row, up to the last checked one.
-    self.total = 0  # Non-finite steps of this run.
 
-  def add(self, step: int, finite: jax.Array):
-    self._pending.append((step, finite))
+def first_unhealthy_checkpoint(first_step: int) -> int:
+  """The first checkpoint of a run that diverged from `first_step` on whose
+  parameters are not healthy: those of the step before, which gave the
+  first bad loss."""
+  return first_step - 1
 
-  def check(self, *, last_checkpoint: Optional[int]):
-    """Reads the pending flags; raises Diverged if the streak reached limit."""
+
+class DivergedSteps:
+  """Counts diverged steps; raises Diverged after `limit` in a row."""
+
+  def __init__(self, *, limit: int, max_loss: float):
+    self._limit, self._max_loss = limit, max_loss
+    self._pending = []  # (step, finite flag, loss), on the device.
+    self.streak = 0  # Diverged steps in a row, up to the last checked one.
+    self.total = 0  # Diverged steps of this run.
+
+  def add(self, step: int, finite: jax.Array, loss: jax.Array):
+    self._pending.append((step, finite, loss))
+
+  def check(self):
+    """Reads the pending steps; raises Diverged if the streak reached limit."""
     if not self._pending:
       return
-    steps, flags = zip(*self._pending)
+    steps, flags, losses = zip(*self._pending)
     self._pending = []
-    for step, finite in zip(steps, np.asarray(jax.device_get(flags))):
-      self.streak = 0 if finite else self.streak + 1
-      self.total += int(not finite)
+    flags, losses = jax.device_get((flags, losses))
+    for step, finite, loss in zip(steps, flags, losses):
+      healthy = bool(finite) and float(loss) <= self._max_loss
+      self.streak = 0 if healthy else self.streak + 1
+      self.total += int(not healthy)
       if self.streak >= self._limit:
-        raise Diverged(self._message(step, last_checkpoint))
+        first = step - self.streak + 1
+        raise Diverged(
+            f'training diverged: the loss or gradient was not finite, or the '
+            f'loss above {self._max_loss:.4g} (max_loss_factor x '
+            f'ln(num_classes)), at steps {first}-{step} ({self.streak} in a '
+            f'row, max_diverged_steps={self._limit}; the loss of step {step} '
+            f'was {float(loss):.4g}).', first_step=first)
 
-  def _message(self, step: int, last_checkpoint: Optional[int]) -> str:
-    first = step - self.streak + 1
-    resume = (f'run the same command to resume from the checkpoint of step '
-              f'{last_checkpoint}' if last_checkpoint else
-              'run the same command to start again')
-    return (f'training diverged: the loss or gradient was not finite at '
-            f'steps {first}-{step} ({self.streak} in a row, '
-            f'max_nonfinite_steps={self._limit}); those updates were skipped '
-            f'and no checkpoint was saved during them. Lower --config.lr (now '
-            f'{self._lr:g}) and {resume}.')
+
+def how_to_resume(*, lr: float, last_healthy: Optional[int],
+                  set_aside: tuple[int, ...], aside_dir: str) -> str:
+  """The end of a Diverged message: what was kept and what to run next."""
+  moved = (f' The checkpoints of steps {", ".join(map(str, set_aside))} hold '
+           f'diverged parameters; they were moved to {aside_dir}.'
+           if set_aside else '')
+  resume = (f'run the same command to resume from the checkpoint of step '
+            f'{last_healthy}, the last healthy one' if last_healthy else
+            'run the same command to start again from step 0 (no healthy '
+            'checkpoint exists)')
+  return f'{moved} Lower --config.lr (now {lr:g}) and {resume}.'

@@ -182,13 +182,25 @@ def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
                               start_step=start_step,
                               batch_size=config.batch_size,
                               every=config.progress_every)
-  nonfinite = divergence.NonFiniteSteps(limit=config.max_nonfinite_steps,
-                                        lr=config.lr)
+  diverged = divergence.DivergedSteps(
+      limit=config.max_diverged_steps, max_loss=divergence.max_loss(
+          factor=config.max_loss_factor, num_classes=info.num_classes))
   logging.info('%s on %d %s device(s): %s, %d train / %d eval examples, '
                '%d classes.', config.model.variant, mesh.size,
                mesh.devices.flat[0].platform, config.dataset,
                info.num_train_examples, info.num_eval_examples,
                info.num_classes)
+
+  def check_divergence():
+    """Raises Diverged, with diverged checkpoints set aside, if due."""
+    try:
+      diverged.check()
+    except divergence.Diverged as e:
+      set_aside, aside_dir = checkpoints.set_aside_from(
+          divergence.first_unhealthy_checkpoint(e.first_step))
+      raise divergence.Diverged(str(e) + divergence.how_to_resume(
+          lr=config.lr, last_healthy=checkpoints.latest_step(),
+          set_aside=set_aside, aside_dir=aside_dir)) from None
 
   def save(state):
     if not divergence.all_finite(state.params):
@@ -206,22 +218,22 @@ def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
         batch_sharding, config.prefetch)
     for step in range(start_step + 1, last_step + 1):
       state, step_metrics = train_step(state, next(batches))
-      nonfinite.add(step, step_metrics['finite'])
+      diverged.add(step, step_metrics['finite'], step_metrics['loss'])
       stop = preemption.stop_requested(signals, step, checkpoints)
       eval_due = step % config.eval_every == 0 or step == config.total_steps
       save_due = (step % config.checkpoint_every == 0 or step == last_step or
                   stop)
       if progress.due(step) or eval_due or save_due:
-        nonfinite.check(last_checkpoint=checkpoints.latest_step())
+        check_divergence()
         checkpoints.check_for_errors()
       if progress.due(step):
         train_metrics = progress.update(
             step, loss=float(step_metrics['loss']),
             lr=float(schedule(step - 1)))
         writer.write_scalars(step, train_metrics)
-      if save_due and nonfinite.streak and not stop and step != last_step:
+      if save_due and diverged.streak and not stop and step != last_step:
         logging.warning('Not saving the checkpoint of step %d: the last %d '
-                        'steps were not finite.', step, nonfinite.streak)
+                        'steps diverged.', step, diverged.streak)
       elif save_due:
         save(state)
       if stop:
@@ -261,11 +273,11 @@ def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
   checkpoints.close()
   return _finish(workdir, state, trained=last_step > start_step,
                  results={**eval_metrics, **train_metrics},
-                 nonfinite_steps=nonfinite.total,
+                 diverged_steps=diverged.total,
                  seconds=time.perf_counter() - start_time)
 
 
-def _finish(workdir, state, *, trained, results, nonfinite_steps, seconds):
+def _finish(workdir, state, *, trained, results, diverged_steps, seconds):
   """Writes params.npz and final_metrics.json (process 0); returns the latter.
 
   A run that trained nothing (it was finished already) keeps the files of
@@ -273,8 +285,8 @@ def _finish(workdir, state, *, trained, results, nonfinite_steps, seconds):
   """
   final = {'step': int(state.step), **results,
            'train_seconds_this_run': seconds}
-  if nonfinite_steps:
-    final['nonfinite_steps'] = nonfinite_steps
+  if diverged_steps:
+    final['diverged_steps'] = diverged_steps
   final_path = os.path.join(workdir, 'final_metrics.json')
   if not trained and os.path.exists(final_path):
     with open(final_path) as f:

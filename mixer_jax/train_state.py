@@ -148,7 +148,26 @@ class Checkpoints:
     return None, None
 
   def _move_aside(self, step: int, error: Exception):
-    aside = os.path.join(self._workdir, 'checkpoints_damaged')
+    target = self._move(step, 'checkpoints_damaged')
+    if target:
+      logging.warning('The checkpoint of step %d is damaged (%s); moved it to '
+                      '%s and resumed from an older one.', step,
+                      errors.describe(error)[:300], target)
+
+  def set_aside_from(self, first: int) -> tuple[tuple[int, ...], str]:
+    """Moves the checkpoints of steps >= `first` to WORKDIR/
+    checkpoints_diverged (never deleted); returns (their steps, the folder).
+    """
+    self.wait()
+    steps = tuple(s for s in self._manager.all_steps() if s >= first)
+    for step in steps:
+      self._move(step, 'checkpoints_diverged')
+    return steps, os.path.join(self._workdir, 'checkpoints_diverged')
+
+  def _move(self, step: int, folder: str) -> Optional[str]:
+    """Moves the checkpoint of `step` into WORKDIR/`folder` (process 0);
+    returns where it went there, None on other processes."""
+    aside = os.path.join(self._workdir, folder)
     target = os.path.join(aside, str(step))
     if jax.process_index() == 0:
       os.makedirs(aside, exist_ok=True)
@@ -157,10 +176,8 @@ class Checkpoints:
         suffix += 1
         target = os.path.join(aside, f'{step}.{suffix}')
       os.rename(os.path.join(self._directory, str(step)), target)
-      logging.warning('The checkpoint of step %d is damaged (%s); moved it to '
-                      '%s and resumed from an older one.', step,
-                      errors.describe(error)[:300], target)
     self._manager.reload()
+    return target if jax.process_index() == 0 else None
 
   def reached_preemption(self, step: int) -> bool:
     return self._manager.reached_preemption(step)

@@ -15,7 +15,7 @@ from tests.conftest import small_digits_config
     ('lr', 0.0), ('lr', -0.1), ('lr', float('nan')), ('total_steps', -1),
     ('batch_size', 0), ('eval_batch_size', -8), ('accum_steps', -1),
     ('eval_every', 0), ('progress_every', 0), ('checkpoint_every', 0),
-    ('keep_checkpoints', 0), ('max_nonfinite_steps', 0),
+    ('keep_checkpoints', 0), ('max_diverged_steps', 0),
     ('label_smoothing', 1.0), ('mixup_alpha', -0.5), ('momentum', 1.0),
     ('weight_decay', -1e-4), ('grad_clip_norm', 0.0), ('image_size', 0),
     ('resolution_factor', 0), ('shuffle_buffer', 0), ('optimizer', 'sgdd'),

@@ -8,30 +8,45 @@ import pytest
 
 from mixer_jax import checkpoint
 from mixer_jax import divergence
-from mixer_jax import optim
 from mixer_jax import train
-from mixer_jax import train_state
+from tests.conftest import DIGITS_RUN
 from tests.conftest import small_digits_config
 
 
-@pytest.mark.parametrize('flags,limit,raises_at', [
-    ([1, 0, 0, 1, 0, 0], 3, None),  # Never three in a row.
-    ([1, 0, 0, 0, 1], 3, 4),
-    ([0, 0], 2, 2),
-    ([0, 1, 0, 1], 1, 1),
+@pytest.mark.parametrize('flags,losses,limit,raises_at', [
+    ([1, 0, 0, 1, 0, 0], [1] * 6, 3, None),  # Never three in a row.
+    ([1, 0, 0, 0, 1], [1] * 5, 3, 4),
+    ([0, 0], [1, 1], 2, 2),
+    ([0, 1, 0, 1], [1] * 4, 1, 1),
+    ([1, 1, 1, 1], [1, 50, 1e12, 24], 3, 4),  # Exploded: above 23.03.
+    ([1, 1, 1, 1], [1, 50, 20, 1e12], 2, None),  # 20 is healthy.
+    ([1, 0, 1, 1], [1, 1, 99, 99], 3, 4),  # Both kinds count.
 ])
-def test_stops_after_limit_non_finite_steps_in_a_row(flags, limit, raises_at):
-  counter = divergence.NonFiniteSteps(limit=limit, lr=0.1)
-  for step, finite in enumerate(flags, start=1):
-    counter.add(step, jax.numpy.asarray(bool(finite)))
+def test_stops_after_limit_diverged_steps_in_a_row(flags, losses, limit,
+                                                   raises_at):
+  counter = divergence.DivergedSteps(
+      limit=limit, max_loss=divergence.max_loss(factor=10, num_classes=10))
+  for step, (finite, loss) in enumerate(zip(flags, losses), start=1):
+    counter.add(step, jax.numpy.asarray(bool(finite)),
+                jax.numpy.asarray(loss, jax.numpy.float32))
   if raises_at is None:
-    counter.check(last_checkpoint=None)
-    assert counter.total == flags.count(0)
+    counter.check()
+    assert counter.total == sum(not f or l > 23.03
+                                for f, l in zip(flags, losses))
   else:
     with pytest.raises(divergence.Diverged,
-                       match=f'not finite at steps {raises_at - limit + 1}-'
-                       f'{raises_at} '):
-      counter.check(last_checkpoint=None)
+                       match=f'at steps {raises_at - limit + 1}-'
+                       f'{raises_at} ') as e:
+      counter.check()
+    assert e.value.first_step == raises_at - limit + 1
+
+
+@pytest.mark.parametrize('factor,num_classes,expected', [
+    (10, 10, 10 * np.log(10)), (2, 1000, 2 * np.log(1000)), (0, 10, np.inf)])
+def test_max_loss_is_a_multiple_of_a_fresh_heads_loss(factor, num_classes,
+                                                     expected):
+  assert divergence.max_loss(factor=factor,
+                             num_classes=num_classes) == pytest.approx(expected)
 
 
 def test_all_finite():
@@ -39,30 +54,44 @@ def test_all_finite():
   assert not divergence.all_finite({'a': np.ones(3), 'b': [np.array([np.inf])]})
 
 
-def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(tmp_path):
+def test_an_exploding_run_keeps_no_poisoned_checkpoint_and_reruns_normally(
+    tmp_path, digits_run):
+  """lr=1e6: the loss explodes while finite. The run stops early, sets the
+  checkpoint saved just before aside, and a rerun with a sane lr trains as
+  if the diverged run had never been."""
   workdir = str(tmp_path / 'run')
-  config = small_digits_config(total_steps=60, checkpoint_every=100,
+  config = small_digits_config(**DIGITS_RUN)
+  config.lr, config.checkpoint_every = 1e6, 2
+  with pytest.raises(divergence.Diverged, match=(
+      r'at steps 3-12 .* The checkpoints of steps 2 hold diverged parameters;'
+      r' they were moved to .*checkpoints_diverged\. Lower --config.lr \(now '
+      r'1e\+06\) and run the same command to start again from step 0 \(no '
+      r'healthy checkpoint exists\)\.')):
+    train.train_and_evaluate(config, workdir)
+  assert os.listdir(os.path.join(workdir, 'checkpoints')) == []
+  assert os.listdir(os.path.join(workdir, 'checkpoints_diverged')) == ['2']
+  final = train.train_and_evaluate(small_digits_config(**DIGITS_RUN),
+                                   workdir)
+  assert final['eval_accuracy'] == digits_run[1]['eval_accuracy']
+  jax.tree.map(np.testing.assert_array_equal,
+               checkpoint.load(os.path.join(digits_run[0], 'params.npz')),
+               checkpoint.load(os.path.join(workdir, 'params.npz')))
+
+
+def test_a_diverging_run_resumes_from_its_last_healthy_checkpoint(tmp_path):
+  workdir = str(tmp_path / 'run')
+  config = small_digits_config(total_steps=20, checkpoint_every=100,
                                eval_every=100, progress_every=4)
   train.train_and_evaluate(config, workdir, stop_at_step=4)
   config.lr = 1e6
   with pytest.raises(divergence.Diverged, match=r'Lower --config.lr \(now '
                      r'1e\+06\) and run the same command to resume from the '
-                     'checkpoint of step 4'):
+                     'checkpoint of step 4, the last healthy one'):
     train.train_and_evaluate(config, workdir)
   assert not os.path.exists(os.path.join(workdir, 'lock'))
-  last = max(int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints')))
-  # The last checkpoint holds finite values, and training goes on from it
-  # with a sane learning rate.
-  model = train.create_model(config, num_classes=10)
-  tx, _ = optim.create_optimizer(config)
-  manager = train_state.Checkpoints(workdir, config=config, max_to_keep=9)
-  state, step = train.restore_or_init(
-      config, model, tx, manager,
-      jax.sharding.SingleDeviceSharding(jax.devices()[0]))
-  manager.close()
-  assert step == last and divergence.all_finite(state)
+  assert os.listdir(os.path.join(workdir, 'checkpoints')) == ['4']
   config.lr = 3e-3
   final = train.train_and_evaluate(config, workdir)
-  assert final['step'] == 60 and np.isfinite(final['eval_loss'])
+  assert final['step'] == 20 and np.isfinite(final['eval_loss'])
   assert divergence.all_finite(checkpoint.load(os.path.join(workdir,
                                                             'params.npz')))
