@@ -16,7 +16,8 @@
 Two runs in one workdir would overwrite each other's checkpoints and
 metrics; the second one fails at once instead, naming the first, and writes
 nothing. A lock whose process is gone (a dead pid on this host, e.g. after
-kill -9) is taken over with a warning. On several hosts process 0 holds it.
+kill -9) is taken over with a warning, as is an empty or unreadable one. The
+lock is written whole or not at all. On several hosts process 0 holds it.
 """
 
 import contextlib
@@ -49,36 +50,80 @@ def _alive(pid: int) -> bool:
 def _read(path: str) -> dict:
   try:
     with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):  # Gone, or being written right now.
+      holder = json.load(f)
+    return holder if isinstance(holder, dict) and 'pid' in holder else {}
+  except (OSError, ValueError):  # Gone, or half-made by an older version.
     return {}
+
+
+def _create(path: str, content: str) -> bool:
+  """Creates `path` holding `content` unless it exists; False if it does.
+
+  The content is written to a temporary file first and linked into place,
+  so a lock is never seen half-made (a kill or a full disk mid-write leaves
+  no lock). Where hard links are unsupported, falls back to O_EXCL.
+  """
+  temporary = f'{path}.{socket.gethostname()}.{os.getpid()}.tmp'
+  try:
+    with open(temporary, 'w') as f:
+      f.write(content)
+    try:
+      os.link(temporary, path)
+    except FileExistsError:
+      return False
+    except OSError:  # No hard links here (e.g. some FUSE file systems).
+      try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+      except FileExistsError:
+        return False
+      with os.fdopen(fd, 'w') as f:
+        f.write(content)
+    return True
+  finally:
+    with contextlib.suppress(OSError):
+      os.remove(temporary)
 
 
 def acquire(workdir: str) -> str:
   """Creates WORKDIR/lock for this process; returns its path."""
   path = os.path.join(workdir, 'lock')
   me = {'host': socket.gethostname(), 'pid': os.getpid()}
-  while True:
-    try:
-      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-      holder = _read(path)
-      if holder.get('host') == me['host'] and isinstance(
-          holder.get('pid'), int) and not _alive(holder['pid']):
-        logging.warning('Taking over the lock of a run that is gone (pid %d '
-                        'on this host): %s', holder['pid'], path)
-        with contextlib.suppress(FileNotFoundError):
-          os.remove(path)
-        continue
-      who = (f'pid {holder["pid"]} on host {holder["host"]}' if holder else
-             'another run')
-      raise WorkdirInUse(
-          f'Workdir {workdir} is in use by {who} (lock file {path}). Wait '
-          'for that run to end or use another --workdir; if that run is gone, '
-          'delete the lock file.') from None
-    with os.fdopen(fd, 'w') as f:
-      json.dump(me, f)
-    return path
+  while not _create(path, json.dumps(me)):
+    holder = _read(path)
+    gone = holder.get('host') == me['host'] and isinstance(
+        holder.get('pid'), int) and not _alive(holder['pid'])
+    if gone or not holder:
+      logging.warning('Taking over the lock of a run that is gone (%s): %s',
+                      f'pid {holder["pid"]} on this host' if holder else
+                      'the lock file is empty or unreadable', path)
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+      continue
+    raise WorkdirInUse(
+        f'Workdir {workdir} is in use by pid {holder["pid"]} on host '
+        f'{holder["host"]} (lock file {path}). Wait for that run to end or '
+        'use another --workdir; if that run is gone, delete the lock '
+        'file.') from None
+  return path
+
+
+def _usable_workdir(workdir: str):
+  """Creates `workdir` if needed, or says in one line why it cannot be."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except FileExistsError:
+    raise errors.UserError(f'Workdir {workdir} is a file, not a '
+                           'directory; use another --workdir.') from None
+  except OSError as e:
+    raise _os_error(workdir, e) from None
+
+
+def _os_error(workdir: str, error: OSError) -> errors.UserError:
+  if errors.is_disk_full(error):
+    return errors.DiskFullError(f'no space left on device for workdir '
+                                f'{workdir}; nothing was written.')
+  return errors.UserError(f'Cannot use workdir {workdir}: '
+                          f'{errors.describe(error)}.')
 
 
 def release(path: str):
@@ -97,19 +142,21 @@ def hold(workdir: str):
   created = not os.path.isdir(workdir)
   path, error = None, None
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
     try:
+      _usable_workdir(workdir)
       path = acquire(workdir)
-    except WorkdirInUse as e:
+    except errors.UserError as e:
       error = e
+    except OSError as e:  # A read-only workdir, a full disk.
+      error = _os_error(workdir, e)
   if jax.process_count() > 1:  # Every process learns process 0's outcome.
     held = multihost_utils.broadcast_one_to_all(np.int32(error is None))
     if not held and error is None:
-      error = WorkdirInUse(f'Workdir {workdir} is in use by another run (see '
-                           "process 0's message).")
-  if error is not None:
-    raise error
+      error = errors.UserError(f'Workdir {workdir} cannot be used (see '
+                               "process 0's message).")
   try:
+    if error is not None:
+      raise error
     yield
   finally:
     if path is not None:
