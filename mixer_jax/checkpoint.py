@@ -101,8 +101,13 @@ def save(path: Union[str, os.PathLike], params: Params, *,
   np.savez(buffer, **flat)
   path.parent.mkdir(parents=True, exist_ok=True)
   partial = path.parent / f'.{path.name}.partial'
-  partial.write_bytes(buffer.getvalue())
-  partial.replace(path)
+  try:
+    partial.write_bytes(buffer.getvalue())
+    partial.replace(path)
+  except BaseException:
+    if partial.exists():
+      partial.unlink()
+    raise
 
 
 def _to_numpy(params: Params) -> dict:
@@ -183,21 +188,23 @@ def check_fits(expected: Params, found: Params, *, source: str = 'checkpoint'):
   """
   want = traverse_util.flatten_dict(expected, sep='/')
   got = traverse_util.flatten_dict(found, sep='/')
-  problems = []  # (has a hint, key, text)
+  problems = []  # (rank: the patch first, then hints, then the rest, key,
+  # text)
   for k in want.keys() - got.keys():
-    problems.append(('', k, f'missing parameter {k!r} '
+    problems.append((2, k, f'missing parameter {k!r} '
                      f'(expected shape {want[k].shape})'))
   for k in got.keys() - want.keys():
-    problems.append(('', k, f'unexpected parameter {k!r} '
+    problems.append((2, k, f'unexpected parameter {k!r} '
                      f'(shape {np.shape(got[k])})'))
   for k in want.keys() & got.keys():
     if tuple(want[k].shape) != tuple(np.shape(got[k])):
       hint = _hint(k, want, got)
-      problems.append((hint, k, f'parameter {k!r}: the model expects shape '
+      rank = 0 if k == 'stem/kernel' else 1 if hint else 2
+      problems.append((rank, k, f'parameter {k!r}: the model expects shape '
                        f'{want[k].shape}, the checkpoint has '
                        f'{np.shape(got[k])}{hint}'))
   if problems:
-    problems.sort(key=lambda p: (not p[0], _natural_key(p[1])))
+    problems.sort(key=lambda p: (p[0], _natural_key(p[1])))
     listed = '\n  '.join(text for _, _, text in problems[:6])
     more = f'\n  ... and {len(problems) - 6} more' if len(problems) > 6 else ''
     raise CheckpointError(
@@ -215,6 +222,9 @@ def _hint(key, want, got):
             f'{np.shape(got[key])[0]} in the checkpoint: another variant?)')
   if key.endswith('token_mixing/Dense_0/kernel'):
     tokens, ckpt_tokens = want[key].shape[0], np.shape(got[key])[0]
+    stem = 'stem/kernel'
+    if stem in got and np.shape(got[stem])[:1] != want[stem].shape[:1]:
+      return ' (the number of tokens follows from the other patch size)'
     if tokens == ckpt_tokens:
       return ' (another token-mixing width: another variant or resolution_factor?)'
     if tokens % ckpt_tokens == 0 and _is_square(tokens // ckpt_tokens):

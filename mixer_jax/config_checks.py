@@ -115,10 +115,13 @@ def _is_nan(value) -> bool:
   return isinstance(value, float) and math.isnan(value)
 
 
-def problems(config) -> list[str]:
-  """One line per bad field (empty when every field is good)."""
+def problems(config, *, only=None) -> list[str]:
+  """One line per bad field (empty when every field is good); `only`: check
+  just these fields (dotted names)."""
   found = []
   for field, (test, good) in _RULES.items():
+    if only is not None and field not in only:
+      continue
     value = _get(config, field)
     try:
       ok = not _is_nan(value) and bool(test(value))
@@ -126,15 +129,16 @@ def problems(config) -> list[str]:
       ok = False
     if not ok:
       found.append(f'{field}={value!r} (must be {good})')
-  if config.total_steps > 0 and config.warmup_steps > config.total_steps:
+  if only is None and 0 < config.total_steps < config.warmup_steps:
     found.append(f'warmup_steps={config.warmup_steps} (must be <= '
                  f'total_steps={config.total_steps})')
   return found
 
 
-def check(config) -> None:
-  """Raises errors.UserError naming every bad field of `config`."""
-  found = problems(config)
+def check(config, *, only=None) -> None:
+  """Raises errors.UserError naming every bad field of `config` (of `only`,
+  if given)."""
+  found = problems(config, only=only)
   if found:
     raise errors.UserError(
         f'Bad config value{"s" if len(found) > 1 else ""}: '

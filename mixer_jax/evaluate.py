@@ -38,6 +38,7 @@ import numpy as np
 
 from configs import common
 from mixer_jax import cli
+from mixer_jax import config_checks
 from mixer_jax import errors
 from mixer_jax import evaluation
 from mixer_jax import inference
@@ -94,6 +95,7 @@ def load(*, workdir=None, step=None, pretrained=None, dataset=None,
     config = config_dict.ConfigDict(loaded.config.to_dict())
   apply(config, {**({'dataset': dataset} if dataset else {}),
                  **({'eval_split': split} if split else {}), **(values or {})})
+  config_checks.check(config, only=set(values or ()))
   if step is not None:
     if not workdir:
       raise errors.UserError('--step needs --workdir.')

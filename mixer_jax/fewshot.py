@@ -88,9 +88,35 @@ def least_squares_accuracy(train_x, train_y, test_x, test_y, *,
   return float(np.mean(np.argmax(x_test @ weights, axis=1) == test_y))
 
 
+def parse_shots(values) -> list[int]:
+  """--shots=1,5 -> [1, 5]; anything but integers >= 1 is a UserError."""
+  try:
+    shots = [int(k) for k in values]
+  except ValueError:
+    shots = []
+  if not shots or min(shots) < 1:
+    raise errors.UserError(f'--shots={",".join(values)}: give examples per '
+                           'class as integers >= 1, e.g. --shots=1,5,10,25.')
+  return shots
+
+
 def shots_accuracy(train, test, *, num_classes: int, shots, seeds, l2):
-  """{k: mean over seeds of the k-shot accuracy}."""
+  """{k: mean over seeds of the k-shot accuracy}.
+
+  Every k must be at most the examples of the class with fewest in `train`
+  (a larger k would silently use all of them), and `seeds` not empty.
+  """
   (train_x, train_y), (test_x, test_y) = train, test
+  counts = np.bincount(train_y, minlength=num_classes)
+  fewest = int(counts.min())
+  too_many = [k for k in shots if not 1 <= k <= fewest]
+  if too_many:
+    raise errors.UserError(
+        f'{", ".join(map(str, too_many))} shot(s) asked for, but the few-shot '
+        f'train split has {fewest} example(s) of class {int(counts.argmin())}'
+        f', its fewest: use shots from 1 to {fewest}.')
+  if not len(seeds):
+    raise errors.UserError('No seeds to average over: use at least one.')
   scores = {k: [] for k in shots}
   for seed in seeds:
     rng = np.random.default_rng(seed)
@@ -137,7 +163,8 @@ def define_flags():
   flags.DEFINE_string('test_split', None, "Scored split (default: 'test', or "
                       "the run's eval split).")
   flags.DEFINE_list('shots', ['1', '5', '10', '25'], 'Examples per class.')
-  flags.DEFINE_integer('seeds', 3, 'Seeds 0..N-1; the mean is reported.')
+  flags.DEFINE_integer('seeds', 3, 'Seeds 0..N-1; the mean is reported.',
+                       lower_bound=1)
   flags.DEFINE_float('l2', 2.0**10, 'L2 regularisation.')
   flags.DEFINE_string('output', None, 'Also write the accuracies here (JSON).')
 
@@ -155,7 +182,7 @@ def main(argv):
     results = evaluate(
         loaded.model, loaded.params, config, dataset=FLAGS.dataset,
         train_split=FLAGS.train_split, test_split=FLAGS.test_split,
-        shots=[int(k) for k in FLAGS.shots], seeds=range(FLAGS.seeds),
+        shots=parse_shots(FLAGS.shots), seeds=range(FLAGS.seeds),
         l2=FLAGS.l2)
   except errors.UserError as e:
     cli.exit_with_error('mixer_jax.fewshot', e)

@@ -37,6 +37,7 @@ from mixer_jax import checkpoint
 from mixer_jax import errors
 from mixer_jax import models
 from mixer_jax import preprocess as preprocess_lib
+from mixer_jax import train_state
 
 CLASS_NAMES_FILE = 'class_names.json'
 # What PIL reads here: grey, RGBA and palette images become RGB.
@@ -119,8 +120,7 @@ def load_run(workdir: str) -> Loaded:
     if not os.path.exists(path):
       raise errors.MissingError(
           f'{workdir} is no finished run: {path} is missing.')
-  with open(config_path) as f:
-    config = config_dict.ConfigDict(json.load(f))
+  config = config_dict.ConfigDict(train_state.read_config(workdir))
   params = checkpoint.load(params_path)
   names_path = os.path.join(workdir, CLASS_NAMES_FILE)
   names = ()

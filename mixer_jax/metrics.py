@@ -128,9 +128,14 @@ def write_json(path: str, value):
 
 def _write_atomically(path: str, text: str):
   partial = path + '.partial'
-  with open(partial, 'w') as f:
-    f.write(text)
-  os.replace(partial, path)
+  try:
+    with open(partial, 'w') as f:
+      f.write(text)
+    os.replace(partial, path)
+  except BaseException:
+    if os.path.exists(partial):
+      os.remove(partial)
+    raise
 
 
 class Progress:

@@ -43,8 +43,9 @@ def define_flags():
   flags.DEFINE_string(
       'pretrained', None, 'A published name (imagenet21k/Mixer-B_16, ...), a '
       '.npz path or a URL.')
-  flags.DEFINE_integer('top_k', 5, 'Classes shown per image.')
-  flags.DEFINE_integer('batch_size', 32, 'Images per forward pass.')
+  flags.DEFINE_integer('top_k', 5, 'Classes shown per image.', lower_bound=1)
+  flags.DEFINE_integer('batch_size', 32, 'Images per forward pass.',
+                       lower_bound=1)
   flags.DEFINE_string('output', None, 'Also write JSON lines here.')
 
 

@@ -262,10 +262,13 @@ def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
   except BaseException as e:
     checkpoints.close_after_error()
     if errors.is_disk_full(e):
+      failed = checkpoints.failed_save()
       raise errors.DiskFullError(
-          f'no space left on device at step {step} ({errors.describe(e)}); '
-          f'the checkpoints saved before are intact. Free some space and run '
-          'the same command to resume.') from e
+          'no space left on device' + (
+              f' while saving the checkpoint of step {failed}' if failed
+              else '') + f' (noticed at step {step}): '
+          f'{errors.describe(e)[:300]}; the checkpoints saved before are '
+          'intact. Free some space and run the same command to resume.') from e
     raise
   finally:
     progress.close()
@@ -294,9 +297,18 @@ def _finish(workdir, state, *, trained, results, diverged_steps, seconds):
   if jax.process_index() == 0:
     params = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)),
                           state.params)
-    checkpoint.save(os.path.join(workdir, 'params.npz'), params,
-                    overwrite=True)
-    metrics.write_json(final_path, final)
+    try:
+      checkpoint.save(os.path.join(workdir, 'params.npz'), params,
+                      overwrite=True)
+      metrics.write_json(final_path, final)
+    except OSError as e:
+      if not errors.is_disk_full(e):
+        raise
+      raise errors.DiskFullError(
+          f'no space left on device for the final params.npz and '
+          f'final_metrics.json of step {final["step"]}; its checkpoint is '
+          'saved. Free some space and run the same command to write '
+          'them.') from e
   return final
 
 

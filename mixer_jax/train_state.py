@@ -54,6 +54,26 @@ class WorkdirError(errors.UserError):
   """A workdir that holds another model's run."""
 
 
+def read_config(workdir: str) -> Optional[dict]:
+  """WORKDIR/config.json as a dict; None if there is none. A file that is
+  not a JSON object (truncated, edited) is a UserError naming it."""
+  path = os.path.join(workdir, 'config.json')
+  try:
+    with open(path) as f:
+      config = json.load(f)
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError) as e:
+    raise WorkdirError(f'{path} does not read as a run config '
+                       f'({errors.describe(e)}); restore it from a copy, or '
+                       'use another --workdir.') from None
+  if not isinstance(config, dict):
+    raise WorkdirError(f'{path} does not read as a run config (not a JSON '
+                       'object); restore it from a copy, or use another '
+                       '--workdir.')
+  return config
+
+
 class Checkpoints:
   """Orbax checkpoints in WORKDIR/checkpoints, plus WORKDIR/config.json.
 
@@ -65,7 +85,8 @@ class Checkpoints:
     self._config_path = os.path.join(workdir, 'config.json')
     self._check_compatible(config)
     self._directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
-    self._saving = None  # The step of the last save started.
+    self._saving = None  # The step of the last save started, until checked.
+    self._last_save = None  # The step of the last save started.
     self._manager = ocp.CheckpointManager(
         self._directory, options=ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=False))
@@ -79,10 +100,9 @@ class Checkpoints:
 
   def _check_compatible(self, config):
     """Refuses a workdir whose model or data differ from `config`."""
-    if not os.path.exists(self._config_path):
+    previous = read_config(self._workdir)
+    if previous is None:
       return
-    with open(self._config_path) as f:
-      previous = json.load(f)
     current = json.loads(config.to_json_best_effort())
     differ = [f'{k}: {previous.get(k)!r} there, {current.get(k)!r} now'
               for k in MODEL_FIELDS if previous.get(k) != current.get(k)]
@@ -102,7 +122,7 @@ class Checkpoints:
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
                        force=True)
-    self._saving = step
+    self._saving = self._last_save = step
 
   def restore_step(self, like: TrainState, step: int) -> TrainState:
     """The checkpoint of `step`, laid out like `like`."""
@@ -139,12 +159,16 @@ class Checkpoints:
         self._move_aside(bad, error)
       return step, restored.state
     if failed:
-      raise errors.UserError(
-          f'No checkpoint in {self._directory} restores: ' + '; '.join(
-              f'step {step}: {errors.describe(e)[:300]}' for step, e in failed)
-          + '. If this config changed the optimizer (optimizer, '
-          'grad_clip_norm, weight_decay, momentum_dtype), use another '
-          '--workdir; else move the damaged steps out of the way.')
+      unknown = ('; its config.json is missing, so the run cannot be '
+                 'compared with this config' if read_config(self._workdir)
+                 is None else '')
+      raise WorkdirError(
+          f'No checkpoint in {self._directory} restores with this config'
+          f'{unknown}. Most likely they belong to another model or optimizer '
+          '(e.g. another width, optimizer, grad_clip_norm, weight_decay or '
+          'momentum_dtype): use another --workdir for this config; nothing '
+          'was moved or changed. ' + '; '.join(
+              f'Step {step}: {errors.describe(e)[:300]}' for step, e in failed))
     return None, None
 
   def _move_aside(self, step: int, error: Exception):
@@ -194,9 +218,21 @@ class Checkpoints:
       return
     self._saving = None
     if not os.path.isdir(os.path.join(self._directory, str(step))):
-      self._manager.wait_until_finished()
-      raise errors.UserError(f'The checkpoint of step {step} was not saved '
+      try:
+        self._manager.wait_until_finished()
+      except Exception as e:  # pylint: disable=broad-except
+        raise errors.UserError(f'the checkpoint of step {step} was not saved: '
+                               f'{errors.describe(e)[:300]}') from e
+      raise errors.UserError(f'the checkpoint of step {step} was not saved '
                              '(the log above says why).')
+
+  def failed_save(self) -> Optional[int]:
+    """The step of the last save started if it left no checkpoint."""
+    step = self._last_save
+    if step is None or self._manager.is_saving_in_progress() or os.path.isdir(
+        os.path.join(self._directory, str(step))):
+      return None
+    return step
 
   def wait(self):
     self._manager.wait_until_finished()

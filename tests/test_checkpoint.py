@@ -169,6 +169,18 @@ def test_a_checkpoint_for_another_image_size_says_how_to_fine_tune_there():
     checkpoint.load_pretrained(init_params=init, pretrained=FIXTURE)
 
 
+def test_another_patch_size_is_the_first_hint_and_no_other_misleads():
+  """Patch 2 at 32 px has 4x the tokens of patch 4: the patch explains it,
+  resolution_factor would not."""
+  init = models.init_params(tiny_model(patch_size=2), image_size=32)
+  with pytest.raises(checkpoint.CheckpointError) as e:
+    checkpoint.load_pretrained(init_params=init, pretrained=FIXTURE)
+  first = str(e.value).splitlines()[1]
+  assert "'stem/kernel'" in first and 'patch 2 in the model, 4' in first
+  assert 'resolution_factor' not in str(e.value)
+  assert 'follows from the other patch size' in str(e.value)
+
+
 ################################################################################
 # Files that are not checkpoints.
 

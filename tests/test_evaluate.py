@@ -54,6 +54,8 @@ def test_errors_name_the_problem(digits_run):
     evaluate.load(workdir=workdir, step=7)
   with pytest.raises(errors.UserError, match='one of --workdir and'):
     evaluate.load()
+  with pytest.raises(errors.UserError, match=r'eval_batch_size=0 \(must be'):
+    evaluate.load(workdir=workdir, values={'eval_batch_size': 0})
 
 
 def test_the_cli_writes_the_metrics(digits_run, tmp_path):

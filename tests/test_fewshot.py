@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from mixer_jax import errors
 from mixer_jax import evaluate
 from mixer_jax import fewshot
 from mixer_jax import train
@@ -84,3 +85,30 @@ def test_the_evaluator_in_training_writes_the_same_keys(tmp_path):
   steps = [r['step'] for r in read_jsonl(workdir)
            if 'fewshot/digits/5shot' in r]
   assert steps == [2, 4]
+
+
+@pytest.mark.parametrize('shots, seeds, message', [
+    ((1, 6), (0,), r'6 shot\(s\) asked for, but .* has 5 example\(s\) of '
+     r'class 1, its fewest: use shots from 1 to 5'),
+    ((0,), (0,), r'0 shot\(s\) asked for'),
+    ((-1, 2), (0,), r'-1 shot\(s\)'),
+    ((1,), (), 'No seeds'),
+])
+def test_shots_beyond_what_each_class_has_are_an_error(shots, seeds, message):
+  rng = np.random.default_rng(0)
+  labels = np.array([0] * 8 + [1] * 5 + [2] * 7)
+  data = rng.normal(size=(len(labels), 4)), labels
+  with pytest.raises(errors.UserError, match=message):
+    fewshot.shots_accuracy(data, data, num_classes=3, shots=shots,
+                           seeds=seeds, l2=1.0)
+
+
+@pytest.mark.parametrize('values, expected', [
+    (['1', '5'], [1, 5]), (['0'], None), (['-1'], None), (['a'], None),
+    ([], None)])
+def test_shots_flag(values, expected):
+  if expected is None:
+    with pytest.raises(errors.UserError, match='integers >= 1'):
+      fewshot.parse_shots(values)
+  else:
+    assert fewshot.parse_shots(values) == expected

@@ -97,3 +97,15 @@ def test_a_checkpoint_that_fits_no_mixer_is_a_clear_error(tmp_path):
   with pytest.raises(errors.UserError, match=f'{path}: The parameters fit no '
                      'Mixer'):
     inference.load_pretrained(path)
+
+
+@pytest.mark.parametrize('flag', ['--top_k=0', '--top_k=-1', '--batch_size=0'])
+def test_bad_counts_are_one_line(flag):
+  result = subprocess.run(
+      [sys.executable, '-m', 'mixer_jax.predict', '--workdir=run', flag,
+       'photo.jpg'], cwd=ROOT, capture_output=True, text=True, timeout=300,
+      check=False)
+  assert result.returncode == 1
+  assert 'Traceback' not in result.stderr
+  assert f'flag {flag}: ' in result.stderr and 'positive integer' in (
+      result.stderr)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import types
 
 import jax
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from configs import ti4_cifar10
 from mixer_jax import checkpoint
+from mixer_jax import errors
 from mixer_jax import input_pipeline
 from mixer_jax import jit_steps
 from mixer_jax import train
@@ -183,3 +185,20 @@ def test_auto_accum_steps_trains_as_the_accumulation_it_picks(
   explicit = train.train_and_evaluate(
       small_digits_config(accum_steps=2, **short), str(tmp_path / 'two'))
   assert auto['eval_loss'] == explicit['eval_loss']
+
+
+def test_a_full_disk_at_the_final_write_is_one_error_and_leaves_no_partial(
+    tmp_path, monkeypatch):
+  def full_disk(self, data):
+    with open(self, 'wb') as f:
+      f.write(data[:len(data) // 2])
+    raise OSError(28, os.strerror(28))
+  monkeypatch.setattr(checkpoint.epath.Path, 'write_bytes', full_disk)
+  state = types.SimpleNamespace(step=jax.numpy.asarray(8),
+                                params={'w': jax.numpy.ones(3)})
+  with pytest.raises(errors.DiskFullError,
+                     match='final params.npz and final_metrics.json of step '
+                     '8; its checkpoint is saved'):
+    train._finish(str(tmp_path), state, trained=True, results={},  # pylint: disable=protected-access
+                  diverged_steps=0, seconds=1.0)
+  assert os.listdir(tmp_path) == []

@@ -58,7 +58,8 @@ def test_a_full_disk_stops_the_run_with_earlier_checkpoints_intact(
   train.train_and_evaluate(config, workdir, stop_at_step=4)
   fill(small_disk, leave=64 * 1024)
   with pytest.raises(errors.DiskFullError,
-                     match='no space left on device at step .* the '
+                     match='no space left on device while saving the '
+                     r'checkpoint of step 8 \(noticed at step .*\): .* the '
                      'checkpoints saved before are intact'):
     train.train_and_evaluate(config, workdir)
   assert '4' in os.listdir(os.path.join(workdir, 'checkpoints'))

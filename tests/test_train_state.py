@@ -11,6 +11,7 @@ import pytest
 from mixer_jax import checkpoint
 from mixer_jax import errors
 from mixer_jax import train
+from mixer_jax import train_state
 from tests.conftest import small_digits_config
 
 
@@ -68,8 +69,38 @@ def test_when_no_checkpoint_restores_nothing_is_moved(reference, tmp_path):
   shutil.copytree(pristine, workdir)
   for step in ('4', '8'):
     DAMAGE['no state'](os.path.join(workdir, 'checkpoints', step))
-  with pytest.raises(errors.UserError, match='No checkpoint in .* restores: '
-                     'step 8: .*; step 4: '):
+  with pytest.raises(errors.UserError, match='No checkpoint in .* restores '
+                     'with this config.*Step 8: .*; Step 4: '):
     train.train_and_evaluate(config, workdir)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['4', '8']
   assert not os.path.exists(os.path.join(workdir, 'checkpoints_damaged'))
+
+
+def test_a_run_that_cannot_be_identified_is_never_called_damaged(
+    reference, tmp_path):
+  """config.json gone and the width changed: every checkpoint fails to
+  restore; the error says why it may be, suggests no move, and nothing of
+  the finished run changes."""
+  config, pristine = reference
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(pristine, workdir)
+  os.remove(os.path.join(workdir, 'config.json'))
+  files = lambda: {p: os.path.getmtime(p) for p in glob.glob(
+      os.path.join(workdir, '**'), recursive=True) if os.path.isfile(p)}
+  before = files()
+  config = small_digits_config(eval_every=100)
+  config.model.hidden_dim = 32
+  with pytest.raises(errors.UserError) as e:
+    train.train_and_evaluate(config, workdir)
+  message = str(e.value)
+  assert 'config.json is missing' in message and 'another --workdir' in message
+  assert 'damaged' not in message and 'out of the way' not in message
+  assert before == files()
+
+
+@pytest.mark.parametrize('content', ['{"model": {"vari', '[1, 2]'])
+def test_an_unreadable_config_json_is_named(tmp_path, content):
+  (tmp_path / 'config.json').write_text(content)
+  with pytest.raises(errors.UserError,
+                     match=r'config.json does not read as a run config'):
+    train_state.read_config(str(tmp_path))
