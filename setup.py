@@ -21,9 +21,9 @@ setuptools.setup(
     description='MLP-Mixer in JAX/Flax: the paper\'s models, checkpoints, '
     'fine-tuning and training.',
     license='Apache 2.0',
-    # configs/ too, so that --config=<anywhere>/configs/b32.py finds common.py.
-    packages=setuptools.find_packages(
-        include=['mixer_jax', 'mixer_jax.*', 'configs']),
+    # Recipe files (configs/) load by path and import mixer_jax.recipes; no
+    # top-level `configs` package is installed.
+    packages=setuptools.find_packages(include=['mixer_jax', 'mixer_jax.*']),
     # ImageNet-1k and -21k class names (synset, lemmas) in head order.
     package_data={'mixer_jax': ['data/*.tsv.gz']},
     python_requires='>=3.10',

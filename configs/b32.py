@@ -26,8 +26,8 @@ fine-tuning: momentum SGD lr 0.03 (its grid: 0.003, 0.01, 0.03, 0.06), batch
 512, clip 1, warmup 500 + cosine, 10k steps on CIFAR, 224 px.
 """
 
-from configs import common
+from mixer_jax import recipes
 
 
 def get_config(dataset='cifar10'):
-  return common.fine_tune('B/32', 'gsam/Mixer-B_32', dataset)
+  return recipes.fine_tune('B/32', 'gsam/Mixer-B_32', dataset)

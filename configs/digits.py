@@ -23,34 +23,8 @@ training on a 2-core CPU VM, the same on every run (experiments/README.md).
   python -m mixer_jax.train --config=configs/digits.py
 """
 
-from configs import common
+from mixer_jax import recipes
 
 
 def get_config():
-  config = common.get_config()
-  config.dataset = 'digits'
-  config.train_split = 'train'
-  config.eval_split = 'test'
-  config.image_size = 8
-  config.model.variant = 'Ti/2'
-  config.model.num_blocks = 4
-  config.model.hidden_dim = 64
-  config.model.tokens_mlp_dim = 32
-  config.model.channels_mlp_dim = 256
-  config.train_pp = 'pad_crop'
-  config.crop_padding = 1
-  config.flip = False  # Digits are not mirror-symmetric.
-  config.cache = True
-  config.shuffle_buffer = 1437
-  config.batch_size = 128
-  config.eval_batch_size = 128
-  config.total_steps = 600
-  config.optimizer = 'adamw'
-  config.lr = 3e-3
-  config.weight_decay = 1e-4
-  config.warmup_steps = 50
-  config.decay_type = 'cosine'
-  config.eval_every = 200
-  config.progress_every = 50
-  config.checkpoint_every = 200
-  return config
+  return recipes.digits()

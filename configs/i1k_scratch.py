@@ -25,11 +25,11 @@ Our result: not yet measured by us. ImageNet must be in the tfds manual dir.
       --config.tfds_manual_dir=/path/to/imagenet
 """
 
-from configs import common
+from mixer_jax import recipes
 
 
 def get_config(variant='B/16'):
-  config = common.with_dataset(common.get_config(), 'imagenet2012')
+  config = recipes.with_dataset(recipes.get_config(), 'imagenet2012')
   config.model.variant = variant
   config.model.stochastic_depth = 0.1
   config.train_pp = 'inception_crop'

@@ -23,11 +23,11 @@ Our result: not yet measured by us (it needs CIFAR-10 and an accelerator).
   python -m mixer_jax.train --config=configs/ti4_cifar10.py
 """
 
-from configs import common
+from mixer_jax import recipes
 
 
 def get_config():
-  config = common.get_config()
+  config = recipes.get_config()
   config.model.variant = 'Ti/4'
   config.model.stochastic_depth = 0.1
   config.dataset = 'cifar10'

@@ -166,9 +166,9 @@ def matmul_peak(dtype) -> float:
 
 
 def input_images_per_second(variant: str, batches: int) -> float:
-  from configs import common  # pylint: disable=g-import-not-at-top
+  from mixer_jax import recipes  # pylint: disable=g-import-not-at-top
   from mixer_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  config = common.get_config()
+  config = recipes.get_config()
   config.update(dict(dataset='digits', train_split='train', eval_split='test',
                      image_size=_IMAGE.value, batch_size=_BATCH.value,
                      shuffle_buffer=1437))

@@ -23,7 +23,6 @@ figures are roofline estimates per chip, upper bounds; a v3 chip is two of
 the paper's cores.
 """
 
-import importlib.util
 import json
 
 from absl import app
@@ -32,6 +31,7 @@ from absl import flags
 from mixer_jax import cli
 from mixer_jax import hardware
 from mixer_jax import plan
+from mixer_jax import recipes
 from mixer_jax import sources
 
 _CONFIGS = flags.DEFINE_list('configs', ['configs/b16.py'], 'Recipe files.')
@@ -44,15 +44,6 @@ PAPER_V3_PER_CORE = {'S/32': 11489, 'S/16': 3994, 'B/32': 4208,
                      'B/16': 1384, 'L/32': 1314, 'L/16': 419, 'H/14': 194}
 
 
-def load_recipe(spec: str):
-  """'configs/b16.py[:arg]' -> its get_config([arg]), as --config loads it."""
-  path, _, arg = spec.partition(':')
-  module_spec = importlib.util.spec_from_file_location('recipe', path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
-
-
 def main(argv):
   del argv
   cli.compile_only_for_tpu()
@@ -62,7 +53,7 @@ def main(argv):
         'v3 img/s/core |')
   print('|---|---|---|---|---|---|---|---|---|---|')
   for path in _CONFIGS.value:
-    config = load_recipe(path)
+    config = recipes.load(path)
     num_classes = sources.num_classes(config)
     for topology in _TOPOLOGIES.value:
       tpu_slice = hardware.parse(topology)

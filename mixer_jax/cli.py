@@ -52,8 +52,8 @@ def parse_flags_and_config(program: str):
       while isinstance(e, BaseException) and e.args:  # The innermost message.
         e = e.args[0]
       name, _, hint = str(e).partition('\n')
-      exit_with_error(program, f'unknown config field {name} (configs/'
-                      'common.py declares every field)'
+      exit_with_error(program, f'unknown config field {name} '
+                      '(mixer_jax/recipes.py declares every field)'
                       f'{". " + hint if hint else ""}')
 
   return parse

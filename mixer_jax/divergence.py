@@ -32,7 +32,6 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from mixer_jax import errors
 

@@ -36,7 +36,6 @@ from ml_collections import config_dict
 from ml_collections import config_flags
 import numpy as np
 
-from configs import common
 from mixer_jax import cli
 from mixer_jax import config_checks
 from mixer_jax import errors
@@ -45,6 +44,7 @@ from mixer_jax import inference
 from mixer_jax import input_pipeline
 from mixer_jax import models
 from mixer_jax import optim
+from mixer_jax import recipes
 from mixer_jax import train_state
 
 FLAGS = flags.FLAGS
@@ -60,7 +60,7 @@ def define_flags():
   flags.DEFINE_string('dataset', None, 'Dataset (default: the run\'s).')
   flags.DEFINE_string('split', None, 'Split (default: the run\'s eval split).')
   flags.DEFINE_string('output', None, 'Also write the metrics here (JSON).')
-  config_flags.DEFINE_config_dict('config', common.get_config(),
+  config_flags.DEFINE_config_dict('config', recipes.get_config(),
                                   'Overrides: --config.<field>=<value>.')
 
 
@@ -88,7 +88,7 @@ def load(*, workdir=None, step=None, pretrained=None, dataset=None,
     raise errors.UserError('Give one of --workdir and --pretrained.')
   if pretrained:
     loaded = inference.load_pretrained(pretrained)
-    config = common.get_config()
+    config = recipes.get_config()
     config.image_size = loaded.image_size
   else:
     loaded = inference.load_run(workdir)

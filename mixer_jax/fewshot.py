@@ -36,6 +36,7 @@ import numpy as np
 
 from mixer_jax import cli
 from mixer_jax import errors
+from mixer_jax import evaluate as evaluate_cli
 from mixer_jax import evaluation
 from mixer_jax import input_pipeline
 from mixer_jax import jit_steps
@@ -172,8 +173,6 @@ def define_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  # The evaluate command's loading, imported here: it needs configs/.
-  from mixer_jax import evaluate as evaluate_cli  # pylint: disable=g-import-not-at-top,line-too-long
   try:
     if FLAGS.pretrained and not FLAGS.dataset:
       raise errors.UserError('--pretrained needs --dataset.')

@@ -22,7 +22,6 @@ for a 1,000- or 21,843-class head.
 import dataclasses
 import gzip
 import importlib.resources
-import json
 import os
 import re
 from typing import Iterable, Optional
@@ -35,11 +34,11 @@ from PIL import Image
 
 from mixer_jax import checkpoint
 from mixer_jax import errors
+from mixer_jax import model_config
 from mixer_jax import models
 from mixer_jax import preprocess as preprocess_lib
 from mixer_jax import train_state
 
-CLASS_NAMES_FILE = 'class_names.json'
 # What PIL reads here: grey, RGBA and palette images become RGB.
 IMAGE_TYPES = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.gif')
 
@@ -52,11 +51,6 @@ class Loaded:
   image_size: int
   class_names: tuple[str, ...]
   config: Optional[config_dict.ConfigDict] = None  # A run's; None otherwise.
-
-
-def save_class_names(workdir: str, names) -> None:
-  with open(os.path.join(workdir, CLASS_NAMES_FILE), 'w') as f:
-    json.dump(list(names), f, indent=0)
 
 
 def imagenet_names(num_classes: int) -> tuple[str, ...]:
@@ -112,8 +106,6 @@ def load_pretrained(pretrained: str, *, cache_dir=None) -> Loaded:
 
 def load_run(workdir: str) -> Loaded:
   """A trained run's final weights (params.npz), model and class names."""
-  # Imported here: train imports this module (save_class_names).
-  from mixer_jax import train  # pylint: disable=g-import-not-at-top
   config_path = os.path.join(workdir, 'config.json')
   params_path = os.path.join(workdir, 'params.npz')
   for path in (config_path, params_path):
@@ -122,13 +114,9 @@ def load_run(workdir: str) -> Loaded:
           f'{workdir} is no finished run: {path} is missing.')
   config = config_dict.ConfigDict(train_state.read_config(workdir))
   params = checkpoint.load(params_path)
-  names_path = os.path.join(workdir, CLASS_NAMES_FILE)
-  names = ()
-  if os.path.exists(names_path):
-    with open(names_path) as f:
-      names = tuple(json.load(f))
+  names = train_state.read_class_names(workdir)
   num_classes = params['head']['kernel'].shape[1]
-  model = train.create_model(config, num_classes=num_classes)
+  model = model_config.model_from_config(config, num_classes=num_classes)
   return Loaded(model, params, config.image_size,
                 names or imagenet_names(num_classes), config)
 

@@ -28,7 +28,6 @@ HBM bytes per step and a roofline estimate of the step time and img/s. Exits
 """
 
 import json
-import sys
 
 from absl import app
 from absl import flags
@@ -40,9 +39,9 @@ from mixer_jax import config_checks
 from mixer_jax import errors
 from mixer_jax import hardware
 from mixer_jax import jit_steps
+from mixer_jax import model_config
 from mixer_jax import optim
 from mixer_jax import sources
-from mixer_jax import train
 
 FLAGS = flags.FLAGS
 
@@ -73,7 +72,7 @@ def plan(config, devices, *, chip: hardware.Chip, num_classes: int) -> dict:
   config_checks.check(config)
   mesh = jit_steps.make_mesh(devices)
   config_checks.check_batch_sizes(config, num_devices=mesh.size)
-  model = train.create_model(config, num_classes=num_classes)
+  model = model_config.model_from_config(config, num_classes=num_classes)
   tx, _ = optim.create_optimizer(config)
   replicated, _ = jit_steps.shardings(mesh)
   state = jit_steps.abstract_state(config, model, tx, replicated)

@@ -30,7 +30,6 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
-import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
@@ -42,16 +41,15 @@ from mixer_jax import errors
 from mixer_jax import evaluation
 from mixer_jax import fewshot
 from mixer_jax import hardware
-from mixer_jax import inference
 from mixer_jax import input_pipeline
 from mixer_jax import jit_steps
 from mixer_jax import metrics
+from mixer_jax import model_config
 from mixer_jax import models
 from mixer_jax import optim
 from mixer_jax import plot
 from mixer_jax import preemption
 from mixer_jax import preflight
-from mixer_jax import resolution
 from mixer_jax import sources
 from mixer_jax import train_state
 from mixer_jax import workdir_lock
@@ -70,26 +68,6 @@ def define_flags():
       'workdir', None, 'Where checkpoints, logs and metrics go; a run in an '
       'existing workdir resumes. Default: workdirs/<config name>.')
   cli.define_distributed_flags()
-
-
-_MODEL_OVERRIDES = ('num_blocks', 'hidden_dim', 'tokens_mlp_dim',
-                    'channels_mlp_dim')
-
-
-def create_model(config, *, num_classes: int) -> models.MlpMixer:
-  """The model the config describes, widened for `resolution_factor`."""
-  model = models.create_model(
-      config.model.variant, num_classes=num_classes,
-      dtype=jnp.dtype(config.model.dtype),
-      approximate_gelu=config.model.approximate_gelu,
-      dropout_rate=config.model.dropout_rate,
-      stochastic_depth=config.model.stochastic_depth,
-      **{k: config.model[k] for k in _MODEL_OVERRIDES
-         if config.model[k] is not None})
-  resolution.pretraining_image_size(config.image_size,
-                                    factor=config.resolution_factor,
-                                    patch_size=model.patch_size)
-  return resolution.widen_model(model, factor=config.resolution_factor)
 
 
 def initial_params(config, model, *, rng):
@@ -124,7 +102,7 @@ def train_and_evaluate(config, workdir: str, *, devices=None,
   """Trains, evaluates and checkpoints in `workdir`; returns final metrics.
 
   Args:
-    config: a ConfigDict as configs/common.py describes; checked first.
+    config: a ConfigDict as mixer_jax/recipes.py describes; checked first.
     workdir: checkpoints, TensorBoard events, metrics.jsonl, config.json,
       final_metrics.json and the final params.npz (published layout) go here.
       A run holds WORKDIR/lock while it lives: a second one fails at once.
@@ -146,7 +124,8 @@ def train_and_evaluate(config, workdir: str, *, devices=None,
   mesh = jit_steps.make_mesh(devices)
   config_checks.check_batch_sizes(config, num_devices=mesh.size)
   info = input_pipeline.get_info(config)
-  model = create_model(config, num_classes=info.num_classes)
+  model = model_config.model_from_config(config,
+                                        num_classes=info.num_classes)
   with workdir_lock.hold(workdir):
     return _train(config, workdir, mesh=mesh, info=info, model=model,
                   stop_at_step=stop_at_step, signals=signals)
@@ -164,7 +143,7 @@ def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
     logging.info('Resuming from step %d in %s', start_step, workdir)
   checkpoints.begin()  # Nothing is written to the workdir before this.
   if jax.process_index() == 0:
-    inference.save_class_names(workdir, info.class_names)
+    train_state.save_class_names(workdir, info.class_names)
 
   accum_steps = config.accum_steps
   if not accum_steps:

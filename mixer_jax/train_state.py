@@ -54,6 +54,24 @@ class WorkdirError(errors.UserError):
   """A workdir that holds another model's run."""
 
 
+CLASS_NAMES_FILE = 'class_names.json'
+
+
+def save_class_names(workdir: str, names) -> None:
+  """WORKDIR/class_names.json: the dataset's class names in head order."""
+  with open(os.path.join(workdir, CLASS_NAMES_FILE), 'w') as f:
+    json.dump(list(names), f, indent=0)
+
+
+def read_class_names(workdir: str) -> tuple[str, ...]:
+  """The run's class names; () where the file is missing."""
+  path = os.path.join(workdir, CLASS_NAMES_FILE)
+  if not os.path.exists(path):
+    return ()
+  with open(path) as f:
+    return tuple(json.load(f))
+
+
 def read_config(workdir: str) -> Optional[dict]:
   """WORKDIR/config.json as a dict; None if there is none. A file that is
   not a JSON object (truncated, edited) is a UserError naming it."""

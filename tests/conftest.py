@@ -21,8 +21,8 @@ ROOT = pathlib.Path(__file__).parent.parent
 
 def small_digits_config(**overrides):
   """The offline default, shrunk so a test trains in seconds."""
-  from configs import digits  # pylint: disable=g-import-not-at-top
-  config = digits.get_config()
+  from mixer_jax import recipes  # pylint: disable=g-import-not-at-top
+  config = recipes.digits()
   config.model.num_blocks = 2
   config.batch_size = 64
   config.eval_batch_size = 64  # 360 test images: the last batch is partial.

@@ -4,9 +4,9 @@ import os
 
 import pytest
 
-from configs import common
 from mixer_jax import config_checks
 from mixer_jax import errors
+from mixer_jax import recipes
 from mixer_jax import train
 from tests.conftest import small_digits_config
 
@@ -25,7 +25,7 @@ from tests.conftest import small_digits_config
     ('model.stochastic_depth', -0.1), ('model.num_blocks', 0),
 ])
 def test_a_bad_value_is_named_with_what_is_allowed(field, value):
-  config = common.get_config()
+  config = recipes.get_config()
   section, _, name = field.rpartition('.')
   (config[section] if section else config)[name] = value
   found = config_checks.problems(config)
@@ -33,7 +33,7 @@ def test_a_bad_value_is_named_with_what_is_allowed(field, value):
 
 
 def test_the_defaults_are_good():
-  assert not config_checks.problems(common.get_config())
+  assert not config_checks.problems(recipes.get_config())
 
 
 def test_every_bad_field_in_one_message_before_anything_is_written(tmp_path):

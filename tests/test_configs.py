@@ -1,6 +1,6 @@
 """Every file in configs/ loads, as the command line loads it, and is sane."""
 
-import importlib
+import importlib.util
 import pathlib
 import re
 
@@ -8,13 +8,13 @@ from absl import flags
 from ml_collections import config_flags
 import pytest
 
-from configs import common
 from mixer_jax import checkpoint
+from mixer_jax import errors
 from mixer_jax import models
+from mixer_jax import recipes
 
 ROOT = pathlib.Path(__file__).parent.parent
-RECIPES = sorted(p.stem for p in (ROOT / 'configs').glob('*.py')
-                 if p.stem not in ('__init__', 'common'))
+RECIPES = sorted(p.stem for p in (ROOT / 'configs').glob('*.py'))
 FINE_TUNE = ('b16', 'b32', 'l16', 's16', 's32', 's8')
 
 
@@ -37,9 +37,9 @@ def test_the_recipes_are_all_here():
 @pytest.mark.parametrize('name', RECIPES)
 def test_recipe_loads_and_is_consistent(name):
   config = load(f'configs/{name}.py')
-  # Every field is declared in common: a recipe adds none.
-  assert set(config.keys()) == set(common.get_config().keys())
-  assert set(config.model.keys()) == set(common.get_config().model.keys())
+  # Every field is declared in mixer_jax.recipes: a recipe adds none.
+  assert set(config.keys()) == set(recipes.get_config().keys())
+  assert set(config.model.keys()) == set(recipes.get_config().model.keys())
   models.parse_variant(config.model.variant)
   if config.pretrained:
     assert config.pretrained in checkpoint.PUBLISHED
@@ -48,7 +48,7 @@ def test_recipe_loads_and_is_consistent(name):
         config.model.variant)
   assert config.total_steps > config.warmup_steps >= 0
   # The docstring states the exact command.
-  doc = importlib.import_module(f'configs.{name}').__doc__
+  doc = _module(name).__doc__
   assert f'python -m mixer_jax.train --config=configs/{name}.py' in doc
 
 
@@ -93,8 +93,30 @@ def test_unknown_dataset_argument():
     load('configs/b16.py:cifar11')
 
 
-def test_every_common_field_has_a_comment():
-  source = (ROOT / 'configs' / 'common.py').read_text().splitlines()
+def _module(name):
+  path = ROOT / 'configs' / f'{name}.py'
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_a_recipe_loads_by_path_from_anywhere(tmp_path, monkeypatch):
+  (tmp_path / 'mine.py').write_text(
+      (ROOT / 'configs' / 'b16.py').read_text())
+  monkeypatch.chdir(tmp_path)
+  assert recipes.load('mine.py:cifar100').dataset == 'cifar100'
+  with pytest.raises(errors.MissingError, match='No recipe file nope.py'):
+    recipes.load('nope.py')
+
+
+def test_no_top_level_configs_package_is_installed():
+  assert not (ROOT / 'configs' / '__init__.py').exists()
+  assert "'configs'" not in (ROOT / 'setup.py').read_text()
+
+
+def test_every_declared_field_has_a_comment():
+  source = (ROOT / 'mixer_jax' / 'recipes.py').read_text().splitlines()
   source = source[:source.index('  return config')]
   assignments = [i for i, line in enumerate(source)
                  if re.match(r'\s+config\.[\w.]+ = ', line)]

@@ -11,9 +11,8 @@ import pytest
 
 from mixer_jax import errors
 from mixer_jax import evaluate
-from mixer_jax import input_pipeline
-from mixer_jax import sources
 from mixer_jax import predict
+from mixer_jax import sources
 from mixer_jax import train
 from tests.conftest import ROOT
 from tests.conftest import last_line

@@ -7,9 +7,9 @@ import jax
 import numpy as np
 import pytest
 
-from configs import digits
 from mixer_jax import checkpoint
 from mixer_jax import models
+from mixer_jax import recipes
 from mixer_jax import train
 from tests import test_configs
 
@@ -69,7 +69,7 @@ def test_every_fine_tune_recipe_runs_on_the_offline_path(name, tmp_path):
 def pretrained_on_digits(tmp_path_factory):
   """A real pre-training run whose params.npz is in the published layout."""
   workdir = str(tmp_path_factory.mktemp('pretrain'))
-  config = digits.get_config()
+  config = recipes.digits()
   config.update(dict(total_steps=150, eval_every=150, checkpoint_every=150,
                      progress_every=50, batch_size=64, eval_batch_size=64))
   final = train.train_and_evaluate(config, workdir)
@@ -78,7 +78,7 @@ def pretrained_on_digits(tmp_path_factory):
 
 
 def fine_tune_config(**overrides):
-  config = digits.get_config()
+  config = recipes.digits()
   config.update(dict(total_steps=20, warmup_steps=2, eval_every=20,
                      checkpoint_every=20, progress_every=5, batch_size=64,
                      eval_batch_size=64))

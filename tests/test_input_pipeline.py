@@ -11,10 +11,10 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from configs import common
 from mixer_jax import errors
 from mixer_jax import input_pipeline
 from mixer_jax import preflight
+from mixer_jax import recipes
 from mixer_jax import sources
 
 tfds.disable_progress_bar()
@@ -22,7 +22,7 @@ tfds.disable_progress_bar()
 
 def make_config(**overrides):
   """digits at its own 8 px, unaugmented: images come back exactly."""
-  config = common.get_config()
+  config = recipes.get_config()
   config.update({
       'dataset': 'digits', 'image_size': 8, 'train_split': 'train',
       'eval_split': 'test', 'train_pp': 'resize', 'eval_pp': 'resize',

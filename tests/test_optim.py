@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import common
 from mixer_jax import optim
+from mixer_jax import recipes
 
 
 def vit_jax_schedule(step, *, total_steps, base, decay_type, warmup_steps,
@@ -46,7 +46,7 @@ def test_unknown_decay_type():
 
 
 def make_config(**overrides):
-  config = common.get_config()
+  config = recipes.get_config()
   config.update(dict(total_steps=100, warmup_steps=0, decay_type='linear',
                      linear_end=0.1, lr=0.1, **overrides))
   return config

@@ -14,15 +14,15 @@ import numpy as np
 import optax
 import pytest
 
-from configs import digits
 from mixer_jax import cli
 from mixer_jax import errors
 from mixer_jax import hardware
 from mixer_jax import jit_steps
+from mixer_jax import model_config
 from mixer_jax import models
 from mixer_jax import optim
 from mixer_jax import plan
-from mixer_jax import train
+from mixer_jax import recipes
 from tests.conftest import ROOT
 
 # Where libtpu does not install (not x86-64 Linux), nothing compiles for TPU.
@@ -73,7 +73,7 @@ def fixture_tpu_env(monkeypatch):
 
 def small_config(**overrides):
   """configs/digits.py with 2 blocks: a plan compiles in seconds."""
-  config = digits.get_config()
+  config = recipes.digits()
   config.model.num_blocks = 2
   config.update(overrides)
   return config
@@ -127,7 +127,7 @@ def test_a_recipe_too_large_names_the_accumulation_that_fits(tpu_env):
   config.model.variant = 'Ti/4'
   config.model.num_blocks = 1
   mesh = jit_steps.make_mesh(hardware.devices(tpu_slice))
-  model = train.create_model(config, num_classes=10)
+  model = model_config.model_from_config(config, num_classes=10)
   tx, _ = optim.create_optimizer(config)
   state = jit_steps.abstract_state(config, model, tx,
                                    jit_steps.shardings(mesh)[0])

@@ -4,10 +4,11 @@ import os
 
 import pytest
 
-from configs import b32
 from mixer_jax import errors
 from mixer_jax import preflight
+from mixer_jax import recipes
 from mixer_jax import train
+from tests.conftest import ROOT
 
 
 @pytest.fixture(name='offline')
@@ -22,7 +23,7 @@ def fixture_offline(monkeypatch):
 def test_the_mission_command_offline_lists_everything_missing(
     offline, tmp_path, monkeypatch):
   monkeypatch.setenv('MIXER_JAX_CACHE', str(tmp_path / 'cache'))
-  config = b32.get_config()
+  config = recipes.load(str(ROOT / 'configs' / 'b32.py'))
   config.tfds_data_dir = str(tmp_path / 'data')
   workdir = str(tmp_path / 'run')
   with pytest.raises(errors.MissingError) as error:
@@ -42,7 +43,7 @@ def test_the_mission_command_offline_lists_everything_missing(
 
 def test_download_off_asks_no_host(offline, tmp_path, monkeypatch):
   monkeypatch.setenv('MIXER_JAX_CACHE', str(tmp_path / 'cache'))
-  config = b32.get_config()
+  config = recipes.load(str(ROOT / 'configs' / 'b32.py'))
   config.update(dict(download=False, tfds_data_dir=str(tmp_path / 'data')))
   with pytest.raises(errors.MissingError, match=r'\(1\) .*download is off.*'
                      r'\(2\) checkpoint .*download is off'):
@@ -52,7 +53,7 @@ def test_download_off_asks_no_host(offline, tmp_path, monkeypatch):
 
 def test_what_is_here_needs_no_network(offline, tmp_path, monkeypatch):
   monkeypatch.setenv('MIXER_JAX_CACHE', str(tmp_path / 'cache'))
-  config = b32.get_config()
+  config = recipes.load(str(ROOT / 'configs' / 'b32.py'))
   config.dataset = 'digits'
   config.pretrained = str(tmp_path / 'local.npz')  # Checked when loaded.
   preflight.check(config)

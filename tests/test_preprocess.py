@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from configs import common
 from mixer_jax import preprocess
+from mixer_jax import recipes
 
 RNG = np.random.RandomState(0)
 IMAGE = RNG.randint(0, 256, (20, 30, 3)).astype(np.uint8)
@@ -13,7 +13,7 @@ SEED = tf.constant([1, 2], tf.int64)
 
 
 def make_config(**overrides):
-  cfg = common.get_config()
+  cfg = recipes.get_config()
   cfg.update({'image_size': 16, 'flip': False, 'randaugment_layers': 0,
               **overrides})
   return cfg

@@ -8,14 +8,16 @@ import jax
 import numpy as np
 import pytest
 
-from configs import ti4_cifar10
 from mixer_jax import checkpoint
 from mixer_jax import errors
 from mixer_jax import input_pipeline
 from mixer_jax import jit_steps
+from mixer_jax import model_config
+from mixer_jax import recipes
 from mixer_jax import train
 from mixer_jax import train_state
 from tests import test_input_pipeline
+from tests.conftest import ROOT
 from tests.conftest import read_jsonl
 from tests.conftest import small_digits_config
 
@@ -57,7 +59,7 @@ def test_eval_scores_every_example_exactly_once(trained):
   config, workdir, final = trained
   assert final['eval_examples'] == 360
   info = input_pipeline.get_info(config)
-  model = train.create_model(config, num_classes=info.num_classes)
+  model = model_config.model_from_config(config, num_classes=info.num_classes)
   params = checkpoint.load(os.path.join(workdir, 'params.npz'))
   correct, losses, seen = 0, [], 0
   for batch in input_pipeline.eval_iterator(config):
@@ -92,7 +94,7 @@ def test_one_and_eight_devices_give_the_same_parameters(tmp_path):
     np.testing.assert_allclose(x, y, atol=2e-5, rtol=1e-4)
   # Training moved the parameters: the comparison is not of two inits.
   init = train.initial_params(
-      config, train.create_model(config, num_classes=10),
+      config, model_config.model_from_config(config, num_classes=10),
       rng=jax.random.split(jax.random.PRNGKey(config.seed))[0])
   assert max(np.abs(x - y).max() for x, y in zip(
       jax.tree.leaves(a), jax.tree.leaves(init))) > 1e-3
@@ -148,7 +150,7 @@ def test_cifar10_from_scratch_recipe_runs_on_the_real_tfds_loader(
   """configs/ti4_cifar10.py through tfds's own cifar10 builder, offline."""
   manual_dir, _ = test_input_pipeline.synthetic_cifar10_manual_dir(
       tmp_path, monkeypatch, per_file=4, test=5)
-  config = ti4_cifar10.get_config()
+  config = recipes.load(str(ROOT / 'configs' / 'ti4_cifar10.py'))
   config.update(dict(
       tfds_data_dir=str(tmp_path / 'data'), tfds_manual_dir=str(manual_dir),
       train_split='train', batch_size=16, eval_batch_size=8, total_steps=3,

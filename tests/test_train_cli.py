@@ -14,7 +14,7 @@ from tests.conftest import small_digits_config
 
 
 @pytest.mark.parametrize('flags,message', [
-    (['--config.lrr=0.1'], "unknown config field 'lrr' (configs/common.py "
+    (['--config.lrr=0.1'], "unknown config field 'lrr' (mixer_jax/recipes.py "
      'declares every field). Did you mean "lr" instead of "lrr"?'),
     (['--config.lr=0', '--config.eval_every=0'],
      'Bad config values: lr=0.0 (must be > 0); eval_every=0 (must be > 0).'),
