@@ -90,14 +90,15 @@ def test_two_processes_equal_one_process(two_hosts, tmp_path):
 
 
 def forget_after_step_12(source, target):
-  """A copy of the workdir as it was when both processes were killed."""
+  """A copy of the workdir as a kill of both processes after step 12 would
+  leave it (the files, not a real kill)."""
   shutil.copytree(source, target)
   shutil.rmtree(os.path.join(target, 'checkpoints', '24'))
   os.remove(os.path.join(target, 'final_metrics.json'))
   os.remove(os.path.join(target, 'params.npz'))
 
 
-def test_killed_two_process_run_resumes_exactly(two_hosts, tmp_path):
+def test_a_two_process_run_resumes_exactly_from_an_earlier_checkpoint(two_hosts, tmp_path):
   workdir, _ = two_hosts
   resumed = str(tmp_path / 'resumed')
   forget_after_step_12(workdir, resumed)
