@@ -39,7 +39,7 @@ import numpy as np
 from mixer_jax import cli
 from mixer_jax import config_checks
 from mixer_jax import errors
-from mixer_jax import evaluation
+from mixer_jax import scoring
 from mixer_jax import inference
 from mixer_jax import input_pipeline
 from mixer_jax import models
@@ -81,17 +81,16 @@ def apply(config, values: dict):
   return config
 
 
-def load(*, workdir=None, step=None, pretrained=None, dataset=None,
-         split=None, values=None) -> tuple[inference.Loaded, Any]:
+def model_and_config(*, workdir=None, step=None, pretrained=None,
+                     dataset=None, split=None,
+                     values=None) -> tuple[inference.Loaded, Any]:
   """The model to evaluate, and the config of the data to evaluate it on."""
-  if bool(workdir) == bool(pretrained):
-    raise errors.UserError('Give one of --workdir and --pretrained.')
+  loaded = inference.from_run_or_pretrained(workdir=workdir,
+                                            pretrained=pretrained)
   if pretrained:
-    loaded = inference.load_pretrained(pretrained)
     config = recipes.get_config()
     config.image_size = loaded.image_size
   else:
-    loaded = inference.load_run(workdir)
     config = config_dict.ConfigDict(loaded.config.to_dict())
   apply(config, {**({'dataset': dataset} if dataset else {}),
                  **({'eval_split': split} if split else {}), **(values or {})})
@@ -125,7 +124,7 @@ def run(loaded: inference.Loaded, config) -> dict:
     raise errors.UserError(
         f'The model has {head} classes and {config.dataset} has '
         f'{info.num_classes}: evaluate it on a dataset of its classes.')
-  results = evaluation.evaluate_in_detail(
+  results = scoring.evaluate_in_detail(
       loaded.model, loaded.params, config, num_classes=head)
   return {'dataset': config.dataset, 'split': config.eval_split,
           **results, 'class_names': list(info.class_names)}
@@ -153,9 +152,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   try:
-    loaded, config = load(workdir=FLAGS.workdir, step=FLAGS.step,
-                          pretrained=FLAGS.pretrained, dataset=FLAGS.dataset,
-                          split=FLAGS.split, values=overrides(FLAGS))
+    loaded, config = model_and_config(
+        workdir=FLAGS.workdir, step=FLAGS.step, pretrained=FLAGS.pretrained,
+        dataset=FLAGS.dataset, split=FLAGS.split, values=overrides(FLAGS))
     results = run(loaded, config)
   except errors.UserError as e:
     cli.exit_with_error('mixer_jax.evaluate', e)

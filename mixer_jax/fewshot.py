@@ -37,7 +37,6 @@ import numpy as np
 from mixer_jax import cli
 from mixer_jax import errors
 from mixer_jax import evaluate as evaluate_cli
-from mixer_jax import evaluation
 from mixer_jax import input_pipeline
 from mixer_jax import jit_steps
 
@@ -63,7 +62,7 @@ def features(model, params, config, split: str, *, devices=None):
   config = config_dict.ConfigDict(config.to_dict())
   config.eval_split, config.eval_pp = split, 'resmall_crop'
   found, labels = [], []
-  for batch in evaluation.prefetch_to_mesh(
+  for batch in input_pipeline.prefetch_to_mesh(
       input_pipeline.eval_iterator(config), sharding, config.prefetch):
     x, y, mask = (np.asarray(a.addressable_data(0))
                   for a in represent(params, batch))
@@ -176,8 +175,8 @@ def main(argv):
   try:
     if FLAGS.pretrained and not FLAGS.dataset:
       raise errors.UserError('--pretrained needs --dataset.')
-    loaded, config = evaluate_cli.load(workdir=FLAGS.workdir,
-                                       pretrained=FLAGS.pretrained)
+    loaded, config = evaluate_cli.model_and_config(
+        workdir=FLAGS.workdir, pretrained=FLAGS.pretrained)
     results = evaluate(
         loaded.model, loaded.params, config, dataset=FLAGS.dataset,
         train_split=FLAGS.train_split, test_split=FLAGS.test_split,

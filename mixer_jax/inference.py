@@ -87,7 +87,7 @@ def model_from_params(params, **options) -> tuple[models.MlpMixer, int]:
   return model, grid * p
 
 
-def load_pretrained(pretrained: str, *, cache_dir=None) -> Loaded:
+def from_pretrained(pretrained: str, *, cache_dir=None) -> Loaded:
   """A published name, a path or a URL; the model from the shapes."""
   params = checkpoint.load(checkpoint.fetch(pretrained, cache_dir=cache_dir))
   try:
@@ -104,7 +104,7 @@ def load_pretrained(pretrained: str, *, cache_dir=None) -> Loaded:
                 imagenet_names(model.num_classes or 0))
 
 
-def load_run(workdir: str) -> Loaded:
+def from_run(workdir: str) -> Loaded:
   """A trained run's final weights (params.npz), model and class names."""
   config_path = os.path.join(workdir, 'config.json')
   params_path = os.path.join(workdir, 'params.npz')
@@ -119,6 +119,14 @@ def load_run(workdir: str) -> Loaded:
   model = model_config.model_from_config(config, num_classes=num_classes)
   return Loaded(model, params, config.image_size,
                 names or imagenet_names(num_classes), config)
+
+
+def from_run_or_pretrained(*, workdir: Optional[str] = None,
+                           pretrained: Optional[str] = None) -> Loaded:
+  """from_run(workdir) or from_pretrained(pretrained): exactly one given."""
+  if bool(workdir) == bool(pretrained):
+    raise errors.UserError('Give one of --workdir and --pretrained.')
+  return from_run(workdir) if workdir else from_pretrained(pretrained)
 
 
 def image_files(paths: Iterable[str]) -> list[str]:

@@ -29,6 +29,7 @@ global seed: a program that calls tf.random.set_seed must call it alike in
 every run, or the order changes.)
 """
 
+import collections
 import dataclasses
 import functools
 import math
@@ -55,7 +56,6 @@ class DatasetInfo:
   num_classes: int
   num_train_examples: int  # Examples in config.train_split, all hosts.
   num_eval_examples: int  # Examples in config.eval_split, all hosts.
-  image_size: int  # = config.image_size
   class_names: tuple[str, ...] = ()  # In label order.
 
 
@@ -146,8 +146,7 @@ def get_info(config) -> DatasetInfo:
     sources.check_folder_classes(config.dataset, list(dict.fromkeys(
         name for name, _, _ in train_ranges + eval_ranges)))
   return DatasetInfo(source.num_classes, _num_examples(train_ranges),
-                     _num_examples(eval_ranges), config.image_size,
-                     source.class_names)
+                     _num_examples(eval_ranges), source.class_names)
 
 
 def _key(config, stream: int) -> tf.Tensor:
@@ -283,3 +282,22 @@ def _finish(ds: tf.data.Dataset) -> tf.data.Dataset:
   options.deterministic = True
   options.autotune.enabled = False
   return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def prefetch_to_mesh(iterator, sharding, size: int):
+  """Host batches -> global arrays on the mesh, `size` batches ahead."""
+  queue = collections.deque()
+
+  def enqueue():
+    batch = next(iterator, None)
+    if batch is not None:
+      queue.append(jax.tree.map(
+          lambda x: jax.make_array_from_process_local_data(sharding, x),
+          batch))
+
+  for _ in range(max(size, 1)):
+    enqueue()
+  while queue:
+    batch = queue.popleft()
+    enqueue()
+    yield batch

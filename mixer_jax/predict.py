@@ -49,13 +49,6 @@ def define_flags():
   flags.DEFINE_string('output', None, 'Also write JSON lines here.')
 
 
-def load(workdir=None, pretrained=None) -> inference.Loaded:
-  if bool(workdir) == bool(pretrained):
-    raise errors.UserError('Give one of --workdir and --pretrained.')
-  return (inference.load_run(workdir) if workdir else
-          inference.load_pretrained(pretrained))
-
-
 def predict(loaded: inference.Loaded, files, *, top_k: int = 5,
             batch_size: int = 32) -> list[dict]:
   """[{'file', 'top': [{'class', 'name', 'prob'}]}] for each image file."""
@@ -80,7 +73,8 @@ def main(argv):
     files = inference.image_files(argv[1:])
     if not files:
       raise errors.UserError('No image given: pass image files or folders.')
-    loaded = load(FLAGS.workdir, FLAGS.pretrained)
+    loaded = inference.from_run_or_pretrained(workdir=FLAGS.workdir,
+                                              pretrained=FLAGS.pretrained)
     results = predict(loaded, files, top_k=FLAGS.top_k,
                       batch_size=FLAGS.batch_size)
   except errors.UserError as e:

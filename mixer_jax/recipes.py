@@ -245,7 +245,7 @@ def digits():
   config.checkpoint_every = 200
   return config
 
-def load(spec: str):
+def load_file(spec: str):
   """'configs/b16.py[:arg]' -> its get_config([arg]), as --config loads it."""
   path, _, arg = spec.partition(':')
   if not os.path.isfile(path):

@@ -38,7 +38,7 @@ from mixer_jax import cli
 from mixer_jax import config_checks
 from mixer_jax import divergence
 from mixer_jax import errors
-from mixer_jax import evaluation
+from mixer_jax import scoring
 from mixer_jax import fewshot
 from mixer_jax import hardware
 from mixer_jax import input_pipeline
@@ -186,13 +186,13 @@ def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
       raise divergence.Diverged(
           f'the parameters at step {int(state.step)} are not finite; not '
           'saving them. Lower --config.lr and run the same command to resume.')
-    checkpoints.save(state, global_batch_size=config.batch_size)
+    checkpoints.save(state)
 
   last_step = min(config.total_steps, stop_at_step or config.total_steps)
   eval_metrics, train_metrics, start_time = {}, {}, time.perf_counter()
   step = start_step
   try:
-    batches = evaluation.prefetch_to_mesh(
+    batches = input_pipeline.prefetch_to_mesh(
         input_pipeline.train_iterator(config, start_step=start_step),
         batch_sharding, config.prefetch)
     for step in range(start_step + 1, last_step + 1):
@@ -219,7 +219,7 @@ def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
         checkpoints.wait()
         raise preemption.Stopped(step, stop)
       if eval_due:
-        eval_metrics = evaluation.evaluate(eval_step, state.params, config,
+        eval_metrics = scoring.evaluate(eval_step, state.params, config,
                                            batch_sharding)
         writer.write_scalars(step, eval_metrics)
         progress.write(f'step {step}: ' + '  '.join(
@@ -235,7 +235,7 @@ def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
         progress.write(f'step {step}: ' + '  '.join(
             f'{k} {v:.4f}' for k, v in shots.items()))
     if not eval_metrics:  # Nothing left to train: evaluate what is there.
-      eval_metrics = evaluation.evaluate(eval_step, state.params, config,
+      eval_metrics = scoring.evaluate(eval_step, state.params, config,
                                          batch_sharding)
     checkpoints.wait()
   except BaseException as e:

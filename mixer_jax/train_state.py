@@ -133,10 +133,11 @@ class Checkpoints:
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
 
-  def save(self, state: TrainState, *, global_batch_size: int):
+  def save(self, state: TrainState):
+    """Saves `state` in the background; the input position is the step (the
+    train stream is a function of it)."""
     step = int(state.step)
-    meta = {'step': step, 'input_position_batches': step,
-            'input_position_examples': step * global_batch_size}
+    meta = {'step': step}
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
                        force=True)

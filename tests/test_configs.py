@@ -105,9 +105,9 @@ def test_a_recipe_loads_by_path_from_anywhere(tmp_path, monkeypatch):
   (tmp_path / 'mine.py').write_text(
       (ROOT / 'configs' / 'b16.py').read_text())
   monkeypatch.chdir(tmp_path)
-  assert recipes.load('mine.py:cifar100').dataset == 'cifar100'
+  assert recipes.load_file('mine.py:cifar100').dataset == 'cifar100'
   with pytest.raises(errors.MissingError, match='No recipe file nope.py'):
-    recipes.load('nope.py')
+    recipes.load_file('nope.py')
 
 
 def test_no_top_level_configs_package_is_installed():

@@ -22,7 +22,7 @@ from tests.conftest import small_digits_config
 
 def test_the_final_evaluation_again_with_per_class_detail(digits_run):
   workdir, final = digits_run
-  loaded, config = evaluate.load(workdir=workdir)
+  loaded, config = evaluate.model_and_config(workdir=workdir)
   results = evaluate.run(loaded, config)
   for key in ('eval_loss', 'eval_accuracy'):
     assert results[key] == pytest.approx(final[key], abs=1e-6)
@@ -36,11 +36,12 @@ def test_the_final_evaluation_again_with_per_class_detail(digits_run):
 
 def test_a_checkpoint_step_and_another_split(digits_run):
   workdir, _ = digits_run
-  loaded, config = evaluate.load(workdir=workdir, step=30, split='train[:100]',
-                                 values={'eval_batch_size': 40})
+  loaded, config = evaluate.model_and_config(
+      workdir=workdir, step=30, split='train[:100]',
+      values={'eval_batch_size': 40})
   results = evaluate.run(loaded, config)
   assert results['eval_examples'] == 100 and config.eval_batch_size == 40
-  loaded, config = evaluate.load(workdir=workdir, step=30)
+  loaded, config = evaluate.model_and_config(workdir=workdir, step=30)
   at_30 = [r for r in read_jsonl(workdir) if r['step'] == 30 and
            'eval_loss' in r][0]
   assert evaluate.run(loaded, config)['eval_loss'] == pytest.approx(
@@ -50,11 +51,11 @@ def test_a_checkpoint_step_and_another_split(digits_run):
 def test_errors_name_the_problem(digits_run):
   workdir, _ = digits_run
   with pytest.raises(errors.UserError, match='No checkpoint of step 7'):
-    evaluate.load(workdir=workdir, step=7)
+    evaluate.model_and_config(workdir=workdir, step=7)
   with pytest.raises(errors.UserError, match='one of --workdir and'):
-    evaluate.load()
+    evaluate.model_and_config()
   with pytest.raises(errors.UserError, match=r'eval_batch_size=0 \(must be'):
-    evaluate.load(workdir=workdir, values={'eval_batch_size': 0})
+    evaluate.model_and_config(workdir=workdir, values={'eval_batch_size': 0})
 
 
 def test_the_cli_writes_the_metrics(digits_run, tmp_path):
@@ -91,7 +92,7 @@ def test_a_run_on_an_image_folder_evaluates_and_predicts_with_its_names(
                                total_steps=4)
   workdir = str(tmp_path / 'run')
   final = train.train_and_evaluate(config, workdir)
-  loaded, eval_config = evaluate.load(workdir=workdir)
+  loaded, eval_config = evaluate.model_and_config(workdir=workdir)
   assert loaded.class_names == ('one', 'two', 'zero')  # Sorted folders.
   results = evaluate.run(loaded, eval_config)
   assert results['class_names'] == list(loaded.class_names)

@@ -71,7 +71,7 @@ def test_the_command_on_a_run(digits_run, tmp_path):
   assert set(written) == {'fewshot/digits/1shot', 'fewshot/digits/10shot'}
   assert 0.1 < written['fewshot/digits/1shot'] < written[
       'fewshot/digits/10shot'] <= 1.0
-  loaded, config = evaluate.load(workdir=workdir)
+  loaded, config = evaluate.model_and_config(workdir=workdir)
   again = fewshot.evaluate(loaded.model, loaded.params, config, shots=(1, 10))
   assert again == pytest.approx(written, abs=1e-12)
 

@@ -73,7 +73,7 @@ def assert_same_batches(a, b):
 
 def test_digits_sizes_and_fixed_split():
   info = input_pipeline.get_info(make_config())
-  assert info == input_pipeline.DatasetInfo(10, 1437, 360, 8,
+  assert info == input_pipeline.DatasetInfo(10, 1437, 360,
                                             tuple('0123456789'))
   train_x, train_y = sources.digits_arrays()['train']
   test_x, test_y = sources.digits_arrays()['test']
@@ -254,7 +254,7 @@ def test_folder_dataset(folder):
                        train_split='train[:50%]', batch_size=2)
   info = input_pipeline.get_info(config)
   assert info == input_pipeline.DatasetInfo(  # 50% of 13.
-      2, 6, 6, 8, ('cat', 'dog'))
+      2, 6, 6, ('cat', 'dog'))
   seen, steps = collect(input_pipeline.eval_iterator(config))
   assert steps == input_pipeline.num_eval_batches(config, info) == 2
   assert seen == collections.Counter(
@@ -279,7 +279,7 @@ def test_tfds_mock_data(tmp_path):
                        image_size=32, batch_size=8, eval_batch_size=8)
   with tfds.testing.mock_data(num_examples=20, data_dir=str(tmp_path)):
     info = input_pipeline.get_info(config)
-    assert info == input_pipeline.DatasetInfo(10, 20, 20, 32,
+    assert info == input_pipeline.DatasetInfo(10, 20, 20,
                                               tuple('0123456789'))
     batches = take(input_pipeline.train_iterator(config), 4)
     evals = list(input_pipeline.eval_iterator(config))
@@ -335,7 +335,7 @@ def test_real_cifar10_builder_prepares_from_the_manual_dir(tmp_path,
   info = input_pipeline.get_info(config)
   # The names are the synthetic archive's batches.meta.txt.
   assert info == input_pipeline.DatasetInfo(
-      10, 10, 3, 32, tuple(f'class{i}' for i in range(10)))
+      10, 10, 3, tuple(f'class{i}' for i in range(10)))
   for split in ('train', 'test'):
     config.eval_split = split
     assert collect(input_pipeline.eval_iterator(config))[0] == written[split]

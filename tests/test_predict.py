@@ -25,7 +25,7 @@ def test_a_run_predicts_its_class_names_as_its_model_computes(digits_run,
                                                               tmp_path):
   workdir, _ = digits_run
   files, _ = write_digit_images(tmp_path / 'images')
-  loaded = inference.load_run(workdir)
+  loaded = inference.from_run(workdir)
   assert loaded.class_names == tuple('0123456789')
   results = predict.predict(loaded, files, top_k=3)
   for file, result in zip(files, results):
@@ -51,7 +51,7 @@ def test_a_published_layout_checkpoint_gives_its_model_and_imagenet_names(
       jax.random.PRNGKey(1), params['head']['kernel'].shape))
   path = str(tmp_path / 'standin.npz')
   checkpoint.save(path, params)
-  loaded = inference.load_pretrained(path)
+  loaded = inference.from_pretrained(path)
   assert loaded.image_size == 16
   assert (loaded.model.patch_size, loaded.model.num_blocks,
           loaded.model.hidden_dim, loaded.model.tokens_mlp_dim,
@@ -96,7 +96,7 @@ def test_a_checkpoint_that_fits_no_mixer_is_a_clear_error(tmp_path):
   checkpoint.save(path, {'dense': {'kernel': np.zeros((3, 4), np.float32)}})
   with pytest.raises(errors.UserError, match=f'{path}: The parameters fit no '
                      'Mixer'):
-    inference.load_pretrained(path)
+    inference.from_pretrained(path)
 
 
 @pytest.mark.parametrize('flag', ['--top_k=0', '--top_k=-1', '--batch_size=0'])

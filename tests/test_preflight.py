@@ -23,7 +23,7 @@ def fixture_offline(monkeypatch):
 def test_the_mission_command_offline_lists_everything_missing(
     offline, tmp_path, monkeypatch):
   monkeypatch.setenv('MIXER_JAX_CACHE', str(tmp_path / 'cache'))
-  config = recipes.load(str(ROOT / 'configs' / 'b32.py'))
+  config = recipes.load_file(str(ROOT / 'configs' / 'b32.py'))
   config.tfds_data_dir = str(tmp_path / 'data')
   workdir = str(tmp_path / 'run')
   with pytest.raises(errors.MissingError) as error:
@@ -43,7 +43,7 @@ def test_the_mission_command_offline_lists_everything_missing(
 
 def test_download_off_asks_no_host(offline, tmp_path, monkeypatch):
   monkeypatch.setenv('MIXER_JAX_CACHE', str(tmp_path / 'cache'))
-  config = recipes.load(str(ROOT / 'configs' / 'b32.py'))
+  config = recipes.load_file(str(ROOT / 'configs' / 'b32.py'))
   config.update(dict(download=False, tfds_data_dir=str(tmp_path / 'data')))
   with pytest.raises(errors.MissingError, match=r'\(1\) .*download is off.*'
                      r'\(2\) checkpoint .*download is off'):
@@ -53,7 +53,7 @@ def test_download_off_asks_no_host(offline, tmp_path, monkeypatch):
 
 def test_what_is_here_needs_no_network(offline, tmp_path, monkeypatch):
   monkeypatch.setenv('MIXER_JAX_CACHE', str(tmp_path / 'cache'))
-  config = recipes.load(str(ROOT / 'configs' / 'b32.py'))
+  config = recipes.load_file(str(ROOT / 'configs' / 'b32.py'))
   config.dataset = 'digits'
   config.pretrained = str(tmp_path / 'local.npz')  # Checked when loaded.
   preflight.check(config)

@@ -150,7 +150,7 @@ def test_cifar10_from_scratch_recipe_runs_on_the_real_tfds_loader(
   """configs/ti4_cifar10.py through tfds's own cifar10 builder, offline."""
   manual_dir, _ = test_input_pipeline.synthetic_cifar10_manual_dir(
       tmp_path, monkeypatch, per_file=4, test=5)
-  config = recipes.load(str(ROOT / 'configs' / 'ti4_cifar10.py'))
+  config = recipes.load_file(str(ROOT / 'configs' / 'ti4_cifar10.py'))
   config.update(dict(
       tfds_data_dir=str(tmp_path / 'data'), tfds_manual_dir=str(manual_dir),
       train_split='train', batch_size=16, eval_batch_size=8, total_steps=3,

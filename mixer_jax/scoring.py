@@ -11,9 +11,8 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Evaluation over every example, and host batches onto the device mesh."""
-
-import collections
+"""Scores a model on an eval split: every example exactly once (the loop's
+evaluation and the evaluate command's detail)."""
 
 import jax
 import jax.numpy as jnp
@@ -24,30 +23,11 @@ from mixer_jax import jit_steps
 from mixer_jax import steps
 
 
-def prefetch_to_mesh(iterator, sharding, size: int):
-  """Host batches -> global arrays on the mesh, `size` batches ahead."""
-  queue = collections.deque()
-
-  def enqueue():
-    batch = next(iterator, None)
-    if batch is not None:
-      queue.append(jax.tree.map(
-          lambda x: jax.make_array_from_process_local_data(sharding, x),
-          batch))
-
-  for _ in range(max(size, 1)):
-    enqueue()
-  while queue:
-    batch = queue.popleft()
-    enqueue()
-    yield batch
-
-
 def evaluate(eval_step, params, config, sharding) -> dict:
   """Every example of the eval split, scored exactly once."""
   totals = None
-  for batch in prefetch_to_mesh(input_pipeline.eval_iterator(config), sharding,
-                                config.prefetch):
+  for batch in input_pipeline.prefetch_to_mesh(
+      input_pipeline.eval_iterator(config), sharding, config.prefetch):
     sums = eval_step(params, batch)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   return _results(jax.device_get(totals))
@@ -70,8 +50,8 @@ def evaluate_in_detail(model, params, config, *, num_classes: int,
   step = jax.jit(step, out_shardings=replicated)
   params = jax.device_put(params, replicated)
   totals, confusion = None, np.zeros((num_classes, num_classes), np.int64)
-  for batch in prefetch_to_mesh(input_pipeline.eval_iterator(config),
-                                sharding, config.prefetch):
+  for batch in input_pipeline.prefetch_to_mesh(
+      input_pipeline.eval_iterator(config), sharding, config.prefetch):
     sums, predicted = step(params, batch)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     real = np.asarray(batch['mask']) == 1
