@@ -53,7 +53,7 @@ def main(argv):
         'v3 img/s/core |')
   print('|---|---|---|---|---|---|---|---|---|---|')
   for path in _CONFIGS.value:
-    config = recipes.load(path)
+    config = recipes.load_file(path)
     num_classes = sources.num_classes(config)
     for topology in _TOPOLOGIES.value:
       tpu_slice = hardware.parse(topology)

@@ -38,7 +38,6 @@ from mixer_jax import cli
 from mixer_jax import config_checks
 from mixer_jax import divergence
 from mixer_jax import errors
-from mixer_jax import scoring
 from mixer_jax import fewshot
 from mixer_jax import hardware
 from mixer_jax import input_pipeline
@@ -50,6 +49,7 @@ from mixer_jax import optim
 from mixer_jax import plot
 from mixer_jax import preemption
 from mixer_jax import preflight
+from mixer_jax import scoring
 from mixer_jax import sources
 from mixer_jax import train_state
 from mixer_jax import workdir_lock
