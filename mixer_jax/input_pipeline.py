@@ -201,7 +201,7 @@ def train_iterator(config, *, start_step: int = 0,
   ds = ds.flat_map(epoch).skip(skip).filter(mine)
   ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
   return _naming_bad_images(
-      _finish(ds.batch(batch, drop_remainder=True)).as_numpy_iterator(),
+      _with_options(ds.batch(batch, drop_remainder=True)).as_numpy_iterator(),
       source, ranges, config.train_split, config.dataset)
 
 
@@ -246,7 +246,7 @@ def eval_iterator(config, *, process_index: int | None = None,
   ds = _read(source, shard, ranges).map(prepare,
                                         num_parallel_calls=tf.data.AUTOTUNE)
   return _naming_bad_images(
-      _finish(ds.concatenate(pad).batch(batch)).as_numpy_iterator(), source,
+      _with_options(ds.concatenate(pad).batch(batch)).as_numpy_iterator(), source,
       ranges, config.eval_split, config.dataset)
 
 
@@ -270,7 +270,7 @@ def _naming_bad_images(batches, source: sources.Source, ranges, split,
     yield batch
 
 
-def _finish(ds: tf.data.Dataset) -> tf.data.Dataset:
+def _with_options(ds: tf.data.Dataset) -> tf.data.Dataset:
   """Prefetches; parallel maps keep their order (determinism).
 
   Autotuning is off: deleting an iterator waited for its tuning thread's

@@ -30,6 +30,12 @@ from mixer_jax import checkpoint
 from mixer_jax import errors
 
 
+def tfds_manual_dir(config, builder: tfds.core.DatasetBuilder) -> str:
+  """Where tfds looks for source archives a user downloads by hand."""
+  return config.tfds_manual_dir or os.path.join(builder.data_dir_root,
+                                                'downloads', 'manual')
+
+
 def reachable(url: str, *, timeout: float = 3.0) -> bool:
   """Whether a TCP connection to the URL's host opens within `timeout`."""
   parsed = urllib.parse.urlparse(url)
@@ -51,8 +57,7 @@ def missing_dataset(config):
     return None  # get_info names the unknown dataset.
   if builder.is_prepared():
     return None
-  manual_dir = config.tfds_manual_dir or os.path.join(
-      builder.data_dir_root, 'downloads', 'manual')
+  manual_dir = tfds_manual_dir(config, builder)
   infos = builder.url_infos or {}
   archives = sorted(i.filename for i in infos.values() if i.filename)
   if builder.MANUAL_DOWNLOAD_INSTRUCTIONS:

@@ -95,10 +95,8 @@ def prepared_tfds_builder(config) -> tfds.core.DatasetBuilder:
     raise errors.MissingError(
         f'Missing: {missing}. Or point --config.tfds_data_dir (or '
         '$TFDS_DATA_DIR) at a data dir where it is prepared.')
-  manual_dir = config.tfds_manual_dir or os.path.join(
-      builder.data_dir_root, 'downloads', 'manual')
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=manual_dir))
+      manual_dir=preflight.tfds_manual_dir(config, builder)))
   return builder
 
 
