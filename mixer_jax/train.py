@@ -188,8 +188,20 @@ def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
           'saving them. Lower --config.lr and run the same command to resume.')
     checkpoints.save(state)
 
+  def run_eval(step, params):
+    return scoring.evaluate(eval_step, params, config, batch_sharding)
+
+  def run_fewshot(step, params):
+    return fewshot.evaluate(
+        model, params, config, dataset=config.fewshot_dataset,
+        shots=config.fewshot_shots, seeds=range(config.fewshot_seeds),
+        l2=config.fewshot_l2)
+
+  # (name, every, evaluator): big_vision's `evals`, run in this order.
+  evaluators = [('eval', config.eval_every, run_eval),
+                ('fewshot', config.fewshot_every, run_fewshot)]
   last_step = min(config.total_steps, stop_at_step or config.total_steps)
-  eval_metrics, train_metrics, start_time = {}, {}, time.perf_counter()
+  results, train_metrics, start_time = {}, {}, time.perf_counter()
   step = start_step
   try:
     batches = input_pipeline.prefetch_to_mesh(
@@ -199,44 +211,34 @@ def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
       state, step_metrics = train_step(state, next(batches))
       diverged.add(step, step_metrics['finite'], step_metrics['loss'])
       stop = preemption.stop_requested(signals, step, checkpoints)
-      eval_due = step % config.eval_every == 0 or step == config.total_steps
-      save_due = (step % config.checkpoint_every == 0 or step == last_step or
-                  stop)
-      if progress.due(step) or eval_due or save_due:
-        check_divergence()
+      due = {name: itstime(step, every, last=config.total_steps)
+             for name, every, _ in evaluators}
+      save_due = itstime(step, config.checkpoint_every,
+                         last=last_step) or bool(stop)
+      if progress.due(step) or save_due or any(due.values()):
+        check_divergence()  # Reads from the device anyway.
         checkpoints.check_for_errors()
       if progress.due(step):
         train_metrics = progress.update(
             step, loss=float(step_metrics['loss']),
             lr=float(schedule(step - 1)))
         writer.write_scalars(step, train_metrics)
-      if save_due and diverged.streak and not stop and step != last_step:
-        logging.warning('Not saving the checkpoint of step %d: the last %d '
-                        'steps diverged.', step, diverged.streak)
-      elif save_due:
+      if save_due and save_policy(step, streak=diverged.streak,
+                                  final=step == last_step or bool(stop)):
         save(state)
       if stop:
         checkpoints.wait()
         raise preemption.Stopped(step, stop)
-      if eval_due:
-        eval_metrics = scoring.evaluate(eval_step, state.params, config,
-                                           batch_sharding)
-        writer.write_scalars(step, eval_metrics)
-        progress.write(f'step {step}: ' + '  '.join(
-            f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}'
-            for k, v in eval_metrics.items()))
-      if config.fewshot_every and (step % config.fewshot_every == 0 or
-                                   step == config.total_steps):
-        shots = fewshot.evaluate(
-            model, state.params, config, dataset=config.fewshot_dataset,
-            shots=config.fewshot_shots, seeds=range(config.fewshot_seeds),
-            l2=config.fewshot_l2)
-        writer.write_scalars(step, shots)
-        progress.write(f'step {step}: ' + '  '.join(
-            f'{k} {v:.4f}' for k, v in shots.items()))
-    if not eval_metrics:  # Nothing left to train: evaluate what is there.
-      eval_metrics = scoring.evaluate(eval_step, state.params, config,
-                                         batch_sharding)
+      for name, _, evaluator in evaluators:
+        if due[name]:
+          found = evaluator(step, state.params)
+          results.update(found)
+          writer.write_scalars(step, found)
+          progress.write(f'step {step}: ' + '  '.join(
+              f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}'
+              for k, v in found.items()))
+    if 'eval_loss' not in results:  # Nothing left to train: evaluate what is
+      results.update(run_eval(step, state.params))  # there.
     checkpoints.wait()
   except BaseException as e:
     checkpoints.close_after_error()
@@ -254,9 +256,26 @@ def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
     writer.close()
   checkpoints.close()
   return _finish(workdir, state, trained=last_step > start_step,
-                 results={**eval_metrics, **train_metrics},
+                 results={**results, **train_metrics},
                  diverged_steps=diverged.total,
                  seconds=time.perf_counter() - start_time)
+
+
+def itstime(step: int, every: int, *, last: int) -> bool:
+  """Whether a periodic task runs at `step`: every `every` steps and at the
+  `last` one (never when `every` is 0)."""
+  return bool(every) and (step % every == 0 or step == last)
+
+
+def save_policy(step: int, *, streak: int, final: bool) -> bool:
+  """Whether a due checkpoint of `step` is saved: not while steps diverge
+  (`streak` > 0 in a row), except the run's final or preempted step, whose
+  state must be kept (its parameters are checked finite before saving)."""
+  if streak and not final:
+    logging.warning('Not saving the checkpoint of step %d: the last %d steps '
+                    'diverged.', step, streak)
+    return False
+  return True
 
 
 def _finish(workdir, state, *, trained, results, diverged_steps, seconds):

@@ -204,3 +204,17 @@ def test_a_full_disk_at_the_final_write_is_one_error_and_leaves_no_partial(
     train._finish(str(tmp_path), state, trained=True, results={},  # pylint: disable=protected-access
                   diverged_steps=0, seconds=1.0)
   assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize('step, every, last, expected', [
+    (100, 100, 1000, True), (150, 100, 1000, False), (1000, 300, 1000, True),
+    (7, 0, 7, False)])
+def test_itstime(step, every, last, expected):
+  assert train.itstime(step, every, last=last) == expected
+
+
+@pytest.mark.parametrize('streak, final, expected', [
+    (0, False, True), (3, False, False), (3, True, True), (0, True, True)])
+def test_save_policy_skips_diverging_steps_but_keeps_the_last(
+    streak, final, expected):
+  assert train.save_policy(100, streak=streak, final=final) == expected
