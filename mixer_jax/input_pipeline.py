@@ -246,8 +246,8 @@ def eval_iterator(config, *, process_index: int | None = None,
   ds = _read(source, shard, ranges).map(prepare,
                                         num_parallel_calls=tf.data.AUTOTUNE)
   return _naming_bad_images(
-      _with_options(ds.concatenate(pad).batch(batch)).as_numpy_iterator(), source,
-      ranges, config.eval_split, config.dataset)
+      _with_options(ds.concatenate(pad).batch(batch)).as_numpy_iterator(),
+      source, ranges, config.eval_split, config.dataset)
 
 
 def _naming_bad_images(batches, source: sources.Source, ranges, split,

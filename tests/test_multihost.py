@@ -98,7 +98,8 @@ def forget_after_step_12(source, target):
   os.remove(os.path.join(target, 'params.npz'))
 
 
-def test_a_two_process_run_resumes_exactly_from_an_earlier_checkpoint(two_hosts, tmp_path):
+def test_a_two_process_run_resumes_exactly_from_an_earlier_checkpoint(
+    two_hosts, tmp_path):
   workdir, _ = two_hosts
   resumed = str(tmp_path / 'resumed')
   forget_after_step_12(workdir, resumed)

@@ -201,8 +201,9 @@ def test_a_full_disk_at_the_final_write_is_one_error_and_leaves_no_partial(
   with pytest.raises(errors.DiskFullError,
                      match='final params.npz and final_metrics.json of step '
                      '8; its checkpoint is saved'):
-    train._finish(str(tmp_path), state, trained=True, results={},  # pylint: disable=protected-access
-                  diverged_steps=0, seconds=1.0)
+    train._finish(  # pylint: disable=protected-access
+        str(tmp_path), state, trained=True, results={}, diverged_steps=0,
+        seconds=1.0)
   assert os.listdir(tmp_path) == []
 
 
