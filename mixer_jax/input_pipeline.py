@@ -205,16 +205,6 @@ def train_iterator(config, *, start_step: int = 0,
       source, ranges, config.train_split, config.dataset)
 
 
-def num_eval_batches(config, info: DatasetInfo | None = None, *,
-                     process_count: int | None = None) -> int:
-  """Batches that eval_iterator yields on every host."""
-  process_count = process_count or jax.process_count()
-  batch = local_batch_size(config.eval_batch_size, process_count,
-                           'eval_batch_size')
-  info = info or get_info(config)
-  return _eval_steps(info.num_eval_examples, process_count, batch)
-
-
 def _eval_steps(num_examples: int, process_count: int, batch: int) -> int:
   """Batches for the largest host share (ceil(num / count) examples)."""
   return math.ceil(math.ceil(num_examples / process_count) / batch)
@@ -224,8 +214,9 @@ def eval_iterator(config, *, process_index: int | None = None,
                   process_count: int | None = None) -> Iterator[Batch]:
   """One pass: {'image', 'label', 'mask'}; padding (mask 0) ends every host.
 
-  Every host yields num_eval_batches batches, so a multi-host jitted eval step
-  runs as often everywhere; across hosts each example has mask 1 exactly once.
+  Every host yields the same number of batches (_eval_steps), so a jitted
+  eval step runs as often everywhere; across hosts each example has mask 1
+  exactly once.
   """
   process_index, process_count = _processes(process_index, process_count)
   batch = local_batch_size(config.eval_batch_size, process_count,
