@@ -114,3 +114,19 @@ def compile_only_for_tpu() -> None:
   jax.config.update('jax_platforms', 'cpu')
   for name, value in TPU_COMPILE_ENV.items():
     os.environ.setdefault(name, value)
+
+
+def drop_closed_event_loop_errors() -> None:
+  """Keeps orbax's late reads quiet (for a command's main, which owns the
+  process): after a checkpoint fails to restore, the reads still in flight
+  finish on an event loop that is gone, each printing 'Event loop is closed'
+  (hundreds of tracebacks after a recovery that worked). The failure itself
+  is logged once by train_state; any other unraisable error still prints."""
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    if not (isinstance(unraisable.exc_value, RuntimeError) and
+            str(unraisable.exc_value) == 'Event loop is closed'):
+      previous(unraisable)
+
+  sys.unraisablehook = hook

@@ -326,6 +326,7 @@ def main(argv):
   logging.get_absl_handler().addFilter(
       lambda r: r.levelno >= std_logging.WARNING or '/orbax/' not in r.pathname)
   cli.initialize_distributed('mixer_jax.train')
+  cli.drop_closed_event_loop_errors()
   if jax.process_index() and not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # One voice: process 0's.
   sources.keep_tensorflow_off_accelerators()

@@ -3,9 +3,11 @@ and a full disk (on a small tmpfs, where this machine lets us mount one)."""
 
 import os
 import subprocess
+import sys
 
 import pytest
 
+from mixer_jax import cli
 from mixer_jax import errors
 from mixer_jax import train
 from tests.conftest import last_line
@@ -65,3 +67,22 @@ def test_a_full_disk_stops_the_run_with_earlier_checkpoints_intact(
   assert '4' in os.listdir(os.path.join(workdir, 'checkpoints'))
   os.remove(small_disk / 'filler')
   assert train.train_and_evaluate(config, workdir)['step'] == 12
+
+
+def test_late_closed_event_loop_errors_are_dropped_and_others_kept(
+    monkeypatch):
+  seen = []
+  monkeypatch.setattr(sys, 'unraisablehook',
+                      lambda u: seen.append(str(u.exc_value)))
+  cli.drop_closed_event_loop_errors()
+
+  class Raises:
+    def __init__(self, message):
+      self.message = message
+
+    def __del__(self):
+      raise RuntimeError(self.message)
+
+  Raises('Event loop is closed')  # Collected at once: an unraisable error.
+  Raises('something else')
+  assert seen == ['something else']
