@@ -19,11 +19,12 @@ r"""Evaluates a trained run or a checkpoint on a dataset, every example once.
       --config.eval_batch_size=64
 
 Defaults to the run's own dataset and eval split; --dataset takes a tfds
-name, `digits` or a folder DIR/<split>/<class>/*.jpg|png, and --config.x=y
-overrides any field as the train command does. Prints loss, top-1 (top-5
-with more than 10 classes), per-class accuracy and the confusion matrix;
---output=FILE.json writes them. The loss and accuracy are the train loop's
-own final evaluation's.
+name, `digits` or a folder DIR/<split>/<class>/*.jpg|png (split: 'test', else
+'validation'), and --config.x=y overrides any field as the train command
+does. Prints loss, top-1 (top-5 with more than 10 classes; ReaL top-1 on
+--dataset=imagenet2012_real, leaving out its images without ReaL labels),
+per-class accuracy and the confusion matrix; --output=FILE.json writes them.
+The loss and accuracy are the train loop's own final evaluation's.
 """
 
 import json
@@ -45,6 +46,7 @@ from mixer_jax import models
 from mixer_jax import optim
 from mixer_jax import recipes
 from mixer_jax import scoring
+from mixer_jax import sources
 from mixer_jax import train_state
 
 FLAGS = flags.FLAGS
@@ -92,14 +94,25 @@ def model_and_config(*, workdir=None, step=None, pretrained=None,
     config.image_size = loaded.image_size
   else:
     config = config_dict.ConfigDict(loaded.config.to_dict())
+  own_dataset = config.dataset
   apply(config, {**({'dataset': dataset} if dataset else {}),
                  **({'eval_split': split} if split else {}), **(values or {})})
+  if dataset and dataset != own_dataset and not split:
+    config.eval_split = default_split(config)
   config_checks.check(config, only=set(values or ()))
   if step is not None:
     if not workdir:
       raise errors.UserError('--step needs --workdir.')
     loaded.params = checkpoint_params(workdir, loaded, step)
   return loaded, config
+
+
+def default_split(config) -> str:
+  """'test', or 'validation' for a dataset without a test split (ImageNet,
+  ImageNet ReaL)."""
+  splits = sources.get_source(config).splits
+  return 'validation' if 'test' not in splits and 'validation' in splits \
+      else 'test'
 
 
 def checkpoint_params(workdir, loaded: inference.Loaded, step: int):
@@ -135,7 +148,10 @@ def format_summary(results) -> str:
            f'{results["eval_examples"]} examples, loss '
            f'{results["eval_loss"]:.4f}, top-1 {results["eval_accuracy"]:.2%}'
            + (f', top-5 {results["eval_top5_accuracy"]:.2%}'
-              if 'eval_top5_accuracy' in results else '')]
+              if 'eval_top5_accuracy' in results else '')
+           + (f', ReaL top-1 {results["eval_real_accuracy"]:.2%} '
+              f'({results["eval_real_examples"]} with ReaL labels)'
+              if 'eval_real_accuracy' in results else '')]
   names = results['class_names']
   confusion = np.asarray(results['confusion_matrix'])
   if len(confusion) <= 20:

@@ -212,7 +212,8 @@ def _eval_steps(num_examples: int, process_count: int, batch: int) -> int:
 
 def eval_iterator(config, *, process_index: int | None = None,
                   process_count: int | None = None) -> Iterator[Batch]:
-  """One pass: {'image', 'label', 'mask'}; padding (mask 0) ends every host.
+  """One pass: {'image', 'label', 'mask'} (and 'real' for a dataset with
+  ReaL labels); padding (mask 0) ends every host.
 
   Every host yields the same number of batches (_eval_steps), so a jitted
   eval step runs as often everywhere; across hosts each example has mask 1
@@ -228,12 +229,15 @@ def eval_iterator(config, *, process_index: int | None = None,
                       process_count=process_count)
   padded = _eval_steps(_num_examples(ranges), process_count, batch) * batch
   size = config.image_size
-  pad = tf.data.Dataset.from_tensors({
-      'image': tf.zeros([size, size, 3]), 'label': tf.constant(0),
-      'mask': tf.constant(0.)}).repeat(padded - _num_examples(shard))
+  padding = {'image': tf.zeros([size, size, 3]), 'label': tf.constant(0),
+             'mask': tf.constant(0.)}
+  if source.multi_label:
+    padding['real'] = tf.zeros([source.num_classes])
+  pad = tf.data.Dataset.from_tensors(padding).repeat(
+      padded - _num_examples(shard))
   prepare = tf.autograph.experimental.do_not_convert(
-      lambda ex: {'image': eval_fn(source.decode(ex['image'])),
-                  'label': ex['label'], 'mask': tf.constant(1.)})
+      lambda ex: {**ex, 'image': eval_fn(source.decode(ex['image'])),
+                  'mask': tf.constant(1.)})
   ds = _read(source, shard, ranges).map(prepare,
                                         num_parallel_calls=tf.data.AUTOTUNE)
   return _naming_bad_images(

@@ -47,12 +47,14 @@ def reachable(url: str, *, timeout: float = 3.0) -> bool:
     return False
 
 
-def missing_dataset(config):
-  """What is missing of a tfds dataset that cannot be fetched, or None."""
-  if config.dataset == 'digits' or os.path.isdir(config.dataset):
+def missing_dataset(config, dataset=None):
+  """What is missing of a tfds dataset (default: config.dataset) that cannot
+  be fetched, or None."""
+  dataset = dataset or config.dataset
+  if dataset == 'digits' or os.path.isdir(dataset):
     return None
   try:
-    builder = tfds.builder(config.dataset, data_dir=config.tfds_data_dir)
+    builder = tfds.builder(dataset, data_dir=config.tfds_data_dir)
   except ValueError:
     return None  # get_info names the unknown dataset.
   if builder.is_prepared():
@@ -102,8 +104,12 @@ def _hosts(urls) -> str:
 
 def check(config) -> None:
   """Raises errors.MissingError listing everything that cannot be had."""
-  missing = [m for m in (missing_dataset(config), _missing_checkpoint(config))
-             if m]
+  real = config.get('real_dataset') and missing_dataset(
+      config, config.real_dataset)
+  if real:
+    real += " (the ReaL labels; --config.real_dataset='' skips them)"
+  missing = [m for m in (missing_dataset(config), real,
+                         _missing_checkpoint(config)) if m]
   if missing:
     raise errors.MissingError(
         'Missing, and not to be fetched: ' + '; '.join(

@@ -102,6 +102,9 @@ def get_config():
   config.randaugment_magnitude = 10
   # Mixup Beta(a, a) strength (0: off); mixes with the batch rolled by one.
   config.mixup_alpha = 0.0
+  # A tfds dataset of the same classes with ReaL labels ('imagenet2012_real')
+  # whose validation split is scored with every eval ('': none).
+  config.real_dataset = ''
   # Examples in the training shuffle buffer.
   config.shuffle_buffer = 50_000
   # Keep the decoded dataset in host memory (for small datasets).
@@ -191,7 +194,8 @@ DATASET_PRESETS = {
     'oxford_flowers102': dict(total_steps=500, train_split='train[:90%]',
                               eval_split='test'),
     'imagenet2012': dict(total_steps=20_000, train_split='train[:99%]',
-                         eval_split='validation'),
+                         eval_split='validation',
+                         real_dataset='imagenet2012_real'),
 }
 
 
@@ -244,6 +248,7 @@ def digits():
   config.progress_every = 50
   config.checkpoint_every = 200
   return config
+
 
 def load_file(spec: str):
   """'configs/b16.py[:arg]' -> its get_config([arg]), as --config loads it."""

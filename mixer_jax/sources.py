@@ -48,6 +48,9 @@ class Source:
   class_names: tuple[str, ...] = ()
   # Split names -> the files among them that do not decode (folders only).
   bad_images: Optional[Callable[[list[str]], list[str]]] = None
+  # Its records also hold 'real': the multi-hot [num_classes] float32 of a
+  # set of correct labels (ImageNet ReaL's), all zero for an example without.
+  multi_label: bool = False
 
 
 def keep_tensorflow_off_accelerators():
@@ -68,9 +71,30 @@ def _split_infos(sizes: Mapping[str, int]) -> dict[str, tfds.core.SplitInfo]:
           for name, n in sizes.items()}
 
 
-def _records(ds: tf.data.Dataset) -> tf.data.Dataset:
-  return ds.map(lambda ex: {'image': ex['image'],
-                            'label': tf.cast(ex['label'], tf.int32)})
+def _records(ds: tf.data.Dataset, *, label: str = 'label',
+             num_classes: int = 0) -> tf.data.Dataset:
+  """{'image', 'label'} (+ 'real' from 'real_label' given num_classes)."""
+  def record(ex):
+    found = {'image': ex['image'], 'label': tf.cast(ex[label], tf.int32)}
+    if num_classes:
+      found['real'] = multi_hot(ex['real_label'], num_classes)
+    return found
+  return ds.map(record)
+
+
+def multi_hot(labels: tf.Tensor, num_classes: int) -> tf.Tensor:
+  """A list of classes -> float32 [num_classes], 1 at each (none: zeros)."""
+  return tf.minimum(tf.reduce_sum(
+      tf.one_hot(labels, num_classes, dtype=tf.float32), axis=0), 1.0)
+
+
+def _label_feature(features) -> str:
+  """The class label's feature: 'label', or ImageNet ReaL's
+  'original_label'; KeyError for none."""
+  for name in ('label', 'original_label'):
+    if name in features:
+      return name
+  raise KeyError('label')
 
 
 def prepared_tfds_builder(config) -> tfds.core.DatasetBuilder:
@@ -104,18 +128,26 @@ def tfds_source(config) -> Source:
   """A tfds dataset; images stay encoded until after shuffling (as vit_jax)."""
   builder = prepared_tfds_builder(config)
   features = builder.info.features
-  if 'image' not in features or 'label' not in features:
+  try:
+    label = _label_feature(features)
+  except KeyError:
+    label = None
+  if 'image' not in features or not label:
     raise errors.UserError(
         f'tfds dataset {builder.name!r} has no image and label '
         f'features (it has {", ".join(features)}).')
+  classes = features[label].num_classes
+  multi_label = 'real_label' in features
 
   def read(split, start, end):
     return _records(builder.as_dataset(
         split=f'{split}[{start}:{end}]', shuffle_files=False,
-        decoders={'image': tfds.decode.SkipDecoding()}))
+        decoders={'image': tfds.decode.SkipDecoding()}), label=label,
+        num_classes=classes if multi_label else 0)
 
-  return Source(features['label'].num_classes, builder.info.splits, read,
-                _decode_image, class_names=tuple(features['label'].names))
+  return Source(classes, builder.info.splits, read, _decode_image,
+                class_names=tuple(features[label].names),
+                multi_label=multi_label)
 
 
 @functools.cache
@@ -221,7 +253,7 @@ def num_classes(config) -> int:
   try:
     features = tfds.builder(config.dataset,
                             data_dir=config.tfds_data_dir).info.features
-    return features['label'].num_classes
+    return features[_label_feature(features)].num_classes
   except (ValueError, KeyError):
     raise errors.UserError(
         f'Cannot tell the classes of dataset {config.dataset!r} (not a tfds '

@@ -113,7 +113,7 @@ def make_train_step(model, tx, *, num_classes: int, accum_steps: int = 1,
 
 def eval_sums(logits, batch, *, num_classes: int) -> dict:
   """Loss, top-1 (top-5 past 10 classes) and count, summed over the real
-  (mask 1) examples of the batch."""
+  (mask 1) examples of the batch; ReaL's sums too when it has 'real'."""
   labels, mask = batch['label'], batch['mask']
   # Arg-max and top-k as vit_jax and big_vision: tied logits pick one
   # class, so a model whose logits all tie scores at chance, not 100 %.
@@ -125,7 +125,21 @@ def eval_sums(logits, batch, *, num_classes: int) -> dict:
   if num_classes > 10:
     _, top5 = jax.lax.top_k(logits, 5)
     sums['correct_top5'] = jnp.any(top5 == labels[:, None], axis=-1)
-  return {k: jnp.sum(v * mask) for k, v in sums.items()}
+  sums = {k: jnp.sum(v * mask) for k, v in sums.items()}
+  if 'real' in batch:
+    sums.update(real_sums(logits, batch['real'], mask))
+  return sums
+
+
+def real_sums(logits, real, mask) -> dict:
+  """ImageNet ReaL top-1 as big_vision scores it: correct when the arg-max
+  class is among the example's set of real labels (multi-hot `real`);
+  examples without any are left out (masked), not counted wrong."""
+  labelled = mask * jnp.max(real, axis=-1)
+  hit = jnp.take_along_axis(real, jnp.argmax(logits, axis=-1)[:, None],
+                            axis=-1)[:, 0]
+  return {'real_correct': jnp.sum(hit * labelled),
+          'real_count': jnp.sum(labelled)}
 
 
 def make_eval_step(model, *, num_classes: int):

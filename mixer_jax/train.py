@@ -124,6 +124,13 @@ def train_and_evaluate(config, workdir: str, *, devices=None,
   mesh = jit_steps.make_mesh(devices)
   config_checks.check_batch_sizes(config, num_devices=mesh.size)
   info = input_pipeline.get_info(config)
+  if config.real_dataset:
+    real = input_pipeline.get_info(scoring.real_labels_config(config))
+    if real.num_classes != info.num_classes:
+      raise errors.UserError(
+          f'real_dataset {config.real_dataset!r} has {real.num_classes} '
+          f'classes and {config.dataset} {info.num_classes}: use the ReaL '
+          "labels of the run's own classes, or --config.real_dataset=''.")
   model = model_config.model_from_config(config,
                                         num_classes=info.num_classes)
   with workdir_lock.hold(workdir):
@@ -191,6 +198,9 @@ def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
   def run_eval(step, params):
     return scoring.evaluate(eval_step, params, config, batch_sharding)
 
+  def run_real(step, params):
+    return scoring.evaluate_real(eval_step, params, config, batch_sharding)
+
   def run_fewshot(step, params):
     return fewshot.evaluate(
         model, params, config, dataset=config.fewshot_dataset,
@@ -199,6 +209,8 @@ def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
 
   # (name, every, evaluator): big_vision's `evals`, run in this order.
   evaluators = [('eval', config.eval_every, run_eval),
+                ('real', config.eval_every if config.real_dataset else 0,
+                 run_real),
                 ('fewshot', config.fewshot_every, run_fewshot)]
   last_step = min(config.total_steps, stop_at_step or config.total_steps)
   results, train_metrics, start_time = {}, {}, time.perf_counter()

@@ -62,6 +62,29 @@ def test_tied_logits_score_at_chance_not_100_percent():
   assert float(sums['correct']) == 2  # Arg-max is class 0: 2 of 20 labels.
 
 
+# ReaL: (logits' arg-max, the example's real labels, mask) -> (correct, counted).
+REAL_CASES = [
+    (2, [2], 1, (1, 1)),  # The arg-max is the one real label.
+    (2, [0, 2, 3], 1, (1, 1)),  # One of several.
+    (1, [0, 2, 3], 1, (0, 1)),  # None of several.
+    (1, [], 1, (0, 0)),  # No real label: left out, not counted wrong.
+    (2, [2], 0, (0, 0)),  # Padding.
+]
+
+
+@pytest.mark.parametrize('top1, labels, mask, expected', REAL_CASES)
+def test_real_top1_counts_an_argmax_in_the_set_and_leaves_out_unlabelled(
+    top1, labels, mask, expected):
+  logits = np.zeros((1, 5), np.float32)
+  logits[0, top1] = 1.0
+  real = np.zeros((1, 5), np.float32)
+  real[0, labels] = 1.0
+  sums = steps.make_eval_step(FixedLogits(), num_classes=5)(
+      logits, {'image': np.zeros((1, 1)), 'label': np.zeros(1, np.int32),
+               'mask': np.full(1, mask, np.float32), 'real': real})
+  assert (float(sums['real_correct']), float(sums['real_count'])) == expected
+
+
 class Scaled:
   """A one-parameter model: logits = w * images."""
 
