@@ -14,15 +14,25 @@
 r"""Linear few-shot evaluation on frozen pre-logits (the paper's Figures 2-4).
 
   python -m mixer_jax.fewshot --workdir=W | --pretrained=NAME \
-      --dataset=cifar10 --shots=1,5,10,25 [--output=FILE.json]
+      --dataset=cifar10 [--shots=1,5,10,25] [--output=FILE.json]
 
 The protocol of big_vision's `fewshot_lsr` evaluator: the pre-logit features
 (the pooled output before the head) of k random training examples per class,
 standardised by their mean and std, a bias feature of 100 (all but
 unregularised), a closed-form L2-regularised least-squares fit (l2 = 2^10)
 to one-hot targets rescaled to +-1, and top-1 accuracy on the test split;
-the mean over seeds 0, 1, 2. Features use the eval preprocessing
-'resmall_crop' (for 224 px: resize to 256, centre crop 224). Deterministic.
+the mean over seeds 0, 1, 2. Features use big_vision's preprocessing
+'resize_crop' (for 224 px: resize to 256x256, centre crop 224).
+Deterministic.
+
+  python -m mixer_jax.fewshot --pretrained=NAME --suite=big_vision \
+      [--output=FILE.json]
+
+runs big_vision's suite (caltech101, cars196, cifar100, dtd, ImageNet,
+oxford_iiit_pet, uc_merced), every dataset that is available, logs each
+(dataset, shots, seed), prints a dataset x shots table of the means and lists
+the datasets that are missing. --suite=FILE.json runs a suite of one's own,
+{name: [dataset, train split, test split]}.
 """
 
 import functools
@@ -39,9 +49,25 @@ from mixer_jax import errors
 from mixer_jax import evaluate as evaluate_cli
 from mixer_jax import input_pipeline
 from mixer_jax import jit_steps
+from mixer_jax import preflight
 
 BIAS_FEATURE = 100.0
 FLAGS = flags.FLAGS
+
+# Named suites: {name: (dataset, train split, test split)}. big_vision's
+# fewshot_lsr list, with ImageNet's first 65,000 training images (at least 30
+# per class) where ImageNet is prepared.
+SUITES = {
+    'big_vision': {
+        'caltech': ('caltech101', 'train', 'test'),
+        'cars': ('cars196', 'train', 'test'),
+        'cifar100': ('cifar100', 'train', 'test'),
+        'dtd': ('dtd', 'train', 'test'),
+        'imagenet': ('imagenet2012', 'train[:65000]', 'validation'),
+        'pets': ('oxford_iiit_pet', 'train', 'test'),
+        'uc_merced': ('uc_merced', 'train[:1000]', 'train[1000:]'),
+    },
+}
 
 
 @functools.cache
@@ -60,7 +86,7 @@ def features(model, params, config, split: str, *, devices=None):
   params = jax.device_put(
       {k: v for k, v in params.items() if k != 'head'}, replicated)
   config = config_dict.ConfigDict(config.to_dict())
-  config.eval_split, config.eval_pp = split, 'resmall_crop'
+  config.eval_split, config.eval_pp = split, 'resize_crop'
   found, labels = [], []
   for batch in input_pipeline.prefetch_to_mesh(
       input_pipeline.eval_iterator(config), sharding, config.prefetch):
@@ -100,8 +126,8 @@ def parse_shots(values) -> list[int]:
   return shots
 
 
-def shots_accuracy(train, test, *, num_classes: int, shots, seeds, l2):
-  """{k: mean over seeds of the k-shot accuracy}.
+def shots_accuracies(train, test, *, num_classes: int, shots, seeds, l2):
+  """{k: [the k-shot accuracy of each seed]}.
 
   Every k must be at most the examples of the class with fewest in `train`
   (a larger k would silently use all of them), and `seeds` not empty.
@@ -127,29 +153,118 @@ def shots_accuracy(train, test, *, num_classes: int, shots, seeds, l2):
       scores[k].append(least_squares_accuracy(
           train_x[chosen], train_y[chosen], test_x, test_y,
           num_classes=num_classes, l2=l2))
-  return {k: float(np.mean(v)) for k, v in scores.items()}
+  return scores
+
+
+def shots_accuracy(train, test, **kwargs) -> dict:
+  """{k: mean over seeds of the k-shot accuracy} (as shots_accuracies)."""
+  return {k: float(np.mean(v))
+          for k, v in shots_accuracies(train, test, **kwargs).items()}
+
+
+def dataset_accuracies(model, params, config, *, dataset=None,
+                       train_split=None, test_split=None, shots, seeds,
+                       l2: float) -> dict:
+  """{k: [accuracy per seed]} on `dataset` (default: the config's), the
+  shots from its train split, scored on its test split."""
+  config = config_dict.ConfigDict(config.to_dict())
+  if dataset and dataset != config.dataset:
+    config.dataset = dataset
+    config.train_split, config.eval_split = 'train', 'test'
+  config.train_split = train_split or config.train_split
+  config.eval_split = test_split or config.eval_split
+  info = input_pipeline.get_info(config)
+  train = features(model, params, config, config.train_split)
+  test = features(model, params, config, config.eval_split)
+  missing = sorted(set(range(info.num_classes)) - set(train[1].tolist()))
+  if missing:
+    raise errors.UserError(f'The few-shot train split has no example of '
+                           f'class(es) {missing}.')
+  return shots_accuracies(train, test, num_classes=info.num_classes,
+                          shots=shots, seeds=seeds, l2=l2)
 
 
 def evaluate(model, params, config, *, dataset=None, train_split=None,
              test_split=None, shots=(1, 5, 10, 25), seeds=(0, 1, 2),
              l2: float = 2.0**10) -> dict:
-  """{'fewshot/<dataset>/<k>shot': accuracy} on `dataset` (default: the
-  config's), its train split for the shots and its test split."""
-  config = config_dict.ConfigDict(config.to_dict())
-  if dataset and dataset != config.dataset:
-    config.dataset = dataset
-    config.train_split, config.eval_split = 'train', 'test'
-  info = input_pipeline.get_info(config)
-  train = features(model, params, config, train_split or config.train_split)
-  test = features(model, params, config, test_split or config.eval_split)
-  missing = sorted(set(range(info.num_classes)) - set(train[1].tolist()))
-  if missing:
-    raise errors.UserError(f'The few-shot train split has no example of '
-                           f'class(es) {missing}.')
-  accuracy = shots_accuracy(train, test, num_classes=info.num_classes,
-                            shots=shots, seeds=seeds, l2=l2)
-  name = str(config.dataset).rstrip('/').split('/')[-1]
-  return {f'fewshot/{name}/{k}shot': v for k, v in accuracy.items()}
+  """{'fewshot/<dataset>/<k>shot': mean accuracy over seeds} (as
+  dataset_accuracies)."""
+  found = dataset_accuracies(
+      model, params, config, dataset=dataset, train_split=train_split,
+      test_split=test_split, shots=shots, seeds=seeds, l2=l2)
+  name = str(dataset or config.dataset).rstrip('/').split('/')[-1]
+  return {f'fewshot/{name}/{k}shot': float(np.mean(v))
+          for k, v in found.items()}
+
+
+def load_suite(name: str) -> dict:
+  """--suite: 'big_vision', or a JSON file {name: [dataset, train split,
+  test split]} -> {name: (dataset, train split, test split)}."""
+  if name in SUITES:
+    return SUITES[name]
+  try:
+    with open(name) as f:
+      suite = {k: tuple(v) for k, v in json.load(f).items()}
+  except (OSError, ValueError, AttributeError, TypeError) as e:
+    raise errors.UserError(
+        f'--suite={name}: neither {" nor ".join(SUITES)} nor a readable JSON '
+        f'file {{name: [dataset, train split, test split]}} '
+        f'({errors.describe(e)[:200]}).') from None
+  bad = [k for k, v in suite.items() if len(v) != 3]
+  if bad or not suite:
+    raise errors.UserError(
+        f'--suite={name}: each entry is [dataset, train split, test split] '
+        f'({", ".join(bad) or "no entries"}).')
+  return suite
+
+
+def run_suite(model, params, config, suite: dict, *, shots, seeds, l2,
+              log=print) -> dict:
+  """Every dataset of `suite` that is available: {'datasets': {name:
+  {'dataset', 'train_split', 'test_split', 'accuracy': {k: mean},
+  'per_seed': {k: [...]}}}, 'missing': {name: why}}.
+
+  A dataset that cannot be had offline (or fetched, with download on) is
+  listed in 'missing' with the reason; none available is an error.
+  """
+  results, missing = {}, {}
+  for name, (dataset, train_split, test_split) in suite.items():
+    why = preflight.missing_dataset(config, dataset)
+    if why:
+      missing[name] = why
+      log(f'{name}: missing: {why}')
+      continue
+    per_seed = dataset_accuracies(
+        model, params, config, dataset=dataset, train_split=train_split,
+        test_split=test_split, shots=shots, seeds=seeds, l2=l2)
+    for k, values in per_seed.items():
+      log(f'{name} {k}-shot: ' + ', '.join(
+          f'seed {s} {v:.2%}' for s, v in zip(seeds, values)))
+    results[name] = {
+        'dataset': dataset, 'train_split': train_split,
+        'test_split': test_split,
+        'accuracy': {k: float(np.mean(v)) for k, v in per_seed.items()},
+        'per_seed': per_seed}
+  if not results:
+    raise errors.UserError(
+        'No dataset of the suite is available: ' + '; '.join(
+            f'{name}: {why}' for name, why in missing.items()) + '.')
+  return {'datasets': results, 'missing': missing}
+
+
+def format_table(suite_results, *, shots, num_seeds: int) -> str:
+  """Dataset x shots, mean over seeds, in %; then the missing datasets."""
+  found = suite_results['datasets']
+  width = max(len(n) for n in [*found, *suite_results['missing'], 'dataset'])
+  lines = [f'{"dataset":<{width}}' + ''.join(f'{f"{k}-shot":>9}'
+                                              for k in shots) +
+           f'   (mean of {num_seeds} seed(s))']
+  for name, result in found.items():
+    lines.append(f'{name:<{width}}' + ''.join(
+        f'{result["accuracy"][k]:>9.2%}' for k in shots))
+  for name, why in suite_results['missing'].items():
+    lines.append(f'{name:<{width}}  missing: {why}')
+  return '\n'.join(lines)
 
 
 def define_flags():
@@ -166,6 +281,9 @@ def define_flags():
   flags.DEFINE_integer('seeds', 3, 'Seeds 0..N-1; the mean is reported.',
                        lower_bound=1)
   flags.DEFINE_float('l2', 2.0**10, 'L2 regularisation.')
+  flags.DEFINE_string('suite', None, 'A suite of datasets instead of '
+                      '--dataset: big_vision, or a JSON file {name: '
+                      '[dataset, train split, test split]}.')
   flags.DEFINE_string('output', None, 'Also write the accuracies here (JSON).')
 
 
@@ -173,19 +291,31 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   try:
-    if FLAGS.pretrained and not FLAGS.dataset:
-      raise errors.UserError('--pretrained needs --dataset.')
+    if FLAGS.suite and (FLAGS.dataset or FLAGS.train_split or
+                        FLAGS.test_split):
+      raise errors.UserError('--suite names its datasets and splits: drop '
+                             '--dataset, --train_split and --test_split.')
+    if FLAGS.pretrained and not (FLAGS.dataset or FLAGS.suite):
+      raise errors.UserError('--pretrained needs --dataset or --suite.')
+    suite = load_suite(FLAGS.suite) if FLAGS.suite else None
     loaded, config = evaluate_cli.model_and_config(
         workdir=FLAGS.workdir, pretrained=FLAGS.pretrained)
-    results = evaluate(
-        loaded.model, loaded.params, config, dataset=FLAGS.dataset,
-        train_split=FLAGS.train_split, test_split=FLAGS.test_split,
-        shots=parse_shots(FLAGS.shots), seeds=range(FLAGS.seeds),
-        l2=FLAGS.l2)
+    shots = parse_shots(FLAGS.shots)
+    if suite:
+      results = run_suite(loaded.model, loaded.params, config, suite,
+                          shots=shots, seeds=range(FLAGS.seeds), l2=FLAGS.l2)
+    else:
+      results = evaluate(
+          loaded.model, loaded.params, config, dataset=FLAGS.dataset,
+          train_split=FLAGS.train_split, test_split=FLAGS.test_split,
+          shots=shots, seeds=range(FLAGS.seeds), l2=FLAGS.l2)
   except errors.UserError as e:
     cli.exit_with_error('mixer_jax.fewshot', e)
-  for key, value in results.items():
-    print(f'{key}: {value:.2%}')
+  if suite:
+    print(format_table(results, shots=shots, num_seeds=FLAGS.seeds))
+  else:
+    for key, value in results.items():
+      print(f'{key}: {value:.2%}')
   if FLAGS.output:
     with open(FLAGS.output, 'w') as f:
       json.dump(results, f, indent=2)

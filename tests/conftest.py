@@ -101,3 +101,17 @@ def write_digit_images(folder, count=4):
     Image.fromarray(np.kron(images[i], np.ones((4, 4, 1), np.uint8))).save(
         files[-1])
   return files, labels[:count]
+
+
+def write_digits_folder(root, names=('zero', 'one', 'two')):
+  """DIR/{train,test}/<name>/*.png of digits 0, 1, ... (one class each) from
+  the first 150 / next 60 digits train images; returns DIR."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from mixer_jax import sources  # pylint: disable=g-import-not-at-top
+  images, labels = sources.digits_arrays()['train']
+  for split, part in (('train', slice(0, 150)), ('test', slice(150, 210))):
+    for i in np.flatnonzero(labels[part] < len(names)) + part.start:
+      folder = pathlib.Path(root) / split / names[labels[i]]
+      folder.mkdir(parents=True, exist_ok=True)
+      Image.fromarray(images[i]).save(folder / f'{i}.png')
+  return str(root)

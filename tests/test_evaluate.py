@@ -6,18 +6,17 @@ import subprocess
 import sys
 
 import numpy as np
-from PIL import Image
 import pytest
 
 from mixer_jax import errors
 from mixer_jax import evaluate
 from mixer_jax import predict
-from mixer_jax import sources
 from mixer_jax import train
 from tests.conftest import ROOT
 from tests.conftest import last_line
 from tests.conftest import read_jsonl
 from tests.conftest import small_digits_config
+from tests.conftest import write_digits_folder
 
 
 def test_the_final_evaluation_again_with_per_class_detail(digits_run):
@@ -81,13 +80,8 @@ def test_a_run_on_an_image_folder_evaluates_and_predicts_with_its_names(
     tmp_path):
   """DIR/{train,test}/<class>/*.png made of digits 0, 1 and 2, named."""
   names = ('zero', 'one', 'two')
-  images, labels = sources.digits_arrays()['train']
-  for split, part in (('train', slice(0, 150)), ('test', slice(150, 210))):
-    for i in np.flatnonzero(labels[part] < 3) + part.start:
-      folder = tmp_path / 'data' / split / names[labels[i]]
-      folder.mkdir(parents=True, exist_ok=True)
-      Image.fromarray(images[i]).save(folder / f'{i}.png')
-  config = small_digits_config(dataset=str(tmp_path / 'data'),
+  config = small_digits_config(dataset=write_digits_folder(tmp_path / 'data',
+                                                           names),
                                batch_size=16, eval_batch_size=16,
                                total_steps=4)
   workdir = str(tmp_path / 'run')

@@ -2,6 +2,7 @@
 the evaluator in training."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ from mixer_jax import train
 from tests.conftest import ROOT
 from tests.conftest import read_jsonl
 from tests.conftest import small_digits_config
+from tests.conftest import write_digits_folder
 
 
 def clustered(rng, n_per_class, num_classes, dim, noise):
@@ -112,3 +114,72 @@ def test_shots_flag(values, expected):
       fewshot.parse_shots(values)
   else:
     assert fewshot.parse_shots(values) == expected
+
+
+def test_a_suite_runs_what_is_there_and_lists_what_is_missing(digits_run,
+                                                               tmp_path):
+  """digits, a folder of 3 classes and ImageNet (manual download: missing);
+  a table of the means, each seed logged, JSON written."""
+  workdir, _ = digits_run
+  suite = {'digits': ['digits', 'train', 'test'],
+           'three': [write_digits_folder(tmp_path / 'three'), 'train', 'test'],
+           'imagenet': ['imagenet2012', 'train[:65000]', 'validation']}
+  (tmp_path / 'suite.json').write_text(json.dumps(suite))
+  output = tmp_path / 'suite_results.json'
+  result = subprocess.run(
+      [sys.executable, '-m', 'mixer_jax.fewshot', f'--workdir={workdir}',
+       f'--suite={tmp_path / "suite.json"}', '--shots=1,5', '--seeds=2',
+       f'--output={output}'], cwd=ROOT, capture_output=True, text=True,
+      check=False, timeout=300,
+      env={**os.environ, 'TFDS_DATA_DIR': str(tmp_path / 'tfds')})
+  assert result.returncode == 0, result.stderr[-2000:]
+  written = json.loads(output.read_text())
+  assert set(written['datasets']) == {'digits', 'three'}
+  assert "tfds dataset 'imagenet2012'" in written['missing']['imagenet']
+  digits = written['datasets']['digits']
+  assert len(digits['per_seed']['5']) == 2
+  assert digits['accuracy']['5'] == pytest.approx(
+      np.mean(digits['per_seed']['5']))
+  loaded, config = evaluate.model_and_config(workdir=workdir)
+  assert digits['accuracy']['5'] == pytest.approx(fewshot.evaluate(
+      loaded.model, loaded.params, config, shots=(5,), seeds=(0, 1),
+      train_split='train', test_split='test')['fewshot/digits/5shot'])
+  table = result.stdout.splitlines()
+  assert table[-4].split() == ['dataset', '1-shot', '5-shot', '(mean', 'of',
+                               '2', 'seed(s))']
+  assert table[-3].split()[0] == 'digits'
+  assert table[-3].split()[2] == f'{digits["accuracy"]["5"]:.2%}'
+  assert table[-1].startswith('imagenet  missing: ')
+  assert 'digits 5-shot: seed 0 ' in result.stderr + result.stdout
+
+
+def test_the_big_vision_suite_with_nothing_there_lists_all_of_it(
+    tmp_path, digits_run):
+  workdir, _ = digits_run
+  loaded, config = evaluate.model_and_config(workdir=workdir)
+  config.update(download=False, tfds_data_dir=str(tmp_path))
+  logged = []
+  with pytest.raises(errors.UserError) as raised:
+    fewshot.run_suite(loaded.model, loaded.params, config,
+                      fewshot.load_suite('big_vision'), shots=(1,),
+                      seeds=(0,), l2=1024.0, log=logged.append)
+  message = str(raised.value)
+  assert message.startswith('No dataset of the suite is available: caltech:')
+  for name in ('caltech101', 'cars196', 'cifar100', 'dtd', 'imagenet2012',
+               'oxford_iiit_pet', 'uc_merced'):
+    assert f"tfds dataset '{name}'" in message
+  assert len(logged) == 7
+
+
+@pytest.mark.parametrize('content, message', [
+    (None, 'neither big_vision nor a readable JSON file'),
+    ('[1, 2]', 'neither big_vision nor a readable JSON file'),
+    ('{"a": ["digits", "train"]}', r'each entry is .* \(a\)'),
+    ('{}', 'no entries'),
+])
+def test_a_bad_suite_is_one_clear_error(tmp_path, content, message):
+  path = tmp_path / 'suite.json'
+  if content is not None:
+    path.write_text(content)
+  with pytest.raises(errors.UserError, match=message):
+    fewshot.load_suite(str(path))
