@@ -16,10 +16,12 @@
 Only a command's `main` calls these (they read flags and end the process).
 """
 
+import logging as std_logging
 import os
 import sys
 
 from absl import flags
+from absl import logging
 import jax
 
 from mixer_jax import errors
@@ -130,3 +132,10 @@ def drop_closed_event_loop_errors() -> None:
       previous(unraisable)
 
   sys.unraisablehook = hook
+
+
+def keep_orbax_warnings_only() -> None:
+  """Orbax logs every step of every save at INFO: a command's main keeps
+  its warnings and drops the rest from absl's log."""
+  logging.get_absl_handler().addFilter(
+      lambda r: r.levelno >= std_logging.WARNING or '/orbax/' not in r.pathname)

@@ -82,7 +82,7 @@ def missing_dataset(config, dataset=None):
   return None
 
 
-def _missing_checkpoint(config):
+def missing_checkpoint(config):
   """What is missing of a published checkpoint not yet cached, or None."""
   if not config.pretrained:
     return None
@@ -109,7 +109,7 @@ def check(config) -> None:
   if real:
     real += " (the ReaL labels; --config.real_dataset='' skips them)"
   missing = [m for m in (missing_dataset(config), real,
-                         _missing_checkpoint(config)) if m]
+                         missing_checkpoint(config)) if m]
   if missing:
     raise errors.MissingError(
         'Missing, and not to be fetched: ' + '; '.join(

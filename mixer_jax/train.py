@@ -20,7 +20,6 @@ Starting again with the same workdir resumes from its last checkpoint.
 """
 
 import json
-import logging as std_logging
 import os
 import re
 import sys
@@ -334,9 +333,7 @@ def default_workdir(config_flag: str) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  # Orbax reports every save step at INFO; keep its warnings only.
-  logging.get_absl_handler().addFilter(
-      lambda r: r.levelno >= std_logging.WARNING or '/orbax/' not in r.pathname)
+  cli.keep_orbax_warnings_only()
   cli.initialize_distributed('mixer_jax.train')
   cli.drop_closed_event_loop_errors()
   if jax.process_index() and not flags.FLAGS['verbosity'].present:
