@@ -27,9 +27,10 @@ DIR/transfer.md (the paper-shaped row: each task's top-1, ReaL, Avg N) and
 DIR/transfer.json. The default datasets are the paper's "Avg 5".
 
 Every run has its own workdir, DIR/<dataset>/lr_<lr>: a stopped sweep resumes
-where it stopped, and finished runs are skipped. --datasets takes what
---config.dataset takes (tfds names, digits, folders); --config.x=y sets any
-other field of every run.
+where it stopped, and finished runs are skipped. A run that diverges is left
+out of the pick (its diverged.txt says why) and the sweep goes on. --datasets
+takes what --config.dataset takes (tfds names, digits, folders); --config.x=y
+sets any other field of every run.
 """
 
 import json
@@ -46,6 +47,7 @@ import numpy as np
 
 from mixer_jax import cli
 from mixer_jax import config_checks
+from mixer_jax import divergence
 from mixer_jax import errors
 from mixer_jax import evaluate
 from mixer_jax import inference
@@ -151,6 +153,65 @@ def _check_available(pretrained: str, datasets, overrides: dict) -> None:
         'the missing datasets out of --datasets.')
 
 
+def _fine_tune(config, run_dir: str, *, signals, log):
+  """The run's final metrics (trained now, or before), or None where it
+  diverged (then or before: its `diverged.txt` says why)."""
+  diverged_path = os.path.join(run_dir, 'diverged.txt')
+  if os.path.exists(diverged_path):
+    return None
+  final = _finished(run_dir, config.total_steps)
+  if final is None:
+    log(f'{config.dataset}: fine-tuning with lr {config.lr:g} in {run_dir}')
+    try:
+      final = train.train_and_evaluate(config, run_dir, signals=signals)
+    except divergence.Diverged as e:
+      logging.warning('%s lr %g diverged, left out of the pick: %s',
+                      config.dataset, config.lr, e)
+      os.makedirs(run_dir, exist_ok=True)
+      with open(diverged_path, 'w') as f:
+        f.write(f'{e}\n')
+      return None
+  log(f'{config.dataset} lr {config.lr:g}: minival ({config.eval_split}) '
+      f'top-1 {final["eval_accuracy"]:.2%}')
+  return final
+
+
+def _task(base, dataset: str, task_dir: str, *, lr_grid, overrides, signals,
+          log) -> dict:
+  """One dataset's runs, the pick on minival and the chosen run's test
+  scores (kept in task_dir/test_scores.json)."""
+  runs, diverged = {}, []
+  for lr in lr_grid:
+    config = run_config(base, dataset, lr, overrides)
+    run_dir = os.path.join(task_dir, f'lr_{lr:g}')
+    final = _fine_tune(config, run_dir, signals=signals, log=log)
+    if final is None:
+      diverged.append(lr)
+    else:
+      runs[lr] = (final['eval_accuracy'], run_dir, config)
+  if not runs:
+    raise divergence.Diverged(
+        f'{dataset}: every learning rate of the grid diverged (see '
+        f'{task_dir}/lr_*/diverged.txt); try smaller ones with --lr_grid.')
+  best = max(runs, key=lambda lr: runs[lr][0])  # The first of ties.
+  minival_top1, run_dir, config = runs[best]
+  test_split = splits(dataset, config)[2]
+  scores_path = os.path.join(task_dir, 'test_scores.json')
+  scores = {}
+  if os.path.exists(scores_path):
+    with open(scores_path) as f:
+      scores = json.load(f)
+  if scores.get('workdir') != run_dir:
+    scores = {'workdir': run_dir, 'split': test_split,
+              **_test_scores(run_dir, test_split, config.real_dataset)}
+    metrics.write_json(scores_path, scores)
+  log(f'{dataset}: lr {best:g}, {test_split} top-1 {scores["top1"]:.2%}')
+  return {'top1': scores['top1'], 'lr': best, 'workdir': run_dir,
+          'minival_top1': minival_top1, 'test_split': test_split,
+          **({'real_top1': scores['real_top1']} if 'real_top1' in scores
+             else {}), **({'diverged_lrs': diverged} if diverged else {})}
+
+
 def sweep(*, pretrained: str, workdir: str, datasets, lr_grid,
           overrides=None, signals=None, log=logging.info) -> dict:
   """Fine-tunes, picks, tests and writes DIR/transfer.{json,md}; returns
@@ -172,39 +233,10 @@ def sweep(*, pretrained: str, workdir: str, datasets, lr_grid,
   base.model.update(model_fields(loaded))
   base.image_size = loaded.image_size
   base.pretrained = pretrained
-  tasks = {}
-  for dataset, name in zip(datasets, names):
-    runs = {}
-    for lr in lr_grid:
-      config = run_config(base, dataset, lr, overrides)
-      run_dir = os.path.join(workdir, name, f'lr_{lr:g}')
-      final = _finished(run_dir, config.total_steps)
-      if final is None:
-        log(f'{dataset}: fine-tuning with lr {lr:g} in {run_dir}')
-        final = train.train_and_evaluate(config, run_dir, signals=signals)
-      runs[lr] = (final['eval_accuracy'], run_dir, config)
-      log(f'{dataset} lr {lr:g}: minival ({config.eval_split}) top-1 '
-          f'{final["eval_accuracy"]:.2%}')
-    best = max(runs, key=lambda lr: runs[lr][0])  # The first of ties.
-    minival_top1, run_dir, config = runs[best]
-    test_split = splits(dataset, config)[2]
-    scores_path = os.path.join(workdir, name, 'test_scores.json')
-    scores = None
-    if os.path.exists(scores_path):
-      with open(scores_path) as f:
-        scores = json.load(f)
-      if scores.get('workdir') != run_dir:
-        scores = None
-    if scores is None:
-      scores = {'workdir': run_dir, 'split': test_split,
-                **_test_scores(run_dir, test_split, config.real_dataset)}
-      metrics.write_json(scores_path, scores)
-    tasks[dataset] = {'top1': scores['top1'], 'lr': best,
-                      'workdir': run_dir, 'minival_top1': minival_top1,
-                      'test_split': test_split,
-                      **({'real_top1': scores['real_top1']}
-                         if 'real_top1' in scores else {})}
-    log(f'{dataset}: lr {best:g}, {test_split} top-1 {scores["top1"]:.2%}')
+  tasks = {dataset: _task(base, dataset, os.path.join(workdir, name),
+                          lr_grid=lr_grid, overrides=overrides,
+                          signals=signals, log=log)
+           for dataset, name in zip(datasets, names)}
   result = {'pretrained': pretrained, 'tasks': tasks,
             'avg': float(np.mean([t['top1'] for t in tasks.values()]))}
   metrics.write_json(os.path.join(workdir, 'transfer.json'), result)
@@ -231,7 +263,9 @@ def format_row(result) -> str:
   for dataset, task in result['tasks'].items():
     lines.append(f'- {dataset}: lr {task["lr"]:g} (minival top-1 '
                  f'{100 * task["minival_top1"]:.2f}), '
-                 f'{task["test_split"]}, `{task["workdir"]}`')
+                 f'{task["test_split"]}, `{task["workdir"]}`' + (
+                     ''.join(f'; lr {lr:g} diverged'
+                             for lr in task.get('diverged_lrs', ()))))
   return '\n'.join(lines) + '\n'
 
 

@@ -15,11 +15,13 @@ from tests.conftest import ROOT
 from tests.conftest import read_jsonl
 from tests.conftest import write_digits_folder
 
-# Every run of the sweep: 4 steps of the paper's recipe, shrunk.
+# Every run of the sweep: 4 steps of the paper's recipe, shrunk; 2 diverged
+# steps in a row end a run.
 OVERRIDES = dict(batch_size=32, eval_batch_size=64, total_steps=4,
                  warmup_steps=1, eval_every=4, progress_every=2,
-                 checkpoint_every=2, eval_pp='resize')
-LR_GRID = (0.001, 0.03)
+                 checkpoint_every=2, eval_pp='resize', max_diverged_steps=2)
+LR_GRID = (0.001, 0.03, 1e6)  # The last diverges.
+TRAINED = LR_GRID[:2]
 
 
 class StopAtQuestion:
@@ -56,7 +58,7 @@ def test_a_stopped_sweep_resumes_and_writes_the_paper_shaped_row(
   with pytest.raises(preemption.Stopped, match='stopped at step 2'):
     sweep(signals=StopAtQuestion(6))
   first, second = (os.path.join(workdir, 'digits', f'lr_{lr:g}')
-                   for lr in LR_GRID)
+                   for lr in TRAINED)
   assert os.path.exists(os.path.join(first, 'final_metrics.json'))
   assert not os.path.exists(os.path.join(second, 'final_metrics.json'))
   assert not os.path.exists(os.path.join(workdir, 'transfer.json'))
@@ -68,10 +70,14 @@ def test_a_stopped_sweep_resumes_and_writes_the_paper_shaped_row(
           if 'train_loss' in r] == [2, 4]  # Resumed after step 2.
   assert list(result['tasks']) == ['digits', folder]
   for dataset, task in result['tasks'].items():
-    minival = {lr: final_metrics(os.path.join(
-        workdir, transfer.task_name(dataset), f'lr_{lr:g}')) for lr in LR_GRID}
-    assert task['lr'] == max(LR_GRID,
+    task_dir = os.path.join(workdir, transfer.task_name(dataset))
+    minival = {lr: final_metrics(os.path.join(task_dir, f'lr_{lr:g}'))
+               for lr in TRAINED}
+    assert task['lr'] == max(TRAINED,
                              key=lambda lr: minival[lr]['eval_accuracy'])
+    assert task['diverged_lrs'] == [1e6]
+    with open(os.path.join(task_dir, 'lr_1e+06', 'diverged.txt')) as f:
+      assert 'diverged' in f.read()
     assert task['minival_top1'] == minival[task['lr']]['eval_accuracy']
     assert task['test_split'] == 'test'
     assert 0 <= task['top1'] <= 1
@@ -97,7 +103,10 @@ def test_a_stopped_sweep_resumes_and_writes_the_paper_shaped_row(
                  f'{100 * result["tasks"][folder]["top1"]:.2f} | '
                  f'{100 * result["avg"]:.2f} |')
   with open(os.path.join(workdir, 'transfer.md')) as f:
-    assert row in f.read()
+    table = f.read()
+  assert row in table
+  assert f'- digits: lr {result["tasks"]["digits"]["lr"]:g} ' in table
+  assert table.count('; lr 1e+06 diverged') == 2
 
 
 @pytest.mark.parametrize('dataset, expected', [
