@@ -97,8 +97,10 @@ def model_and_config(*, workdir=None, step=None, pretrained=None,
   own_dataset = config.dataset
   apply(config, {**({'dataset': dataset} if dataset else {}),
                  **({'eval_split': split} if split else {}), **(values or {})})
-  if dataset and dataset != own_dataset and not split:
-    config.eval_split = default_split(config)
+  if dataset and dataset != own_dataset:
+    if not split:
+      config.eval_split = default_split(config)
+    config.train_split = config.eval_split  # Another dataset's splits.
   config_checks.check(config, only=set(values or ()))
   if step is not None:
     if not workdir:

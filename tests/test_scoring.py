@@ -149,3 +149,18 @@ def test_evaluate_picks_validation_where_a_dataset_has_no_test_split(
     real_data):
   assert evaluate.default_split(real_config(real_data)) == 'validation'
   assert evaluate.default_split(small_digits_config()) == 'test'
+
+
+def test_a_run_of_other_data_evaluates_on_imagenet2012_real(real_data,
+                                                            digits_run):
+  """The run's own train split ('train') is no split of imagenet2012_real:
+  only the evaluated split counts; then the class counts differ."""
+  loaded, config = evaluate.model_and_config(
+      workdir=digits_run[0], dataset='imagenet2012_real',
+      values={'tfds_data_dir': real_data})
+  assert (config.train_split, config.eval_split) == ('validation',
+                                                     'validation')
+  assert input_pipeline.get_info(config).num_eval_examples == NUM_EXAMPLES
+  with pytest.raises(errors.UserError, match='The model has 10 classes and '
+                     'imagenet2012_real has 1000'):
+    evaluate.run(loaded, config)
