@@ -66,6 +66,7 @@ _RULES = {
     'checkpoint_every': (_positive, '> 0'),
     'keep_checkpoints': (lambda x: x >= 1, '>= 1'),
     'fewshot_every': (_non_negative, '>= 0 (0: off)'),
+    'real_every': (_non_negative, '>= 0 (0: at the end only)'),
     'fewshot_seeds': (_positive, '> 0'),
     'fewshot_l2': (_positive, '> 0'),
     'fewshot_shots': (lambda x: len(x) > 0 and all(k > 0 for k in x),

@@ -103,8 +103,10 @@ def get_config():
   # Mixup Beta(a, a) strength (0: off); mixes with the batch rolled by one.
   config.mixup_alpha = 0.0
   # A tfds dataset of the same classes with ReaL labels ('imagenet2012_real')
-  # whose validation split is scored with every eval ('': none).
+  # whose validation split is scored in training ('': none).
   config.real_dataset = ''
+  # Score it every this many steps and at the end (0: at the end only).
+  config.real_every = 1000
   # Examples in the training shuffle buffer.
   config.shuffle_buffer = 50_000
   # Keep the decoded dataset in host memory (for small datasets).

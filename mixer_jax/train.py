@@ -208,8 +208,8 @@ def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
 
   # (name, every, evaluator): big_vision's `evals`, run in this order.
   evaluators = [('eval', config.eval_every, run_eval),
-                ('real', config.eval_every if config.real_dataset else 0,
-                 run_real),
+                ('real', (config.real_every or config.total_steps)
+                 if config.real_dataset else 0, run_real),
                 ('fewshot', config.fewshot_every, run_fewshot)]
   last_step = min(config.total_steps, stop_at_step or config.total_steps)
   results, train_metrics, start_time = {}, {}, time.perf_counter()

@@ -16,6 +16,7 @@ from mixer_jax import jit_steps
 from mixer_jax import scoring
 from mixer_jax import steps
 from mixer_jax import train
+from tests.conftest import read_jsonl
 from tests.conftest import small_digits_config
 
 NUM_EXAMPLES = 23
@@ -124,15 +125,20 @@ def test_scoring_reports_real_top1_beside_top1(real_data):
   assert f'ReaL top-1 {real:.2%} ({labelled} with ReaL labels)' in summary
 
 
-def test_a_run_with_real_dataset_scores_real_at_every_eval(real_data,
-                                                           tmp_path):
+def test_a_run_with_real_dataset_scores_real_every_real_every_steps(
+    real_data, tmp_path):
   config = real_config(real_data)
-  config.update(real_dataset='imagenet2012_real', total_steps=2,
-                eval_every=1, checkpoint_every=2, batch_size=8,
-                shuffle_buffer=8, cache=False)
-  final = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  config.update(real_dataset='imagenet2012_real', real_every=2,
+                total_steps=3, eval_every=1, checkpoint_every=3,
+                batch_size=8, shuffle_buffer=8, cache=False)
+  workdir = str(tmp_path / 'run')
+  final = train.train_and_evaluate(config, workdir)
   assert final['eval_real_examples'] == expected_scores()[2]
   assert 0 <= final['eval_real_accuracy'] <= 1
+  # The ReaL evaluator's records (the run's own eval, on this same data,
+  # reports ReaL too, with its loss).
+  assert [r['step'] for r in read_jsonl(workdir)
+          if 'eval_real_accuracy' in r and 'eval_loss' not in r] == [2, 3]
 
 
 def test_real_labels_of_other_classes_fail_before_training(real_data,
