@@ -1,0 +1,135 @@
+# Copyright 2026 The mixer_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+r"""Exports a trained run or a checkpoint for use outside this package.
+
+  python -m mixer_jax.export --workdir=W | --pretrained=NAME \
+      --format=stablehlo --output=DIR
+
+The calling convention: the exported function takes float32 images
+[batch, S, S, 3] (NHWC), already preprocessed as DIR/metadata.json says
+(resized to the model's size S, values in [-1, 1]), and returns float32
+logits [batch, classes]; the batch size is symbolic. metadata.json also
+holds the class names.
+
+stablehlo: DIR/model.bin is a serialized `jax.export.Exported` (StableHLO,
+lowered for cpu, cuda and tpu, the weights inside), which any jax reads
+without this package:
+
+  exported = jax.export.deserialize(open('DIR/model.bin', 'rb').read())
+  logits = exported.call(images)
+
+jax.export's compatibility window: a jax up to 6 months newer than the one
+that wrote it reads it (3 weeks older).
+"""
+
+import json
+import os
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+
+from mixer_jax import cli
+from mixer_jax import errors
+from mixer_jax import inference
+
+FLAGS = flags.FLAGS
+FORMATS = ('stablehlo',)
+PLATFORMS = ('cpu', 'cuda', 'tpu')
+
+
+def logits_fn(loaded: inference.Loaded):
+  """images float32 [batch, S, S, 3] in [-1, 1] -> float32 logits."""
+  def forward(images):
+    logits = loaded.model.apply({'params': loaded.params}, images,
+                                train=False)
+    return logits.astype(jnp.float32)
+  return forward
+
+
+def to_stablehlo(loaded: inference.Loaded) -> jax.export.Exported:
+  """The batch-polymorphic logits function, weights included."""
+  batch, = jax.export.symbolic_shape('batch')
+  size = loaded.image_size
+  return jax.export.export(jax.jit(logits_fn(loaded)), platforms=PLATFORMS)(
+      jax.ShapeDtypeStruct((batch, size, size, loaded.model.in_channels),
+                           jnp.float32))
+
+
+def metadata(loaded: inference.Loaded, *, format_name: str) -> dict:
+  """What a user of the export needs beside it."""
+  size, config = loaded.image_size, loaded.config
+  return {
+      'format': format_name,
+      'input': {'shape': ['batch', size, size, loaded.model.in_channels],
+                'dtype': 'float32', 'layout': 'NHWC', 'range': [-1.0, 1.0]},
+      'output': {'shape': ['batch', loaded.model.num_classes],
+                 'dtype': 'float32', 'meaning': 'logits'},
+      # mixer_jax.preprocess's eval preprocessing of the image, then
+      # (x - 127.5) / 127.5.
+      'preprocessing': {'eval_pp': config.eval_pp if config else 'resize',
+                        'image_size': size},
+      'class_names': list(loaded.class_names),
+      'jax_version': jax.__version__,
+  }
+
+
+def export(loaded: inference.Loaded, *, format_name: str,
+           output: str) -> list[str]:
+  """Writes the export into the directory `output`; returns its files."""
+  if format_name not in FORMATS:
+    raise errors.UserError(f'--format={format_name}: one of '
+                           f'{", ".join(FORMATS)}.')
+  if os.path.isfile(output):
+    raise errors.UserError(f'--output={output} is a file: give a directory.')
+  exported = to_stablehlo(loaded)
+  os.makedirs(output, exist_ok=True)
+  info = metadata(loaded, format_name=format_name)
+  info['calling_convention_version'] = exported.calling_convention_version
+  files = {'model.bin': bytes(exported.serialize()),
+           'metadata.json': json.dumps(info, indent=2).encode()}
+  for name, data in files.items():
+    partial = os.path.join(output, name + '.partial')
+    with open(partial, 'wb') as f:
+      f.write(data)
+    os.replace(partial, os.path.join(output, name))
+  return [os.path.join(output, name) for name in files]
+
+
+def define_flags():
+  """The command's flags (an import of this module defines none)."""
+  flags.DEFINE_string('workdir', None, 'A trained run.')
+  flags.DEFINE_string('pretrained', None, 'A published name, .npz or URL.')
+  flags.DEFINE_enum('format', 'stablehlo', FORMATS, 'What to write.')
+  flags.DEFINE_string('output', None, 'The directory to write into.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  try:
+    if not FLAGS.output:
+      raise errors.UserError('Give --output=DIR.')
+    loaded = inference.from_run_or_pretrained(workdir=FLAGS.workdir,
+                                              pretrained=FLAGS.pretrained)
+    written = export(loaded, format_name=FLAGS.format, output=FLAGS.output)
+  except errors.UserError as e:
+    cli.exit_with_error('mixer_jax.export', e)
+  print('Written: ' + ', '.join(written))
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)
