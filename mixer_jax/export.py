@@ -14,7 +14,7 @@
 r"""Exports a trained run or a checkpoint for use outside this package.
 
   python -m mixer_jax.export --workdir=W | --pretrained=NAME \
-      --format=stablehlo --output=DIR
+      --format=stablehlo|savedmodel --output=DIR
 
 The calling convention: the exported function takes float32 images
 [batch, S, S, 3] (NHWC), already preprocessed as DIR/metadata.json says
@@ -31,10 +31,17 @@ without this package:
 
 jax.export's compatibility window: a jax up to 6 months newer than the one
 that wrote it reads it (3 weeks older).
+
+savedmodel: DIR/saved_model, a TF SavedModel (jax2tf, the same StableHLO
+inside) whose 'serving_default' signature takes 'images' and returns
+'logits':
+
+  serve = tf.saved_model.load('DIR/saved_model').signatures['serving_default']
+  logits = serve(images=images)['logits']
 """
 
-import json
 import os
+import shutil
 
 from absl import app
 from absl import flags
@@ -44,9 +51,11 @@ import jax.numpy as jnp
 from mixer_jax import cli
 from mixer_jax import errors
 from mixer_jax import inference
+from mixer_jax import metrics
+from mixer_jax import sources
 
 FLAGS = flags.FLAGS
-FORMATS = ('stablehlo',)
+FORMATS = ('stablehlo', 'savedmodel')
 PLATFORMS = ('cpu', 'cuda', 'tpu')
 
 
@@ -86,26 +95,55 @@ def metadata(loaded: inference.Loaded, *, format_name: str) -> dict:
   }
 
 
+def to_saved_model(loaded: inference.Loaded, path: str) -> None:
+  """A TF SavedModel at `path`: signature 'serving_default', input 'images'
+  [batch, S, S, 3] float32, output 'logits' (jax2tf, native serialization:
+  the same StableHLO inside, run by TF's XLA)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
+  size = loaded.image_size
+  channels = loaded.model.in_channels
+  converted = jax2tf.convert(
+      logits_fn(loaded), polymorphic_shapes=[f'(b, {size}, {size}, '
+                                             f'{channels})'],
+      native_serialization_platforms=PLATFORMS, with_gradient=False)
+  module = tf.Module()
+  module.serve = tf.function(
+      lambda images: {'logits': converted(images)}, autograph=False,
+      input_signature=[tf.TensorSpec([None, size, size, channels],
+                                     tf.float32, name='images')])
+  tf.saved_model.save(module, path,
+                      signatures={'serving_default': module.serve})
+
+
 def export(loaded: inference.Loaded, *, format_name: str,
            output: str) -> list[str]:
-  """Writes the export into the directory `output`; returns its files."""
+  """Writes the export into the directory `output`; returns what it wrote.
+  Each part is written beside its place and then moved there, so a failed
+  export leaves no half-written model."""
   if format_name not in FORMATS:
     raise errors.UserError(f'--format={format_name}: one of '
                            f'{", ".join(FORMATS)}.')
   if os.path.isfile(output):
     raise errors.UserError(f'--output={output} is a file: give a directory.')
-  exported = to_stablehlo(loaded)
   os.makedirs(output, exist_ok=True)
   info = metadata(loaded, format_name=format_name)
-  info['calling_convention_version'] = exported.calling_convention_version
-  files = {'model.bin': bytes(exported.serialize()),
-           'metadata.json': json.dumps(info, indent=2).encode()}
-  for name, data in files.items():
+  if format_name == 'stablehlo':
+    exported = to_stablehlo(loaded)
+    info['calling_convention_version'] = exported.calling_convention_version
+    name = 'model.bin'
+    with open(os.path.join(output, name + '.partial'), 'wb') as f:
+      f.write(exported.serialize())
+  else:
+    name = 'saved_model'
     partial = os.path.join(output, name + '.partial')
-    with open(partial, 'wb') as f:
-      f.write(data)
-    os.replace(partial, os.path.join(output, name))
-  return [os.path.join(output, name) for name in files]
+    shutil.rmtree(partial, ignore_errors=True)
+    to_saved_model(loaded, partial)
+    shutil.rmtree(os.path.join(output, name), ignore_errors=True)
+  os.replace(os.path.join(output, name + '.partial'),
+             os.path.join(output, name))
+  metrics.write_json(os.path.join(output, 'metadata.json'), info)
+  return [os.path.join(output, name), os.path.join(output, 'metadata.json')]
 
 
 def define_flags():
@@ -119,6 +157,7 @@ def define_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  sources.keep_tensorflow_off_accelerators()
   try:
     if not FLAGS.output:
       raise errors.UserError('Give --output=DIR.')

@@ -11,6 +11,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from mixer_jax import errors
 from mixer_jax import export
@@ -26,17 +27,38 @@ def read_back(output) -> jax.export.Exported:
     return jax.export.deserialize(bytearray(f.read()))
 
 
-def test_the_official_fixture_exported_gives_the_official_logits(tmp_path):
-  """vit_jax's own Mixer computed these logits (testdata/FIXTURES.md)."""
+def run_stablehlo(output, images) -> np.ndarray:
+  """The export run by plain jax."""
+  return np.asarray(read_back(output).call(images))
+
+
+def run_saved_model(output, images) -> np.ndarray:
+  """The export run by TensorFlow."""
+  serve = tf.saved_model.load(os.path.join(output, 'saved_model')).signatures[
+      'serving_default']
+  return serve(images=tf.constant(images))['logits'].numpy()
+
+
+RUNTIMES = {'stablehlo': run_stablehlo, 'savedmodel': run_saved_model}
+
+
+@pytest.mark.parametrize('format_name', export.FORMATS)
+def test_the_official_fixture_exported_gives_the_official_logits(
+    tmp_path, format_name):
+  """vit_jax's own Mixer computed these logits (testdata/FIXTURES.md); the
+  export runs in its own runtime, at two batch sizes."""
   loaded = inference.from_pretrained(str(TESTDATA / 'vit_jax_mixer_tiny.npz'))
-  export.export(loaded, format_name='stablehlo', output=str(tmp_path))
-  exported = read_back(tmp_path)
+  export.export(loaded, format_name=format_name, output=str(tmp_path))
   io = np.load(TESTDATA / 'vit_jax_mixer_tiny_io.npz')
-  assert exported.platforms == export.PLATFORMS
   for batch in (3, 1):  # One export, any batch size.
-    logits = np.asarray(exported.call(io['input'][:batch]))
+    logits = RUNTIMES[format_name](tmp_path, io['input'][:batch])
     assert logits.dtype == np.float32
     np.testing.assert_allclose(logits, io['logits'][:batch], atol=1e-4)
+  info = json.loads((tmp_path / 'metadata.json').read_text())
+  assert info['format'] == format_name
+  assert sorted(os.listdir(tmp_path)) == sorted(
+      ['metadata.json', 'model.bin' if format_name == 'stablehlo'
+       else 'saved_model'])
 
 
 def test_the_command_exports_a_trained_run(digits_run, tmp_path):
@@ -56,7 +78,7 @@ def test_the_command_exports_a_trained_run(digits_run, tmp_path):
   images = np.stack([inference.preprocess(loaded, image) for image in
                      sources.digits_arrays()['test'][0][:5]])
   expected = loaded.model.apply({'params': loaded.params}, images)
-  np.testing.assert_allclose(read_back(output).call(images), expected,
+  np.testing.assert_allclose(run_stablehlo(output, images), expected,
                              atol=1e-4)
 
 
@@ -66,5 +88,5 @@ def test_errors(tmp_path):
   with pytest.raises(errors.UserError, match='is a file: give a directory'):
     export.export(loaded, format_name='stablehlo',
                   output=str(tmp_path / 'file'))
-  with pytest.raises(errors.UserError, match='one of stablehlo'):
+  with pytest.raises(errors.UserError, match='one of stablehlo, savedmodel'):
     export.export(loaded, format_name='tflite', output=str(tmp_path / 'x'))
