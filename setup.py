@@ -48,10 +48,14 @@ setuptools.setup(
     ],
     extras_require={
         # nbconvert and ipykernel execute the notebooks; libtpu (jax[tpu])
-        # compiles for TPUs in tests/test_plan.py, where it installs.
+        # compiles for TPUs in tests/test_plan.py, where it installs;
+        # jax2onnx and onnxruntime export and run ONNX in tests/test_export.py.
         'test': ['ipykernel', 'nbconvert', 'pytest', 'pytest-xdist',
+                 'jax2onnx', 'onnxruntime',
                  'jax[tpu]; sys_platform=="linux" and '
                  'platform_machine=="x86_64"'],
+        # --format=onnx of mixer_jax.export.
+        'onnx': ['jax2onnx'],
         'gpu': ['jax[cuda12]'],
         'tpu': ['jax[tpu]'],
     },

@@ -14,7 +14,7 @@
 r"""Exports a trained run or a checkpoint for use outside this package.
 
   python -m mixer_jax.export --workdir=W | --pretrained=NAME \
-      --format=stablehlo|savedmodel --output=DIR
+      --format=stablehlo|savedmodel|onnx --output=DIR
 
 The calling convention: the exported function takes float32 images
 [batch, S, S, 3] (NHWC), already preprocessed as DIR/metadata.json says
@@ -38,6 +38,11 @@ inside) whose 'serving_default' signature takes 'images' and returns
 
   serve = tf.saved_model.load('DIR/saved_model').signatures['serving_default']
   logits = serve(images=images)['logits']
+
+onnx: DIR/model.onnx (jax2onnx; opset 23), input 'images', output 'logits':
+
+  session = onnxruntime.InferenceSession('DIR/model.onnx')
+  logits = session.run(['logits'], {'images': images})[0]
 """
 
 import os
@@ -55,7 +60,7 @@ from mixer_jax import metrics
 from mixer_jax import sources
 
 FLAGS = flags.FLAGS
-FORMATS = ('stablehlo', 'savedmodel')
+FORMATS = ('stablehlo', 'savedmodel', 'onnx')
 PLATFORMS = ('cpu', 'cuda', 'tpu')
 
 
@@ -116,6 +121,23 @@ def to_saved_model(loaded: inference.Loaded, path: str) -> None:
                       signatures={'serving_default': module.serve})
 
 
+def to_onnx(loaded: inference.Loaded, path: str) -> None:
+  """An ONNX model at `path` (jax2onnx): input 'images' [B, S, S, 3],
+  output 'logits' [B, classes]."""
+  try:
+    import jax2onnx  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise errors.UserError('--format=onnx needs jax2onnx: pip install '
+                           'jax2onnx (onnxruntime runs the export).') from None
+  size = loaded.image_size
+  model = jax2onnx.to_onnx(
+      logits_fn(loaded), [('B', size, size, loaded.model.in_channels)],
+      model_name='mlp_mixer', input_names=['images'],
+      output_names=['logits'])
+  with open(path, 'wb') as f:
+    f.write(model.SerializeToString())
+
+
 def export(loaded: inference.Loaded, *, format_name: str,
            output: str) -> list[str]:
   """Writes the export into the directory `output`; returns what it wrote.
@@ -134,6 +156,9 @@ def export(loaded: inference.Loaded, *, format_name: str,
     name = 'model.bin'
     with open(os.path.join(output, name + '.partial'), 'wb') as f:
       f.write(exported.serialize())
+  elif format_name == 'onnx':
+    name = 'model.onnx'
+    to_onnx(loaded, os.path.join(output, name + '.partial'))
   else:
     name = 'saved_model'
     partial = os.path.join(output, name + '.partial')

@@ -10,6 +10,7 @@ import sys
 
 import jax
 import numpy as np
+import onnxruntime
 import pytest
 import tensorflow as tf
 
@@ -39,7 +40,17 @@ def run_saved_model(output, images) -> np.ndarray:
   return serve(images=tf.constant(images))['logits'].numpy()
 
 
-RUNTIMES = {'stablehlo': run_stablehlo, 'savedmodel': run_saved_model}
+def run_onnx(output, images) -> np.ndarray:
+  """The export run by onnxruntime."""
+  session = onnxruntime.InferenceSession(
+      os.path.join(output, 'model.onnx'), providers=['CPUExecutionProvider'])
+  return session.run(['logits'], {'images': images})[0]
+
+
+RUNTIMES = {'stablehlo': run_stablehlo, 'savedmodel': run_saved_model,
+            'onnx': run_onnx}
+FILES = {'stablehlo': 'model.bin', 'savedmodel': 'saved_model',
+         'onnx': 'model.onnx'}
 
 
 @pytest.mark.parametrize('format_name', export.FORMATS)
@@ -56,9 +67,8 @@ def test_the_official_fixture_exported_gives_the_official_logits(
     np.testing.assert_allclose(logits, io['logits'][:batch], atol=1e-4)
   info = json.loads((tmp_path / 'metadata.json').read_text())
   assert info['format'] == format_name
-  assert sorted(os.listdir(tmp_path)) == sorted(
-      ['metadata.json', 'model.bin' if format_name == 'stablehlo'
-       else 'saved_model'])
+  assert sorted(os.listdir(tmp_path)) == sorted(['metadata.json',
+                                                 FILES[format_name]])
 
 
 def test_the_command_exports_a_trained_run(digits_run, tmp_path):
@@ -88,5 +98,17 @@ def test_errors(tmp_path):
   with pytest.raises(errors.UserError, match='is a file: give a directory'):
     export.export(loaded, format_name='stablehlo',
                   output=str(tmp_path / 'file'))
-  with pytest.raises(errors.UserError, match='one of stablehlo, savedmodel'):
+  with pytest.raises(errors.UserError, match='one of stablehlo, savedmodel, onnx'):
     export.export(loaded, format_name='tflite', output=str(tmp_path / 'x'))
+
+
+@pytest.mark.parametrize('format_name', ['savedmodel', 'onnx'])
+def test_a_trained_run_in_the_other_runtimes(digits_run, tmp_path,
+                                             format_name):
+  loaded = inference.from_run(digits_run[0])
+  export.export(loaded, format_name=format_name, output=str(tmp_path))
+  images = np.stack([inference.preprocess(loaded, image) for image in
+                     sources.digits_arrays()['test'][0][:5]])
+  expected = loaded.model.apply({'params': loaded.params}, images)
+  np.testing.assert_allclose(RUNTIMES[format_name](tmp_path, images),
+                             expected, atol=1e-4)
