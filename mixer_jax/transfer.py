@@ -65,6 +65,12 @@ FLAGS = flags.FLAGS
 PAPER_DATASETS = ('imagenet2012', 'cifar10', 'cifar100', 'oxford_iiit_pet',
                   'oxford_flowers102')
 PAPER_LR_GRID = (0.003, 0.01, 0.03, 0.06)
+# Fields the sweep sets per run, and the flag that sets them.
+_SWEPT = {'lr': 'the rates come from --lr_grid',
+          'dataset': 'the tasks from --datasets',
+          'train_split': 'train and minival from the dataset',
+          'eval_split': 'train and minival from the dataset',
+          'pretrained': 'the checkpoint from --pretrained'}
 # The share of train that trains, for a dataset without a preset.
 _DEFAULT_TRAIN_SPLIT = 'train[:90%]'
 
@@ -217,9 +223,12 @@ def sweep(*, pretrained: str, workdir: str, datasets, lr_grid,
   """Fine-tunes, picks, tests and writes DIR/transfer.{json,md}; returns
   the JSON's content. Finished runs and test scores are reused."""
   overrides = dict(overrides or {})
-  if 'lr' in overrides:
-    raise errors.UserError('--lr_grid sets the learning rate: drop '
-                           '--config.lr (e.g. --lr_grid=0.01).')
+  owned = sorted(set(overrides) & set(_SWEPT))
+  if owned:
+    raise errors.UserError(
+        f'The sweep sets {", ".join(owned)}: drop --config.'
+        f'{", --config.".join(owned)} (' + '; '.join(
+            _SWEPT[k] for k in owned) + ').')
   names = [task_name(d) for d in datasets]
   if len(set(names)) < len(names) or len(set(datasets)) < len(datasets):
     raise errors.UserError(

@@ -134,7 +134,11 @@ def test_the_row_puts_real_after_imagenet():
 
 
 @pytest.mark.parametrize('kwargs, message', [
-    (dict(overrides={'lr': 0.1}), '--lr_grid sets the learning rate'),
+    (dict(overrides={'lr': 0.1}), r'The sweep sets lr: drop --config.lr '
+     r'\(the rates come from --lr_grid\)'),
+    (dict(overrides={'dataset': 'x', 'eval_split': 'y'}),
+     'The sweep sets dataset, eval_split: drop --config.dataset, '
+     '--config.eval_split'),
     (dict(datasets=['a/digits', 'b/digits']), 'share the sub-workdir name '
      'digits'),
 ])
