@@ -169,6 +169,7 @@ def format_summary(results) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  sources.keep_tensorflow_off_accelerators()
   try:
     loaded, config = model_and_config(
         workdir=FLAGS.workdir, step=FLAGS.step, pretrained=FLAGS.pretrained,

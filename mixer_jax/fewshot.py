@@ -50,6 +50,7 @@ from mixer_jax import evaluate as evaluate_cli
 from mixer_jax import input_pipeline
 from mixer_jax import jit_steps
 from mixer_jax import preflight
+from mixer_jax import sources
 
 BIAS_FEATURE = 100.0
 FLAGS = flags.FLAGS
@@ -290,6 +291,7 @@ def define_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  sources.keep_tensorflow_off_accelerators()
   try:
     if FLAGS.suite and (FLAGS.dataset or FLAGS.train_split or
                         FLAGS.test_split):

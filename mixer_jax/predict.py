@@ -33,6 +33,7 @@ import numpy as np
 from mixer_jax import cli
 from mixer_jax import errors
 from mixer_jax import inference
+from mixer_jax import sources
 
 FLAGS = flags.FLAGS
 
@@ -69,6 +70,7 @@ def format_table(results) -> str:
 
 
 def main(argv):
+  sources.keep_tensorflow_off_accelerators()
   try:
     files = inference.image_files(argv[1:])
     if not files:
