@@ -191,6 +191,12 @@ def main(argv):
     written = export(loaded, format_name=FLAGS.format, output=FLAGS.output)
   except errors.UserError as e:
     cli.exit_with_error('mixer_jax.export', e)
+  except OSError as e:
+    if not errors.is_disk_full(e):
+      raise
+    cli.exit_with_error('mixer_jax.export', errors.DiskFullError(
+        f'no space left on device writing into {FLAGS.output}: '
+        f'{errors.describe(e)[:200]}'))
   print('Written: ' + ', '.join(written))
 
 
