@@ -108,14 +108,15 @@ def task_name(dataset: str) -> str:
                 dataset.rstrip('/').split('/')[-1]) or 'dataset'
 
 
-def run_config(base, dataset: str, lr: float, overrides: dict):
+def run_config(base, dataset: str, lr: float, overrides: dict, *,
+               train_split: str, minival: str):
   """One run of the sweep: base, the dataset's preset, the lr, the
-  --config overrides, trained on the train split and evaluated on minival."""
+  --config overrides, trained on train_split and evaluated on minival."""
   config = config_dict.ConfigDict(base.to_dict())
   if dataset in recipes.DATASET_PRESETS:
     recipes.with_dataset(config, dataset)
   config.dataset = dataset
-  config.train_split, config.eval_split, _ = splits(dataset, config)
+  config.train_split, config.eval_split = train_split, minival
   config.lr = lr
   evaluate.apply(config, overrides)
   config_checks.check(config)
@@ -186,9 +187,13 @@ def _task(base, dataset: str, task_dir: str, *, lr_grid, overrides, signals,
           log) -> dict:
   """One dataset's runs, the pick on minival and the chosen run's test
   scores (kept in task_dir/test_scores.json)."""
+  probe = config_dict.ConfigDict(base.to_dict())
+  evaluate.apply(probe, overrides)  # Where the data is.
+  train_split, minival, test_split = splits(dataset, probe)
   runs, diverged = {}, []
   for lr in lr_grid:
-    config = run_config(base, dataset, lr, overrides)
+    config = run_config(base, dataset, lr, overrides,
+                        train_split=train_split, minival=minival)
     run_dir = os.path.join(task_dir, f'lr_{lr:g}')
     final = _fine_tune(config, run_dir, signals=signals, log=log)
     if final is None:
@@ -201,7 +206,6 @@ def _task(base, dataset: str, task_dir: str, *, lr_grid, overrides, signals,
         f'{task_dir}/lr_*/diverged.txt); try smaller ones with --lr_grid.')
   best = max(runs, key=lambda lr: runs[lr][0])  # The first of ties.
   minival_top1, run_dir, config = runs[best]
-  test_split = splits(dataset, config)[2]
   scores_path = os.path.join(task_dir, 'test_scores.json')
   scores = {}
   if os.path.exists(scores_path):
