@@ -49,13 +49,16 @@ setuptools.setup(
     extras_require={
         # nbconvert and ipykernel execute the notebooks; libtpu (jax[tpu])
         # compiles for TPUs in tests/test_plan.py, where it installs;
-        # jax2onnx and onnxruntime export and run ONNX in tests/test_export.py.
+        # jax2onnx and onnxruntime export and run ONNX in tests/test_export.py,
+        # safetensors writes timm's weights there.
         'test': ['ipykernel', 'nbconvert', 'pytest', 'pytest-xdist',
-                 'jax2onnx', 'onnxruntime',
+                 'jax2onnx', 'onnxruntime', 'safetensors',
                  'jax[tpu]; sys_platform=="linux" and '
                  'platform_machine=="x86_64"'],
         # --format=onnx of mixer_jax.export.
         'onnx': ['jax2onnx'],
+        # --format=timm of mixer_jax.export.
+        'timm': ['safetensors'],
         'gpu': ['jax[cuda12]'],
         'tpu': ['jax[tpu]'],
     },

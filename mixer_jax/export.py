@@ -14,7 +14,7 @@
 r"""Exports a trained run or a checkpoint for use outside this package.
 
   python -m mixer_jax.export --workdir=W | --pretrained=NAME \
-      --format=stablehlo|savedmodel|onnx --output=DIR
+      --format=stablehlo|savedmodel|onnx|timm --output=DIR
 
 The calling convention: the exported function takes float32 images
 [batch, S, S, 3] (NHWC), already preprocessed as DIR/metadata.json says
@@ -43,8 +43,31 @@ onnx: DIR/model.onnx (jax2onnx; opset 23), input 'images', output 'logits':
 
   session = onnxruntime.InferenceSession('DIR/model.onnx')
   logits = session.run(['logits'], {'images': images})[0]
+
+timm: timm's hub layout, DIR/model.safetensors (a timm `MlpMixer` state
+dict) and DIR/config.json. timm's convention is NCHW: images
+[batch, 3, S, S], the same values. A model of one of timm's geometries
+(mixer_{s,b,l}{32,16}_224 at any image size, width ratio or class count)
+loads by name:
+
+  cfg = json.load(open('DIR/config.json'))
+  model = timm.create_model(
+      cfg['architecture'], pretrained=True, **cfg['model_args'],
+      pretrained_cfg_overlay=dict(cfg['pretrained_cfg'],
+                                  file='DIR/model.safetensors'))
+
+any other geometry (timm registers no name for it) by its arguments:
+
+  model = timm.models.MlpMixer(**cfg['model_args'])
+  model.load_state_dict(safetensors.torch.load_file('DIR/model.safetensors'))
+
+timm computes the exact (erf) GELU. A model with the tanh approximation
+(the published weights and our default, `approximate_gelu`) gives logits in
+timm that differ slightly from ours, as timm's own ports of the published
+weights do; config.json's 'mixer_jax' entry says which one was trained.
 """
 
+import math
 import os
 import shutil
 
@@ -53,6 +76,7 @@ from absl import flags
 import jax
 import jax.numpy as jnp
 
+from mixer_jax import checkpoint
 from mixer_jax import cli
 from mixer_jax import errors
 from mixer_jax import inference
@@ -60,7 +84,7 @@ from mixer_jax import metrics
 from mixer_jax import sources
 
 FLAGS = flags.FLAGS
-FORMATS = ('stablehlo', 'savedmodel', 'onnx')
+FORMATS = ('stablehlo', 'savedmodel', 'onnx', 'timm')
 PLATFORMS = ('cpu', 'cuda', 'tpu')
 
 
@@ -138,6 +162,79 @@ def to_onnx(loaded: inference.Loaded, path: str) -> None:
     f.write(model.SerializeToString())
 
 
+# timm's registered Mixers by (patch, blocks, width).
+TIMM_ARCHITECTURES = {
+    (32, 8, 512): 'mixer_s32_224', (16, 8, 512): 'mixer_s16_224',
+    (32, 12, 768): 'mixer_b32_224', (16, 12, 768): 'mixer_b16_224',
+    (32, 24, 1024): 'mixer_l32_224', (16, 24, 1024): 'mixer_l16_224',
+}
+# Our eval_pp as timm's (crop_pct, crop_mode): 'squash' resizes both sides.
+_TIMM_CROPS = {'resize': (1.0, 'squash'), 'resmall_crop': (0.875, 'center'),
+               'resize_crop': (0.875, 'squash')}
+
+
+def _timm_ratio(hidden: int, width: int) -> float:
+  """The ratio r for which timm's int(r * width) is `hidden`."""
+  ratio = hidden / width
+  while int(ratio * width) < hidden:  # 61 / 7 * 7 < 61, for one.
+    ratio = math.nextafter(ratio, math.inf)
+  return ratio
+
+
+def timm_config(loaded: inference.Loaded) -> dict:
+  """timm's config.json for the model: architecture (when timm registers
+  the geometry), model_args, and the pretrained_cfg of its preprocessing."""
+  model, size = loaded.model, loaded.image_size
+  width = model.hidden_dim
+  mlp_ratio = [_timm_ratio(model.tokens_mlp_dim, width),
+               _timm_ratio(model.channels_mlp_dim, width)]
+  geometry = {'patch_size': model.patch_size, 'num_blocks': model.num_blocks,
+              'embed_dim': width}
+  architecture = TIMM_ARCHITECTURES.get(tuple(geometry.values()))
+  num_classes = model.num_classes or 0
+  model_args = {'img_size': size, 'in_chans': model.in_channels,
+                'mlp_ratio': mlp_ratio, 'num_classes': num_classes}
+  if architecture is None:
+    model_args = {**geometry, **model_args}
+  eval_pp = loaded.config.eval_pp if loaded.config else 'resize'
+  crop_pct, crop_mode = _TIMM_CROPS[eval_pp]
+  config = {'architecture': architecture} if architecture else {}
+  config.update({
+      'num_classes': num_classes,
+      'num_features': width,
+      'global_pool': 'avg',
+      'model_args': model_args,
+      'pretrained_cfg': {
+          'input_size': [model.in_channels, size, size],
+          'fixed_input_size': True, 'interpolation': 'bilinear',
+          'crop_pct': crop_pct, 'crop_mode': crop_mode,
+          'mean': [0.5] * model.in_channels,
+          'std': [0.5] * model.in_channels, 'num_classes': num_classes,
+          'first_conv': 'stem.proj', 'classifier': 'head'},
+      'label_names': list(loaded.class_names),
+      'mixer_jax': {'gelu': 'tanh approximation' if model.approximate_gelu
+                    else 'exact (erf)'},
+  })
+  return config
+
+
+def to_timm(loaded: inference.Loaded, output: str) -> list[str]:
+  """DIR/model.safetensors and DIR/config.json, each written beside its
+  place and moved there."""
+  try:
+    from safetensors import numpy as safetensors_numpy  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise errors.UserError('--format=timm needs safetensors: pip install '
+                           'safetensors.') from None
+  config = timm_config(loaded)
+  weights = os.path.join(output, 'model.safetensors')
+  with open(weights + '.partial', 'wb') as f:
+    f.write(safetensors_numpy.save(checkpoint.to_timm(loaded.params)))
+  os.replace(weights + '.partial', weights)
+  metrics.write_json(os.path.join(output, 'config.json'), config)
+  return [weights, os.path.join(output, 'config.json')]
+
+
 def export(loaded: inference.Loaded, *, format_name: str,
            output: str) -> list[str]:
   """Writes the export into the directory `output`; returns what it wrote.
@@ -149,6 +246,8 @@ def export(loaded: inference.Loaded, *, format_name: str,
   if os.path.isfile(output):
     raise errors.UserError(f'--output={output} is a file: give a directory.')
   os.makedirs(output, exist_ok=True)
+  if format_name == 'timm':
+    return to_timm(loaded, output)
   info = metadata(loaded, format_name=format_name)
   if format_name == 'stablehlo':
     exported = to_stablehlo(loaded)

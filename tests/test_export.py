@@ -1,6 +1,6 @@
-"""Tests for mixer_jax.export: the StableHLO export reproduces the official
-module's logits and a trained run's, at any batch size, read back by plain
-jax."""
+"""Tests for mixer_jax.export: each format reproduces the official module's
+logits and a trained run's in its own runtime, at any batch size; the timm
+export is timm's own state dict and config."""
 
 import json
 import os
@@ -9,14 +9,18 @@ import subprocess
 import sys
 
 import jax
+from ml_collections import config_dict
 import numpy as np
 import onnxruntime
 import pytest
+from safetensors import numpy as safetensors_numpy
 import tensorflow as tf
 
+from mixer_jax import checkpoint
 from mixer_jax import errors
 from mixer_jax import export
 from mixer_jax import inference
+from mixer_jax import models
 from mixer_jax import sources
 from tests.conftest import ROOT
 
@@ -53,7 +57,7 @@ FILES = {'stablehlo': 'model.bin', 'savedmodel': 'saved_model',
          'onnx': 'model.onnx'}
 
 
-@pytest.mark.parametrize('format_name', export.FORMATS)
+@pytest.mark.parametrize('format_name', list(RUNTIMES))
 def test_the_official_fixture_exported_gives_the_official_logits(
     tmp_path, format_name):
   """vit_jax's own Mixer computed these logits (testdata/FIXTURES.md); the
@@ -98,7 +102,8 @@ def test_errors(tmp_path):
   with pytest.raises(errors.UserError, match='is a file: give a directory'):
     export.export(loaded, format_name='stablehlo',
                   output=str(tmp_path / 'file'))
-  with pytest.raises(errors.UserError, match='one of stablehlo, savedmodel, onnx'):
+  with pytest.raises(errors.UserError,
+                     match='one of stablehlo, savedmodel, onnx, timm'):
     export.export(loaded, format_name='tflite', output=str(tmp_path / 'x'))
 
 
@@ -112,3 +117,127 @@ def test_a_trained_run_in_the_other_runtimes(digits_run, tmp_path,
   expected = loaded.model.apply({'params': loaded.params}, images)
   np.testing.assert_allclose(RUNTIMES[format_name](tmp_path, images),
                              expected, atol=1e-4)
+
+
+################################################################################
+# timm.
+################################################################################
+
+
+def timm_fixture() -> inference.Loaded:
+  """The model timm 1.0.31 computed testdata/timm_mixer_tiny_io.npz with
+  (exact GELU), read from its state dict."""
+  params = checkpoint.convert_timm(dict(np.load(TESTDATA /
+                                                'timm_mixer_tiny.npz')))
+  model, size = inference.model_from_params(params)
+  return inference.Loaded(model.clone(approximate_gelu=False), params, size,
+                          tuple(str(i) for i in range(10)))
+
+
+def test_the_timm_export_is_timms_own_state_dict_and_geometry(tmp_path):
+  """timm itself wrote testdata/timm_mixer_tiny.npz (FIXTURES.md: patch 4,
+  width 64, 2 blocks, mlp_ratio (0.5, 2.0), 32 px, 10 classes)."""
+  written = export.export(timm_fixture(), format_name='timm',
+                          output=str(tmp_path))
+  assert sorted(os.listdir(tmp_path)) == ['config.json', 'model.safetensors']
+  assert written == [str(tmp_path / 'model.safetensors'),
+                     str(tmp_path / 'config.json')]
+  expected = dict(np.load(TESTDATA / 'timm_mixer_tiny.npz'))
+  found = safetensors_numpy.load_file(str(tmp_path / 'model.safetensors'))
+  assert found.keys() == expected.keys()
+  for name, value in expected.items():
+    np.testing.assert_array_equal(found[name], value, err_msg=name)
+  config = json.loads((tmp_path / 'config.json').read_text())
+  assert 'architecture' not in config  # timm registers no such geometry.
+  assert config['model_args'] == {
+      'patch_size': 4, 'num_blocks': 2, 'embed_dim': 64, 'img_size': 32,
+      'in_chans': 3, 'mlp_ratio': [0.5, 2.0], 'num_classes': 10}
+  assert config['pretrained_cfg']['input_size'] == [3, 32, 32]
+  assert config['label_names'] == [str(i) for i in range(10)]
+  assert config['mixer_jax'] == {'gelu': 'exact (erf)'}
+
+
+@pytest.mark.parametrize('patch, blocks, width, architecture', [
+    (32, 8, 512, 'mixer_s32_224'), (16, 12, 768, 'mixer_b16_224'),
+    (16, 24, 1024, 'mixer_l16_224'), (14, 32, 1280, None),  # H/14.
+    (16, 12, 512, None)])
+def test_timm_architecture_names(patch, blocks, width, architecture):
+  model = models.MlpMixer(patch_size=patch, num_classes=5, num_blocks=blocks,
+                          hidden_dim=width, tokens_mlp_dim=width // 2,
+                          channels_mlp_dim=4 * width)
+  config = export.timm_config(inference.Loaded(model, None, 448, tuple('abcde')))
+  assert config.get('architecture') == architecture
+  args = config['model_args']
+  # A registered name fixes patch, blocks and width; timm refuses them twice.
+  assert ('patch_size' in args) == (architecture is None)
+  assert args['img_size'] == 448 and args['num_classes'] == 5
+  assert args['mlp_ratio'] == [0.5, 4.0]
+
+
+@pytest.mark.parametrize('hidden, width', [(61, 7), (115, 7), (32, 64),
+                                           (3072, 768), (1, 3)])
+def test_timm_mlp_ratio_gives_back_the_width(hidden, width):
+  """timm builds each MLP int(ratio * width) wide."""
+  assert int(export._timm_ratio(hidden, width) * width) == hidden  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize('eval_pp, crop_pct, crop_mode', [
+    ('resize', 1.0, 'squash'), ('resmall_crop', 0.875, 'center'),
+    ('resize_crop', 0.875, 'squash')])
+def test_timm_preprocessing_follows_eval_pp(eval_pp, crop_pct, crop_mode):
+  loaded = timm_fixture()
+  loaded = inference.Loaded(loaded.model, loaded.params, loaded.image_size,
+                            loaded.class_names,
+                            config_dict.ConfigDict({'eval_pp': eval_pp}))
+  cfg = export.timm_config(loaded)['pretrained_cfg']
+  assert (cfg['crop_pct'], cfg['crop_mode']) == (crop_pct, crop_mode)
+  assert cfg['mean'] == cfg['std'] == [0.5] * 3  # (x / 255 - .5) / .5
+
+
+def s32_exact_gelu() -> tuple[inference.Loaded, np.ndarray]:
+  """An S/32 (a geometry timm registers) at 64 px with 10 classes, random
+  weights, exact GELU; and its logits on three images (NHWC)."""
+  model = models.MlpMixer(patch_size=32, num_classes=10, num_blocks=8,
+                          hidden_dim=512, tokens_mlp_dim=256,
+                          channels_mlp_dim=2048, approximate_gelu=False)
+  params = model.init(jax.random.PRNGKey(0), np.zeros((1, 64, 64, 3)))
+  params = jax.tree.map(  # A head and norms that are not zeros and ones.
+      lambda x: x + 0.02 * np.random.RandomState(1).standard_normal(x.shape),
+      params['params'])
+  images = np.random.RandomState(0).uniform(-1, 1, (3, 64, 64, 3))
+  images = images.astype(np.float32)
+  logits = model.apply({'params': params}, images)
+  return (inference.Loaded(model, params, 64, tuple('abcdefghij')),
+          images, np.asarray(logits))
+
+
+def test_timm_runs_the_export(tmp_path):
+  """Where timm imports (PyPI's torchvision needs CUDA torch, so not in
+  the CPU-only suite), timm itself loads both layouts as export's docstring
+  says and computes the JAX model's logits (NCHW in)."""
+  timm = pytest.importorskip('timm')
+  torch = pytest.importorskip('torch')
+  from safetensors import torch as safetensors_torch  # pylint: disable=g-import-not-at-top
+  # A geometry timm has no name for: MlpMixer(**model_args).
+  export.export(timm_fixture(), format_name='timm',
+                output=str(tmp_path / 'tiny'))
+  config = json.loads((tmp_path / 'tiny' / 'config.json').read_text())
+  model = timm.models.MlpMixer(**config['model_args'])
+  model.load_state_dict(safetensors_torch.load_file(
+      str(tmp_path / 'tiny' / 'model.safetensors')))
+  io = np.load(TESTDATA / 'timm_mixer_tiny_io.npz')
+  with torch.no_grad():
+    logits = model.eval()(torch.from_numpy(io['input'])).numpy()
+  np.testing.assert_allclose(logits, io['logits'], atol=1e-4)
+  # A registered one: timm.create_model by name, weights from the file.
+  loaded, images, expected = s32_exact_gelu()
+  export.export(loaded, format_name='timm', output=str(tmp_path / 's32'))
+  config = json.loads((tmp_path / 's32' / 'config.json').read_text())
+  model = timm.create_model(
+      config['architecture'], pretrained=True, **config['model_args'],
+      pretrained_cfg_overlay=dict(
+          config['pretrained_cfg'], file=str(tmp_path / 's32' /
+                                             'model.safetensors')))
+  with torch.no_grad():
+    logits = model.eval()(torch.from_numpy(images.transpose(0, 3, 1, 2)))
+  np.testing.assert_allclose(logits.numpy(), expected, atol=1e-4)
