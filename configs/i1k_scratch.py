@@ -37,7 +37,6 @@ def get_config(variant='B/16'):
   config.randaugment_layers = 2
   config.randaugment_magnitude = 15
   config.mixup_alpha = 0.5
-  config.shuffle_buffer = 250_000
   config.batch_size = 4096
   config.eval_batch_size = 4096
   config.total_steps = 93_000  # 300 epochs of 1.27M images.

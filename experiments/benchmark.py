@@ -28,8 +28,13 @@ round times each model once; the figures are medians over rounds):
              passes) per second over the devices' matmul peak, measured here
              as the best of square float matmuls (--dtype) of sizes 1024 to
              8192 (--peak_sizes) on one device, times the device count.
-  input      img/s of input_pipeline.train_iterator alone (digits, resized to
-             the variant's image size with the fine-tuning preprocessing).
+  input      img/s of input_pipeline.train_iterator alone, and per CPU
+             core: --input_dataset (digits, or an image folder
+             DIR/train/<class>/*.jpg) at the variant's image size, with the
+             fine-tuning preprocessing (--input_pp=finetune: Inception crop +
+             flip) or the from-scratch one (randaugment: + RandAugment 2/15;
+             mixup runs on the devices, not here). --input_only times only
+             this.
 
 'official' is vit_jax's models_mixer.MlpMixer (float32 only): put a checkout
 of github.com/google-research/vision_transformer on PYTHONPATH (it needs
@@ -39,6 +44,7 @@ missing is left out with a note. Writes a markdown table, and --json FILE.
 
 import datetime
 import json
+import os
 import platform
 import statistics
 import sys
@@ -65,6 +71,13 @@ _STEPS = flags.DEFINE_integer('steps', 5, 'Timed steps per round and mode.')
 _INPUT_BATCHES = flags.DEFINE_integer('input_batches', 20,
                                       'Batches timed of the input pipeline '
                                       '(0: skip).')
+_INPUT_DATASET = flags.DEFINE_string('input_dataset', 'digits',
+                                     "'digits' or an image folder.")
+_INPUT_PP = flags.DEFINE_enum('input_pp', 'finetune',
+                              ['finetune', 'randaugment'],
+                              'Input preprocessing timed.')
+_INPUT_ONLY = flags.DEFINE_bool('input_only', False,
+                                'Time the input pipeline only.')
 _PEAK_SIZES = flags.DEFINE_list('peak_sizes', ['1024', '2048', '4096', '8192'],
                                 'Square matmul sizes timed for the peak.')
 _JSON = flags.DEFINE_string('json', None, 'Also write the results here.')
@@ -165,14 +178,16 @@ def matmul_peak(dtype) -> float:
   return best * jax.device_count()
 
 
-def input_images_per_second(variant: str, batches: int) -> float:
+def input_images_per_second(batches: int) -> float:
   from mixer_jax import recipes  # pylint: disable=g-import-not-at-top
   from mixer_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   config = recipes.get_config()
-  config.update(dict(dataset='digits', train_split='train', eval_split='test',
-                     image_size=_IMAGE.value, batch_size=_BATCH.value,
-                     shuffle_buffer=1437))
-  config.model.variant = variant
+  config.update(dict(dataset=_INPUT_DATASET.value, train_split='train',
+                     eval_split='train', image_size=_IMAGE.value,
+                     batch_size=_BATCH.value, train_pp='inception_crop',
+                     flip=True))
+  if _INPUT_PP.value == 'randaugment':
+    config.update(dict(randaugment_layers=2, randaugment_magnitude=15))
   iterator = input_pipeline.train_iterator(config)
   next(iterator)
   start = time.perf_counter()
@@ -181,8 +196,25 @@ def input_images_per_second(variant: str, batches: int) -> float:
   return batches * _BATCH.value / (time.perf_counter() - start)
 
 
+def main_input_only():
+  img_per_s = input_images_per_second(_INPUT_BATCHES.value)
+  cores = os.cpu_count()
+  print(f'input pipeline, {_INPUT_DATASET.value}, {_INPUT_PP.value}, '
+        f'{_IMAGE.value} px, batch {_BATCH.value}: {img_per_s:,.1f} img/s, '
+        f'{img_per_s / cores:,.1f} img/s per core ({cores} cores)')
+  if _JSON.value:
+    with open(_JSON.value, 'w') as f:
+      json.dump(dict(input_img_per_s=img_per_s, cores=cores,
+                     dataset=_INPUT_DATASET.value, pp=_INPUT_PP.value,
+                     date=datetime.date.today().isoformat(),
+                     command=' '.join(['python'] + sys.argv)), f, indent=2)
+
+
 def main(argv):
   del argv
+  if _INPUT_ONLY.value:
+    main_input_only()
+    return
   variant, batch, size = _VARIANT.value, _BATCH.value, _IMAGE.value
   mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ('data',))
   calls, notes = {}, []
@@ -231,7 +263,7 @@ def main(argv):
       command=' '.join(['python'] + sys.argv))
   if _INPUT_BATCHES.value:
     results['input_img_per_s'] = input_images_per_second(
-        variant, _INPUT_BATCHES.value)
+        _INPUT_BATCHES.value)
   print(f'{results["devices"]}, {variant} {_DTYPE.value}, batch {batch}, '
         f'{size} px, matmul peak {peak / 1e12:.3f} TFLOP/s, median of '
         f'{_ROUNDS.value} rounds of {_STEPS.value} steps\n')

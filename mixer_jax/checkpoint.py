@@ -36,6 +36,7 @@ import numpy as np
 import tqdm
 
 from mixer_jax import errors
+from mixer_jax import leader
 from mixer_jax import resolution
 
 PUBLISHED_ROOT = 'https://storage.googleapis.com/mixer_models/'
@@ -323,8 +324,11 @@ def fetch(pretrained: str, *, cache_dir=None) -> epath.Path:
           f'nor an existing file. Published names: {", ".join(PUBLISHED)}.')
     return path
   url, cached = found
-  if not cached.exists():
-    _download(url, cached)
+  # On several processes, process 0 downloads first; the others then find
+  # the file in a shared cache (or download their own into a local one).
+  leader.first(f'download {url}',
+               lambda: cached.exists() or _download(url, cached),
+               timeout_s=leader.DOWNLOAD_TIMEOUT_S)
   return cached
 
 

@@ -83,7 +83,6 @@ _RULES = {
     'linear_end': (_non_negative, '>= 0'),
     'image_size': (_positive, '> 0'),
     'resolution_factor': (_positive, 'an integer >= 1'),
-    'shuffle_buffer': (_positive, '> 0'),
     'prefetch': (_non_negative, '>= 0'),
     'crop_padding': (_non_negative, '>= 0'),
     'randaugment_layers': (_non_negative, '>= 0'),

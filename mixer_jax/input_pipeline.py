@@ -18,15 +18,14 @@ undecoded records); everything else is shared: tfds split syntax, per-host
 sharding, seeded shuffling, stateless augmentation, batching and eval padding.
 
 The global train stream is a pure function of the config alone: epoch `e` is
-the whole split shuffled with a seed of (seed, e), and the example at position
-`i` of the stream is augmented with a seed of (seed, i). Global batch `k` is
-positions k * batch_size, ...; each host decodes and keeps only its slice of
-it (every host reads every undecoded record). So a run sees the same batches
-on any number of hosts, resumes exactly on another number, and `start_step=k`
-skips whole epochs by arithmetic, drops the rest on undecoded records and then
-yields exactly batches k, k+1, ... (tf.data's shuffle also mixes in TF's
-global seed: a program that calls tf.random.set_seed must call it alike in
-every run, or the order changes.)
+a permutation of the whole split seeded with (seed, e), and the example at
+position `i` of the stream is augmented with a seed of (seed, i). Global batch
+`k` is positions k * batch_size, ...; each host works out by arithmetic which
+positions are its slice of each global batch and reads those records only, by
+index (tfds as ArrayRecord, folders by file, digits from memory). So a run
+sees the same batches on any number of hosts, resumes exactly on another
+number, and `start_step=k` starts at batch k reading nothing before it. Each
+host reads 1 / (number of hosts) of the split per epoch.
 """
 
 import collections
@@ -154,6 +153,48 @@ def _key(config, stream: int) -> tf.Tensor:
       tf.constant([config.seed, 0], tf.int64), stream)
 
 
+def host_positions(epoch: tf.Tensor, *, size: int, batch_size: int,
+                   first: int, local_batch: int, start: int, key: tf.Tensor):
+  """(stream positions, split indices) of this host in epoch `epoch`, in
+  order: the positions p of the epoch with first <= p % batch_size <
+  first + local_batch and p >= start, and the example each one reads."""
+  positions = epoch * size + tf.range(size, dtype=tf.int64)
+  offsets = positions % batch_size
+  mine = (offsets >= first) & (offsets < first + local_batch) & (
+      positions >= start)
+  return positions[mine], epoch_order(epoch, size, key=key)[mine]
+
+
+def epoch_order(epoch: tf.Tensor, size: int, *, key: tf.Tensor) -> tf.Tensor:
+  """The permutation of range(size) that is epoch `epoch`'s order."""
+  seed = tf.random.experimental.stateless_fold_in(key, epoch)
+  return tf.random.experimental.stateless_shuffle(
+      tf.range(size, dtype=tf.int64), seed)
+
+
+def _cached_lookup(source: sources.Source, ranges):
+  """A lookup of decoded images that every host holds in memory whole (for
+  small datasets, config.cache): the split is read and decoded once."""
+  decode = tf.autograph.experimental.do_not_convert(
+      lambda ex: (source.decode(ex['image']), ex['label']))
+  records = _read(source, ranges, ranges).map(
+      decode, num_parallel_calls=tf.data.AUTOTUNE)
+  images, labels = [], []
+  for image, label in records.as_numpy_iterator():
+    images.append(image)
+    labels.append(label)
+  labels = tf.constant(np.array(labels, np.int32))
+
+  def get(i):
+    return images[i]
+
+  def lookup(i):
+    image = tf.numpy_function(get, [i], tf.uint8, stateful=False)
+    return {'image': tf.ensure_shape(image, [None, None, 3]),
+            'label': tf.gather(labels, i)}
+  return lookup
+
+
 def train_iterator(config, *, start_step: int = 0,
                    process_index: int | None = None,
                    process_count: int | None = None) -> Iterator[Batch]:
@@ -168,38 +209,28 @@ def train_iterator(config, *, start_step: int = 0,
   source = sources.get_source(config)
   ranges = split_ranges(source, config.train_split)
   size = _num_examples(ranges)
-  records, decode = _read(source, ranges, ranges), source.decode
   if config.cache:
-    records = records.map(lambda ex: dict(ex, image=decode(ex['image'])),
-                          num_parallel_calls=tf.data.AUTOTUNE).cache()
-    decode = lambda image: image
+    lookup, decode = _cached_lookup(source, ranges), lambda image: image
+  else:
+    lookup, decode = source.lookup(ranges), source.decode
   shuffle_key = _key(config, _SHUFFLE)
   augment_key = _key(config, _AUGMENT)
-  first = process_index * batch  # This host's slice of each global batch.
+  start = start_step * config.batch_size
 
   @tf.autograph.experimental.do_not_convert
   def epoch(e):
-    seed = tf.random.stateless_uniform(  # A scalar hash of (key, e).
-        [], tf.random.experimental.stateless_fold_in(shuffle_key, e),
-        minval=None, maxval=None, dtype=tf.int64)
-    return records.shuffle(config.shuffle_buffer, seed=seed).enumerate(
-        start=e * size)
-
-  @tf.autograph.experimental.do_not_convert
-  def mine(index, ex):
-    del ex
-    offset = index % config.batch_size
-    return (offset >= first) & (offset < first + batch)
+    return tf.data.Dataset.from_tensor_slices(host_positions(
+        e, size=size, batch_size=config.batch_size, first=process_index * batch,
+        local_batch=batch, start=start, key=shuffle_key))
 
   @tf.autograph.experimental.do_not_convert  # Plain graph code: trace fast.
-  def prepare(index, ex):
-    seed = tf.random.experimental.stateless_fold_in(augment_key, index)
+  def prepare(position, index):
+    ex = lookup(index)
+    seed = tf.random.experimental.stateless_fold_in(augment_key, position)
     return {'image': train_fn(decode(ex['image']), seed), 'label': ex['label']}
 
-  first_epoch, skip = divmod(start_step * config.batch_size, size)
-  ds = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max)
-  ds = ds.flat_map(epoch).skip(skip).filter(mine)
-  ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = tf.data.Dataset.range(start // size, np.iinfo(np.int64).max)
+  ds = ds.flat_map(epoch).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
   return _naming_bad_images(
       _with_options(ds.batch(batch, drop_remainder=True)).as_numpy_iterator(),
       source, ranges, config.train_split, config.dataset)

@@ -107,9 +107,7 @@ def get_config():
   config.real_dataset = ''
   # Score it every this many steps and at the end (0: at the end only).
   config.real_every = 1000
-  # Examples in the training shuffle buffer.
-  config.shuffle_buffer = 50_000
-  # Keep the decoded dataset in host memory (for small datasets).
+  # Every host decodes the whole train split into memory once (small data).
   config.cache = False
   # Batches prefetched onto the devices.
   config.prefetch = 2
@@ -237,7 +235,6 @@ def digits():
   config.crop_padding = 1
   config.flip = False  # Digits are not mirror-symmetric.
   config.cache = True
-  config.shuffle_buffer = 1437
   config.batch_size = 128
   config.eval_batch_size = 128
   config.total_steps = 600

@@ -15,19 +15,22 @@
 
 A `Source` is what the shared input pipeline needs of a dataset: its class
 count and names, its splits' sizes, a reader of undecoded records by split
-and range, and a decoder.
+and range, a reader of one record by index, and a decoder.
 """
 
+import bisect
 import dataclasses
 import functools
 import os
-from typing import Callable, Mapping, Optional
+import random
+from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from mixer_jax import errors
+from mixer_jax import leader
 from mixer_jax import preflight
 
 # The image files tfds's ImageFolder reads.
@@ -42,6 +45,11 @@ class Source:
   splits: Mapping[str, tfds.core.SplitInfo]
   # (split name, start, end) -> records {'image': undecoded, 'label': int32}.
   read: Callable[[str, int, int], tf.data.Dataset]
+  # [(split name, start, end)] -> a function of an int64 scalar tensor i that
+  # reads the record {'image': undecoded, 'label': int32} at position i of
+  # those ranges laid end to end, and that record only.
+  lookup: Callable[[list[tuple[str, int, int]]],
+                   Callable[[tf.Tensor], dict[str, tf.Tensor]]]
   # Undecoded image -> uint8 [H, W, 3].
   decode: Callable[[tf.Tensor], tf.Tensor]
   # The classes' names, in label order.
@@ -100,8 +108,9 @@ def _label_feature(features) -> str:
 def prepared_tfds_builder(config) -> tfds.core.DatasetBuilder:
   """The tfds builder of config.dataset, prepared offline or failing at once.
 
-  Prepared in the data dir: used as is. Else prepared from the source archives
-  in the manual dir, else downloaded if config.download and its host answers;
+  Prepared in the data dir: used as is. Else prepared (as ArrayRecord) from
+  the source archives in the manual dir, else downloaded if config.download
+  and its host answers;
   else an error saying how to provide the data (tfds would retry the network
   for minutes).
   """
@@ -119,9 +128,19 @@ def prepared_tfds_builder(config) -> tfds.core.DatasetBuilder:
     raise errors.MissingError(
         f'Missing: {missing}. Or point --config.tfds_data_dir (or '
         '$TFDS_DATA_DIR) at a data dir where it is prepared.')
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=preflight.tfds_manual_dir(config, builder)))
-  return builder
+
+  def prepare():
+    # ArrayRecord: the train stream reads examples by index.
+    builder = tfds.builder(config.dataset, data_dir=config.tfds_data_dir,
+                           file_format=tfds.core.FileFormat.ARRAY_RECORD)
+    if not builder.is_prepared():  # Process 0 may have, in a shared dir.
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(
+              manual_dir=preflight.tfds_manual_dir(config, builder)))
+    return builder
+
+  return leader.first(f'prepare {config.dataset} in {builder.data_dir}',
+                      prepare, timeout_s=leader.PREPARE_TIMEOUT_S)
 
 
 def tfds_source(config) -> Source:
@@ -139,15 +158,90 @@ def tfds_source(config) -> Source:
   classes = features[label].num_classes
   multi_label = 'real_label' in features
 
+  real_classes = classes if multi_label else 0
+  data_source = functools.cache(lambda name: builder.as_data_source(
+      split=name, decoders={'image': tfds.decode.SkipDecoding()}))
+
+  def lookup(ranges):
+    _check_random_access(builder)
+    return _ranges_lookup(ranges, data_source, label=label,
+                          num_classes=real_classes)
+
   def read(split, start, end):
+    if _has_array_record(builder):  # tfds reads ArrayRecord by index only.
+      return tf.data.Dataset.range(end - start).map(
+          lookup([(split, start, end)]), num_parallel_calls=tf.data.AUTOTUNE)
     return _records(builder.as_dataset(
         split=f'{split}[{start}:{end}]', shuffle_files=False,
         decoders={'image': tfds.decode.SkipDecoding()}), label=label,
-        num_classes=classes if multi_label else 0)
+        num_classes=real_classes)
 
-  return Source(classes, builder.info.splits, read, _decode_image,
+  return Source(classes, builder.info.splits, read, lookup, _decode_image,
                 class_names=tuple(features[label].names),
                 multi_label=multi_label)
+
+
+def _has_array_record(builder: tfds.core.DatasetBuilder) -> bool:
+  formats = builder.info.available_file_formats() or {builder.info.file_format}
+  return tfds.core.FileFormat.ARRAY_RECORD in formats
+
+
+def _check_random_access(builder: tfds.core.DatasetBuilder) -> None:
+  """Raises a UserError saying how to get ArrayRecord, if it is not there."""
+  if _has_array_record(builder):
+    return
+  raise errors.UserError(
+      f'{builder.name} is prepared at {builder.data_dir} as '
+      f'{builder.info.file_format.value}; training reads examples by index, '
+      'from ArrayRecord. Prepare it again (move that directory away and rerun: '
+      'this package prepares ArrayRecord), or convert it in place: pip install '
+      'apache-beam && tfds convert_format '
+      f'--dataset_version_dir={builder.data_dir} '
+      '--out_file_format=array_record')
+
+
+def _ranges_lookup(ranges, data_source: Callable[[str], Sequence[dict]], *,
+                   label: str, num_classes: int):
+  """A lookup over `ranges` of tfds random-access data sources (by split
+  name), read in Python; num_classes > 0 adds 'real' (see _records)."""
+  offsets = [0]
+  for _, start, end in ranges:
+    offsets.append(offsets[-1] + end - start)
+
+  def fetch(i):
+    r = bisect.bisect_right(offsets, int(i)) - 1
+    name, start, _ = ranges[r]
+    ex = data_source(name)[start + int(i) - offsets[r]]
+    found = [np.asarray(ex['image'], object), np.int32(ex[label])]
+    if num_classes:
+      real = np.zeros([num_classes], np.float32)
+      real[np.asarray(ex['real_label'], np.int64)] = 1
+      found.append(real)
+    return found
+
+  def record(i):
+    types = (tf.string, tf.int32) + ((tf.float32,) if num_classes else ())
+    found = tf.numpy_function(fetch, [i], types, stateful=False)
+    ex = {'image': tf.ensure_shape(found[0], []),
+          'label': tf.ensure_shape(found[1], [])}
+    if num_classes:
+      ex['real'] = tf.ensure_shape(found[2], [num_classes])
+    return ex
+  return record
+
+
+def _table_lookup(tables: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                  read: Callable[[tf.Tensor], tf.Tensor]):
+  """A lookup over in-memory tables {split: (items, labels)}; read(item) is
+  the undecoded image (the item itself, or the file at a path)."""
+  def lookup(ranges):
+    items = tf.constant(np.concatenate(
+        [tables[name][0][start:end] for name, start, end in ranges]))
+    labels = tf.constant(np.concatenate(
+        [tables[name][1][start:end] for name, start, end in ranges]), tf.int32)
+    return lambda i: {'image': read(tf.gather(items, i)),
+                      'label': tf.gather(labels, i)}
+  return lookup
 
 
 @functools.cache
@@ -174,7 +268,8 @@ def digits_source() -> Source:
         {'image': images[start:end], 'label': labels[start:end]})
 
   return Source(10, _split_infos({k: len(v[1]) for k, v in arrays.items()}),
-                read, lambda image: image,
+                read, _table_lookup(arrays, lambda image: image),
+                lambda image: image,
                 class_names=tuple(str(i) for i in range(10)))
 
 
@@ -222,27 +317,53 @@ def undecodable_files(paths) -> list[str]:
   return [path for path in paths if path not in good]
 
 
+def folder_tables(root: str) -> tuple[dict[str, tuple[np.ndarray,
+                                                      np.ndarray]],
+                                       tuple[str, ...]]:
+  """({split: (file paths, labels)}, class names) of DIR/<split>/<class>/,
+  in tfds ImageFolder's order: classes sorted over all splits, each split's
+  files listed class by class and shuffled by a Random seeded with the
+  split's name, so that 'train[:90%]' holds every class."""
+  found = {}
+  for name in sorted(tf.io.gfile.listdir(root)):
+    name = name.rstrip('/')
+    if tf.io.gfile.isdir(os.path.join(root, name)):
+      found[name] = _folder_images(root, name)
+  classes = sorted({c for images in found.values() for c in images})
+  tables = {}
+  for split, images in found.items():
+    examples = [(path, classes.index(c)) for c in sorted(images)
+                for path in images[c]]
+    random.Random(split).shuffle(examples)
+    if examples:
+      paths, labels = zip(*examples)
+      tables[split] = (np.array(paths), np.array(labels, np.int32))
+  return tables, tuple(classes)
+
+
 def folder_source(root: str) -> Source:
-  """DIR/<split>/<class>/*.jpg|png via tfds's ImageFolder (classes sorted)."""
-  builder = tfds.folder_dataset.ImageFolder(root)
-  if not builder.info.splits:
+  """DIR/<split>/<class>/*.jpg|png, as tfds's ImageFolder reads it."""
+  tables, class_names = folder_tables(root)
+  if not tables:
     raise errors.UserError(
         f'No images in {root}: expected '
         f'{root}/<split>/<class>/*.jpg|png.')
 
   def read(split, start, end):
-    ds = builder.as_dataset(split=split, shuffle_files=False,
-                            decoders={'image': tfds.decode.SkipDecoding()})
-    return _records(ds.skip(start).take(end - start))
+    paths, labels = tables[split]
+    ds = tf.data.Dataset.from_tensor_slices(
+        {'image': paths[start:end], 'label': labels[start:end]})
+    return ds.map(lambda ex: dict(ex, image=tf.io.read_file(ex['image'])))
 
   def bad_images(splits):
     return undecodable_files(path for split in splits for files in
                              _folder_images(root, split).values()
                              for path in files)
 
-  labels = builder.info.features['label']
-  return Source(labels.num_classes, builder.info.splits, read, _decode_image,
-                class_names=tuple(labels.names), bad_images=bad_images)
+  return Source(len(class_names),
+                _split_infos({k: len(v[1]) for k, v in tables.items()}),
+                read, _table_lookup(tables, tf.io.read_file), _decode_image,
+                class_names=class_names, bad_images=bad_images)
 
 
 def num_classes(config) -> int:

@@ -1,11 +1,14 @@
 """Test setup: 8 virtual CPU devices (multi-device code runs for real), and
 the helpers several test files share."""
 
+import functools
+import http.server
 import json
 import os
 import pathlib
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -115,3 +118,27 @@ def write_digits_folder(root, names=('zero', 'one', 'two')):
       folder.mkdir(parents=True, exist_ok=True)
       Image.fromarray(images[i]).save(folder / f'{i}.png')
   return str(root)
+
+
+@pytest.fixture
+def http_server(tmp_path):
+  """Serves tmp_path/served over http on localhost; counts GET requests."""
+  served = tmp_path / 'served'
+  served.mkdir()
+  requests = []
+
+  class Handler(http.server.SimpleHTTPRequestHandler):
+
+    def do_GET(self):
+      requests.append(self.path)
+      super().do_GET()
+
+    def log_message(self, *args):
+      pass
+
+  server = http.server.ThreadingHTTPServer(
+      ('127.0.0.1', 0), functools.partial(Handler, directory=served))
+  threading.Thread(target=server.serve_forever, daemon=True).start()
+  yield f'http://127.0.0.1:{server.server_port}', served, requests
+  server.shutdown()
+  server.server_close()

@@ -1,9 +1,6 @@
 """Tests for mixer_jax.checkpoint: the .npz layout, timm, load_pretrained."""
 
-import functools
-import http.server
 import pathlib
-import threading
 import zipfile
 
 from etils import epath
@@ -266,30 +263,6 @@ def test_cache_root_honours_the_environment(monkeypatch, tmp_path):
   monkeypatch.delenv('MIXER_JAX_CACHE')
   monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'xdg'))
   assert checkpoint.cache_root() == epath.Path(tmp_path / 'xdg/mixer_jax')
-
-
-@pytest.fixture
-def http_server(tmp_path):
-  """Serves tmp_path/served over http on localhost; counts GET requests."""
-  served = tmp_path / 'served'
-  served.mkdir()
-  requests = []
-
-  class Handler(http.server.SimpleHTTPRequestHandler):
-
-    def do_GET(self):
-      requests.append(self.path)
-      super().do_GET()
-
-    def log_message(self, *args):
-      pass
-
-  server = http.server.ThreadingHTTPServer(
-      ('127.0.0.1', 0), functools.partial(Handler, directory=served))
-  threading.Thread(target=server.serve_forever, daemon=True).start()
-  yield f'http://127.0.0.1:{server.server_port}', served, requests
-  server.shutdown()
-  server.server_close()
 
 
 def test_url_is_downloaded_once_into_the_cache(http_server, tmp_path):

@@ -18,7 +18,7 @@ from tests.conftest import small_digits_config
     ('keep_checkpoints', 0), ('max_diverged_steps', 0),
     ('label_smoothing', 1.0), ('mixup_alpha', -0.5), ('momentum', 1.0),
     ('weight_decay', -1e-4), ('grad_clip_norm', 0.0), ('image_size', 0),
-    ('resolution_factor', 0), ('shuffle_buffer', 0), ('optimizer', 'sgdd'),
+    ('resolution_factor', 0), ('optimizer', 'sgdd'),
     ('decay_type', 'step'), ('train_pp', 'crop'), ('eval_pp', 'crop'),
     ('momentum_dtype', 'int8'), ('model.variant', 'Q/16'),
     ('model.dtype', 'float12'), ('model.dropout_rate', 1.0),

@@ -165,7 +165,8 @@ def test_timm_architecture_names(patch, blocks, width, architecture):
   model = models.MlpMixer(patch_size=patch, num_classes=5, num_blocks=blocks,
                           hidden_dim=width, tokens_mlp_dim=width // 2,
                           channels_mlp_dim=4 * width)
-  config = export.timm_config(inference.Loaded(model, None, 448, tuple('abcde')))
+  config = export.timm_config(
+      inference.Loaded(model, None, 448, tuple('abcde')))
   assert config.get('architecture') == architecture
   args = config['model_args']
   # A registered name fixes patch, blocks and width; timm refuses them twice.

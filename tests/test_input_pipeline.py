@@ -4,6 +4,10 @@ import collections
 import dataclasses
 import io
 import itertools
+import json
+import os
+import subprocess
+import sys
 import tarfile
 
 import numpy as np
@@ -16,6 +20,8 @@ from mixer_jax import input_pipeline
 from mixer_jax import preflight
 from mixer_jax import recipes
 from mixer_jax import sources
+from tests.conftest import ROOT
+from tests.conftest import write_digits_folder
 
 tfds.disable_progress_bar()
 
@@ -27,7 +33,7 @@ def make_config(**overrides):
       'dataset': 'digits', 'image_size': 8, 'train_split': 'train',
       'eval_split': 'test', 'train_pp': 'resize', 'eval_pp': 'resize',
       'flip': False, 'batch_size': 16, 'eval_batch_size': 16,
-      'shuffle_buffer': 64, **overrides})
+      **overrides})
   return config
 
 
@@ -264,12 +270,96 @@ def test_folder_dataset(folder):
   assert batch['image'].shape == (2, 8, 8, 3)
 
 
+def test_folder_order_is_tfds_image_folders(folder):
+  """So that split arithmetic ('train[:90%]') splits as it does in tfds."""
+  root, _ = folder
+  builder = tfds.folder_dataset.ImageFolder(str(root))
+  source = sources.folder_source(str(root))
+  assert source.class_names == tuple(builder.info.features['label'].names)
+  for split in ('train', 'test'):
+    theirs = [(ex['image'], ex['label']) for ex in tfds.as_numpy(
+        builder.as_dataset(split=split, decoders={
+            'image': tfds.decode.SkipDecoding()}))]
+    n = source.splits[split].num_examples
+    ours = [(ex['image'], ex['label'])
+            for ex in source.read(split, 0, n).as_numpy_iterator()]
+    assert ours == theirs
+
+
+@pytest.mark.parametrize('dataset', ['digits', 'folder'])
+def test_lookup_reads_the_records_of_read(dataset, folder):
+  """Position i of ranges laid end to end, by index, is record i of them
+  read in order."""
+  source = (sources.digits_source() if dataset == 'digits'
+            else sources.folder_source(str(folder[0])))
+  ranges = [('train', 2, 5), ('test', 1, 3)]
+  read = [ex for name, start, end in ranges
+          for ex in source.read(name, start, end).as_numpy_iterator()]
+  lookup = source.lookup(ranges)
+  by_index = [jax_free(lookup(tf.constant(i, tf.int64))) for i in range(5)]
+  for a, b in zip(read, by_index, strict=True):
+    np.testing.assert_array_equal(a['image'], b['image'])
+    assert a['label'] == b['label']
+
+
+def jax_free(ex):
+  return {k: v.numpy() for k, v in ex.items()}
+
+
+# Each of N processes reads the train stream's first 10 epochs (50 global
+# batches of 24 of train[:120]) as host i of N, and prints the files it
+# opened.
+_COUNT_READS = """
+import json, sys, time
+import tensorflow as tf
+read_file, opened = tf.io.read_file, []
+def counting(path):
+  logged = tf.numpy_function(lambda p: opened.append(p.decode()) or p,
+                             [path], tf.string, stateful=True)
+  return read_file(tf.ensure_shape(logged, []))
+tf.io.read_file = counting
+from mixer_jax import input_pipeline
+from tests.test_input_pipeline import make_config
+index, count, root = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+config = make_config(dataset=root, train_split='train[:120]', batch_size=24)
+batches = input_pipeline.train_iterator(config, process_index=index,
+                                        process_count=count)
+for _ in range(50):
+  next(batches)
+time.sleep(1)  # What the prefetch reads ahead is counted too.
+print(json.dumps(opened))
+"""
+
+
+def test_each_process_reads_its_share_of_the_files(tmp_path):
+  root = write_digits_folder(tmp_path, names=tuple(map(str, range(10))))
+  train = set(sources.folder_tables(root)[0]['train'][0][:120])
+  runs = {count: [subprocess.Popen(
+      [sys.executable, '-c', _COUNT_READS, str(i), str(count), root],
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      env=dict(os.environ, JAX_PLATFORMS='cpu')) for i in range(count)]
+          for count in (1, 2, 4)}
+  for count, processes in runs.items():
+    opened = []
+    for p in processes:
+      out, err = p.communicate(timeout=300)
+      assert p.returncode == 0, err[-2000:]
+      opened.append(json.loads(out.splitlines()[-1]))
+    share = 120 // count
+    for files in opened:  # Per epoch its share, plus what the prefetch read
+      # ahead (4 to 6 local batches in all): at most a global batch an epoch.
+      assert 10 * share <= len(files) <= 10 * (share + 24), (count,
+                                                              len(files))
+    assert set().union(*opened) >= train  # Together: every file.
+
+
 # tfds: tfds.testing.mock_data and the real cifar10 builder, offline.
 
 
 def test_tfds_mock_data(tmp_path):
   """The tfds path on mocked records, sizes from written metadata."""
-  builder = tfds.builder('cifar10', data_dir=tmp_path)
+  builder = tfds.builder('cifar10', data_dir=tmp_path,
+                         file_format=tfds.core.FileFormat.ARRAY_RECORD)
   builder.info.set_splits(tfds.core.SplitDict([
       tfds.core.SplitInfo(name=name, shard_lengths=[20], num_bytes=0)
       for name in ('train', 'test')]))
@@ -339,6 +429,24 @@ def test_real_cifar10_builder_prepares_from_the_manual_dir(tmp_path,
   for split in ('train', 'test'):
     config.eval_split = split
     assert collect(input_pipeline.eval_iterator(config))[0] == written[split]
+  assert take(input_pipeline.train_iterator(config), 1)  # ArrayRecord.
+
+
+def test_tfrecord_data_evaluates_and_training_says_how_to_convert(
+    tmp_path, monkeypatch):
+  """A dataset prepared before as TFRecord (tfds's default format)."""
+  manual_dir, written = synthetic_cifar10_manual_dir(tmp_path, monkeypatch)
+  data_dir = tmp_path / 'data'
+  tfds.builder('cifar10', data_dir=data_dir).download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  config = make_config(dataset='cifar10', tfds_data_dir=str(data_dir),
+                       image_size=32, eval_batch_size=4, batch_size=2)
+  assert collect(input_pipeline.eval_iterator(config))[0] == written['test']
+  with pytest.raises(errors.UserError, match=(
+      'cifar10 is prepared at .* as tfrecord; training reads examples by '
+      r'index, from ArrayRecord.*tfds convert_format --dataset_version_dir='
+      f'{data_dir}/cifar10/3.0.2 --out_file_format=array_record')):
+    input_pipeline.train_iterator(config)
 
 
 # Errors.

@@ -59,8 +59,10 @@ def fixture_real_data(tmp_path_factory):
   with mock.patch.object(tfds.builder_cls('imagenet2012_real'),
                          '_split_generators',
                          lambda self, dl_manager: {'validation': examples()}):
-    tfds.builder('imagenet2012_real', data_dir=data_dir).download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=data_dir))
+    tfds.builder('imagenet2012_real', data_dir=data_dir,
+                 file_format='array_record').download_and_prepare(
+                     download_config=tfds.download.DownloadConfig(
+                         manual_dir=data_dir))
   return data_dir
 
 
@@ -130,7 +132,7 @@ def test_a_run_with_real_dataset_scores_real_every_real_every_steps(
   config = real_config(real_data)
   config.update(real_dataset='imagenet2012_real', real_every=2,
                 total_steps=3, eval_every=1, checkpoint_every=3,
-                batch_size=8, shuffle_buffer=8, cache=False)
+                batch_size=8, cache=False)
   workdir = str(tmp_path / 'run')
   final = train.train_and_evaluate(config, workdir)
   assert final['eval_real_examples'] == expected_scores()[2]
