@@ -19,12 +19,14 @@ Only a command's `main` calls these (they read flags and end the process).
 import logging as std_logging
 import os
 import sys
+import threading
 
 from absl import flags
 from absl import logging
 import jax
 
 from mixer_jax import errors
+from mixer_jax import peers
 
 FLAGS = flags.FLAGS
 
@@ -79,6 +81,13 @@ def define_distributed_flags():
       'local_device_ids', None, 'The local devices this process uses '
       '(default: all of them), e.g. one GPU each for several processes on one '
       'machine.')
+  flags.DEFINE_integer(
+      'initialization_timeout', 300, 'Seconds for every process to join; '
+      'then each that started ends with one error line.')
+  flags.DEFINE_integer(
+      'heartbeat_timeout', 100, 'A process that stops responding (killed, '
+      'its host lost) ends the others within this many seconds, each with '
+      'one error line.')
 
 
 def initialize_distributed(program: str) -> None:
@@ -98,9 +107,23 @@ def initialize_distributed(program: str) -> None:
             FLAGS.local_device_ids):
     return
   local = FLAGS.local_device_ids
+  joined, wait = threading.Event(), FLAGS.initialization_timeout
+  where = (f'at {FLAGS.coordinator_address}' if FLAGS.coordinator_address
+           else 'as the cluster describes them')
+  peers.end_unless(joined, seconds=wait, program=program, message=(
+      f'waited {wait} s for the {FLAGS.num_processes or "other"} processes '
+      f'of the run to join {where} (--initialization_timeout): start every '
+      'process, each with the same --coordinator_address and '
+      '--num_processes.'))
   jax.distributed.initialize(
       **{k: v for k, v in explicit.items() if v is not None},
-      local_device_ids=[int(i) for i in local] if local else None)
+      local_device_ids=[int(i) for i in local] if local else None,
+      # JAX's own limits come after ours, which end with one line.
+      initialization_timeout=wait * peers.JAX_TIMEOUT_FACTOR,
+      heartbeat_timeout_seconds=(FLAGS.heartbeat_timeout *
+                                 peers.JAX_TIMEOUT_FACTOR))
+  joined.set()
+  peers.watch(program, timeout_s=FLAGS.heartbeat_timeout)
 
 
 # libtpu loaded only to compile for a described TPU slice: no TPU metadata

@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
 
 import jax
 import numpy as np
@@ -149,3 +150,63 @@ def test_sigterm_on_one_host_stops_both_at_the_same_saved_step(tmp_path):
   step = stopped[0].group(1)
   assert stopped[1].group(1) == step
   assert os.listdir(os.path.join(workdir, 'checkpoints')) == [step]
+
+
+def start(workdir, i, port, *flags, processes=2):
+  """Process i of a two-process run on localhost, its stderr piped."""
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  return subprocess.Popen(
+      train_command(workdir, *SMALL_DIGITS_FLAGS, *flags,
+                    f'--coordinator_address=localhost:{port}',
+                    f'--num_processes={processes}', f'--process_id={i}'),
+      cwd=ROOT, env=env, text=True, stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE)
+
+
+def test_a_process_whose_peer_never_starts_gives_up_in_one_line(tmp_path):
+  port = free_port()
+  alone = start(str(tmp_path / 'run'), 0, port, '--initialization_timeout=5')
+  stderr = alone.communicate(timeout=120)[1]
+  assert alone.returncode == 1
+  assert stderr.strip().splitlines()[-1] == (
+      'mixer_jax.train: error: waited 5 s for the 2 processes of the run to '
+      f'join at localhost:{port} (--initialization_timeout): start every '
+      'process, each with the same --coordinator_address and '
+      '--num_processes.')
+  assert 'Traceback' not in stderr and 'Check failure' not in stderr
+  assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
+
+
+def test_a_killed_process_ends_the_other_in_one_line_and_both_resume(
+    tmp_path):
+  """kill -9 of process 1 mid-run: process 0 ends within the heartbeat
+  timeout naming it; both started again resume from the last checkpoint."""
+  workdir, port = str(tmp_path / 'run'), free_port()
+  flags = ('--config.total_steps=40', '--config.checkpoint_every=10',
+           '--config.progress_every=2', '--heartbeat_timeout=10')
+  running = [start(workdir, i, port, *flags) for i in range(2)]
+  for line in running[0].stderr:  # Training, checkpointed at step 10.
+    if 'step 12/40' in line:
+      running[1].kill()
+      killed_at = time.monotonic()
+      break
+  stderr = running[0].stderr.read()
+  assert running[0].wait(timeout=120) == 1
+  assert time.monotonic() - killed_at < 60  # 10 to 11 s; a slow machine.
+  assert re.fullmatch(
+      r'mixer_jax\.train: error: process 1 of 2 stopped responding \d+ s ago '
+      r'\(killed, or its host is gone\); this process stops too\. Start '
+      r'every process again to resume from the last checkpoint\.',
+      stderr.strip().splitlines()[-1]), stderr[-2000:]
+  assert 'Check failure' not in stderr
+  running[1].wait()
+  saved = sorted(int(s) for s in os.listdir(os.path.join(
+      workdir, 'checkpoints')) if s.isdigit())  # Not a save cut short.
+  assert saved and saved[-1] >= 10
+  port = free_port()
+  again = [start(workdir, i, port, *flags) for i in range(2)]
+  logs = [p.communicate(timeout=300)[1] for p in again]
+  assert [p.returncode for p in again] == [0, 0], logs[0][-2000:]
+  assert f'Resuming from step {saved[-1]}' in logs[0]
+  assert 'step 40/40' in logs[0]

@@ -1,0 +1,110 @@
+# Copyright 2026 The mixer_jax Authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The processes of one run: they all join, and stay, in bounded time.
+
+JAX's coordination service (jax.distributed) already ends every process
+when one stops sending heartbeats, and gives up on processes that never
+join; but it does so by aborting, after its timeouts, with C++ stack dumps
+in which the lost process is hard to find. Here each process watches for
+both before JAX would act (the caller gives JAX longer timeouts:
+JAX_TIMEOUT_FACTOR), and ends with one line that says what happened. For a
+command's `main` (these end the process).
+"""
+
+import atexit
+import os
+import sys
+import threading
+import time
+
+import jax
+from orbax.checkpoint import multihost
+
+from mixer_jax import errors
+
+_ALIVE = 'mixer_jax/alive'
+_DONE = 'done'
+# JAX's timeouts, as multiples of ours: JAX heartbeats every half of its
+# timeout or more often, so a lost process is found by JAX 1.5 x ours after
+# its death at the earliest, by us within 1.1 x ours.
+JAX_TIMEOUT_FACTOR = 3
+
+
+def end(program: str, message: str) -> None:
+  """`PROGRAM: error: MESSAGE` and exit 1, from any thread, at once (the
+  main thread may be blocked in a collective that never completes)."""
+  print(f'{program}: error: {message}', file=sys.stderr, flush=True)
+  os._exit(1)  # pylint: disable=protected-access
+
+
+def end_unless(done: threading.Event, *, seconds: float, program: str,
+               message: str) -> None:
+  """Ends the process with `message` unless `done` is set within
+  `seconds`."""
+  def watch():
+    if not done.wait(seconds):
+      end(program, message)
+  threading.Thread(target=watch, daemon=True, name='end_unless').start()
+
+
+def watch(program: str, *, timeout_s: float) -> None:
+  """Every process bumps a counter in JAX's key-value store every
+  timeout_s / 10 and reads the others'; a peer whose counter has not moved
+  for timeout_s ends this process with one line naming it. A process that
+  ends normally says so (at exit) and is not waited for."""
+  count, me = jax.process_count(), jax.process_index()
+  if count == 1:
+    return
+  client = multihost.get_jax_distributed_client()
+  limit, interval = timeout_s, max(timeout_s / 10, 0.2)
+  exiting = threading.Event()  # This process ends normally: stop watching.
+
+  def beat():
+    beats, heard = 0, {}  # Peer -> (its last counter, when it changed).
+    while not exiting.wait(interval):
+      beats += 1
+      try:
+        client.key_value_set(f'{_ALIVE}/{me}', str(beats),
+                             allow_overwrite=True)
+        found = dict(client.key_value_dir_get(_ALIVE))
+      except Exception as e:  # pylint: disable=broad-except
+        if exiting.is_set():  # JAX's client shut down at exit.
+          return
+        end(program, 'lost the coordination service on process 0 '
+            f'({errors.describe(e)[:200]}): process 0 stopped or its host '
+            'is gone; this process stops too. Start every process again to '
+            'resume from the last checkpoint.')
+      now = time.monotonic()
+      for peer in range(count):
+        value = found.get(f'{_ALIVE}/{peer}')
+        if peer == me or value == _DONE:
+          continue
+        last, since = heard.get(peer, (None, now))
+        if value != last:
+          heard[peer] = (value, now)
+        elif now - since > limit:
+          end(program, f'process {peer} of {count} stopped responding '
+              f'{now - since:.0f} s ago (killed, or its host is gone); this '
+              'process stops too. Start every process again to resume from '
+              'the last checkpoint.')
+
+  def say_done():  # Before JAX's own exit handler (registered before it).
+    exiting.set()
+    try:
+      client.key_value_set(f'{_ALIVE}/{me}', _DONE, allow_overwrite=True)
+    except Exception:  # pylint: disable=broad-except
+      pass  # The service is gone already: nobody is waiting.
+
+  atexit.register(say_done)
+  threading.Thread(target=beat, daemon=True, name='peers').start()
