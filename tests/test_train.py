@@ -181,6 +181,7 @@ def test_auto_accum_steps_trains_as_the_accumulation_it_picks(
                       lambda *a, **k: (2, 'the smallest that fits'))
   short = dict(total_steps=2, eval_every=2, checkpoint_every=2)
   caplog.set_level('INFO')
+  caplog.set_level('INFO', logger='absl')  # Whatever an earlier test set.
   auto = train.train_and_evaluate(
       small_digits_config(accum_steps=0, **short), str(tmp_path / 'auto'))
   assert 'accum_steps=0 (auto): 2, the smallest that fits' in caplog.text
