@@ -169,8 +169,7 @@ def tfds_source(config) -> Source:
 
   def read(split, start, end):
     if _has_array_record(builder):  # tfds reads ArrayRecord by index only.
-      return tf.data.Dataset.range(end - start).map(
-          lookup([(split, start, end)]), num_parallel_calls=tf.data.AUTOTUNE)
+      return _read_by_index(lookup)(split, start, end)
     return _records(builder.as_dataset(
         split=f'{split}[{start}:{end}]', shuffle_files=False,
         decoders={'image': tfds.decode.SkipDecoding()}), label=label,
@@ -230,6 +229,14 @@ def _ranges_lookup(ranges, data_source: Callable[[str], Sequence[dict]], *,
   return record
 
 
+def _read_by_index(lookup):
+  """A Source.read made of its lookup: the records of a range in order."""
+  def read(split, start, end):
+    return tf.data.Dataset.range(end - start).map(
+        lookup([(split, start, end)]), num_parallel_calls=tf.data.AUTOTUNE)
+  return read
+
+
 def _table_lookup(tables: Mapping[str, tuple[np.ndarray, np.ndarray]],
                   read: Callable[[tf.Tensor], tf.Tensor]):
   """A lookup over in-memory tables {split: (items, labels)}; read(item) is
@@ -261,15 +268,9 @@ def digits_arrays() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 def digits_source() -> Source:
   """The offline 'digits' dataset, in memory."""
   arrays = digits_arrays()
-
-  def read(split, start, end):
-    images, labels = arrays[split]
-    return tf.data.Dataset.from_tensor_slices(
-        {'image': images[start:end], 'label': labels[start:end]})
-
+  lookup = _table_lookup(arrays, lambda image: image)
   return Source(10, _split_infos({k: len(v[1]) for k, v in arrays.items()}),
-                read, _table_lookup(arrays, lambda image: image),
-                lambda image: image,
+                _read_by_index(lookup), lookup, lambda image: image,
                 class_names=tuple(str(i) for i in range(10)))
 
 
@@ -349,20 +350,15 @@ def folder_source(root: str) -> Source:
         f'No images in {root}: expected '
         f'{root}/<split>/<class>/*.jpg|png.')
 
-  def read(split, start, end):
-    paths, labels = tables[split]
-    ds = tf.data.Dataset.from_tensor_slices(
-        {'image': paths[start:end], 'label': labels[start:end]})
-    return ds.map(lambda ex: dict(ex, image=tf.io.read_file(ex['image'])))
-
   def bad_images(splits):
     return undecodable_files(path for split in splits for files in
                              _folder_images(root, split).values()
                              for path in files)
 
+  lookup = _table_lookup(tables, tf.io.read_file)
   return Source(len(class_names),
                 _split_infos({k: len(v[1]) for k, v in tables.items()}),
-                read, _table_lookup(tables, tf.io.read_file), _decode_image,
+                _read_by_index(lookup), lookup, _decode_image,
                 class_names=class_names, bad_images=bad_images)
 
 
