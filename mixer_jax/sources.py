@@ -189,14 +189,15 @@ def _check_random_access(builder: tfds.core.DatasetBuilder) -> None:
   """Raises a UserError saying how to get ArrayRecord, if it is not there."""
   if _has_array_record(builder):
     return
+  # (tfds convert_format, tfds 4.9.10, writes the shards but not the
+  # metadata that would make tfds read them.)
   raise errors.UserError(
       f'{builder.name} is prepared at {builder.data_dir} as '
       f'{builder.info.file_format.value}; training reads examples by index, '
-      'from ArrayRecord. Prepare it again (move that directory away and rerun: '
-      'this package prepares ArrayRecord), or convert it in place: pip install '
-      'apache-beam && tfds convert_format '
-      f'--dataset_version_dir={builder.data_dir} '
-      '--out_file_format=array_record')
+      'from ArrayRecord. Prepare it again: move that directory away and rerun '
+      '(this package prepares ArrayRecord, from the manual dir or a '
+      'download), or point --config.tfds_data_dir at a data dir prepared as '
+      'ArrayRecord.')
 
 
 def _ranges_lookup(ranges, data_source: Callable[[str], Sequence[dict]], *,

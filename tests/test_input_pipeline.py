@@ -432,7 +432,7 @@ def test_real_cifar10_builder_prepares_from_the_manual_dir(tmp_path,
   assert take(input_pipeline.train_iterator(config), 1)  # ArrayRecord.
 
 
-def test_tfrecord_data_evaluates_and_training_says_how_to_convert(
+def test_tfrecord_data_evaluates_and_training_says_how_to_prepare_it(
     tmp_path, monkeypatch):
   """A dataset prepared before as TFRecord (tfds's default format)."""
   manual_dir, written = synthetic_cifar10_manual_dir(tmp_path, monkeypatch)
@@ -443,10 +443,14 @@ def test_tfrecord_data_evaluates_and_training_says_how_to_convert(
                        image_size=32, eval_batch_size=4, batch_size=2)
   assert collect(input_pipeline.eval_iterator(config))[0] == written['test']
   with pytest.raises(errors.UserError, match=(
-      'cifar10 is prepared at .* as tfrecord; training reads examples by '
-      r'index, from ArrayRecord.*tfds convert_format --dataset_version_dir='
-      f'{data_dir}/cifar10/3.0.2 --out_file_format=array_record')):
+      f'cifar10 is prepared at {data_dir}/cifar10/3.0.2 as tfrecord; training '
+      'reads examples by index, from ArrayRecord. Prepare it again: move that '
+      'directory away and rerun')):
     input_pipeline.train_iterator(config)
+  # As it says: moved away, prepared again from the manual dir, it trains.
+  (data_dir / 'cifar10').rename(tmp_path / 'old_cifar10')
+  config.tfds_manual_dir = str(manual_dir)
+  assert take(input_pipeline.train_iterator(config), 1)
 
 
 # Errors.
