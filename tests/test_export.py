@@ -242,3 +242,27 @@ def test_timm_runs_the_export(tmp_path):
   with torch.no_grad():
     logits = model.eval()(torch.from_numpy(images.transpose(0, 3, 1, 2)))
   np.testing.assert_allclose(logits.numpy(), expected, atol=1e-4)
+
+
+def test_the_saved_model_converts_to_tflite_with_select_tf_ops(digits_run,
+                                                               tmp_path):
+  """As the README documents: TFLite runs it with TF's own ops (the
+  StableHLO inside is one XlaCallModule op), same logits."""
+  loaded = inference.from_run(digits_run[0])
+  export.export(loaded, format_name='savedmodel', output=str(tmp_path))
+  converter = tf.lite.TFLiteConverter.from_saved_model(
+      str(tmp_path / 'saved_model'))
+  converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS,
+                                         tf.lite.OpsSet.SELECT_TF_OPS]
+  interpreter = tf.lite.Interpreter(model_content=converter.convert())
+  images = np.stack([inference.preprocess(loaded, image) for image in
+                     sources.digits_arrays()['test'][0][:3]])
+  (images_in,), (logits_out,) = (interpreter.get_input_details(),
+                                 interpreter.get_output_details())
+  interpreter.resize_tensor_input(images_in['index'], images.shape)
+  interpreter.allocate_tensors()
+  interpreter.set_tensor(images_in['index'], images)
+  interpreter.invoke()
+  expected = loaded.model.apply({'params': loaded.params}, images)
+  np.testing.assert_allclose(interpreter.get_tensor(logits_out['index']),
+                             expected, atol=1e-4)
