@@ -170,6 +170,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   sources.keep_tensorflow_off_accelerators()
+  cli.keep_orbax_warnings_only()  # --step restores an orbax checkpoint.
+  cli.drop_closed_event_loop_errors()
   try:
     loaded, config = model_and_config(
         workdir=FLAGS.workdir, step=FLAGS.step, pretrained=FLAGS.pretrained,
