@@ -83,11 +83,11 @@ def define_distributed_flags():
       'machine.')
   flags.DEFINE_integer(
       'initialization_timeout', 300, 'Seconds for every process to join; '
-      'then each that started ends with one error line.')
+      'then each that started ends with one error line.', lower_bound=1)
   flags.DEFINE_integer(
       'heartbeat_timeout', 100, 'A process that stops responding (killed, '
       'its host lost) ends the others within this many seconds, each with '
-      'one error line.')
+      'one error line.', lower_bound=1)
 
 
 def initialize_distributed(program: str) -> None:

@@ -23,6 +23,8 @@ from tests.conftest import small_digits_config
     (['--config.pretrained=missing.npz'],
      "Pretrained checkpoint 'missing.npz' is neither a published name nor "
      'an existing file.'),
+    (['--heartbeat_timeout=0'],
+     'flag --heartbeat_timeout=0: 0 is not a positive integer'),
 ])
 def test_an_expected_error_is_one_line_without_a_traceback(tmp_path, flags,
                                                            message):
