@@ -238,7 +238,7 @@ def _read_by_index(lookup):
   return read
 
 
-def _table_lookup(tables: Mapping[str, tuple[np.ndarray, np.ndarray]],
+def table_lookup(tables: Mapping[str, tuple[np.ndarray, np.ndarray]],
                   read: Callable[[tf.Tensor], tf.Tensor]):
   """A lookup over in-memory tables {split: (items, labels)}; read(item) is
   the undecoded image (the item itself, or the file at a path)."""
@@ -269,7 +269,7 @@ def digits_arrays() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 def digits_source() -> Source:
   """The offline 'digits' dataset, in memory."""
   arrays = digits_arrays()
-  lookup = _table_lookup(arrays, lambda image: image)
+  lookup = table_lookup(arrays, lambda image: image)
   return Source(10, _split_infos({k: len(v[1]) for k, v in arrays.items()}),
                 _read_by_index(lookup), lookup, lambda image: image,
                 class_names=tuple(str(i) for i in range(10)))
@@ -356,7 +356,7 @@ def folder_source(root: str) -> Source:
                              _folder_images(root, split).values()
                              for path in files)
 
-  lookup = _table_lookup(tables, tf.io.read_file)
+  lookup = table_lookup(tables, tf.io.read_file)
   return Source(len(class_names),
                 _split_infos({k: len(v[1]) for k, v in tables.items()}),
                 _read_by_index(lookup), lookup, _decode_image,

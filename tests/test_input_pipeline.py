@@ -270,6 +270,15 @@ def test_folder_dataset(folder):
   assert batch['image'].shape == (2, 8, 8, 3)
 
 
+def test_cache_changes_nothing_on_images_of_several_sizes(folder):
+  """The folder holds 8x8 PNGs and a 12x10 JPEG: the cache keeps each image
+  as it is (digits and CIFAR, of one size, are one array)."""
+  config = make_config(dataset=str(folder[0]), batch_size=4, train_pp='resize')
+  plain = take(input_pipeline.train_iterator(config), 4)
+  config.cache = True
+  assert_same_batches(take(input_pipeline.train_iterator(config), 4), plain)
+
+
 def test_folder_order_is_tfds_image_folders(folder):
   """So that split arithmetic ('train[:90%]') splits as it does in tfds."""
   root, _ = folder
