@@ -11,9 +11,12 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Installs mixer_jax: `pip install -e '.[test]'`."""
+"""Installs mixer_jax: `pip install -e '.[test]'`, or `.[tf]` without tests."""
 
 import setuptools
+
+TENSORFLOW = ['tensorflow-cpu; platform_machine=="x86_64"',
+              'tensorflow; platform_machine!="x86_64"']
 
 setuptools.setup(
     name='mixer_jax',
@@ -41,20 +44,23 @@ setuptools.setup(
         'pillow',
         'scikit-learn',  # Ships the offline `digits` dataset.
         'tensorboard',
-        'tensorflow-cpu; platform_machine=="x86_64"',
-        'tensorflow; platform_machine!="x86_64"',
+        # TensorFlow (tf.data, tfds) comes from the `tf` extra, as tfds itself
+        # leaves it to the user: a machine that has `tensorflow` (Colab, a GPU
+        # box) keeps it instead of getting `tensorflow-cpu` beside it.
         'tensorflow-datasets',
         'tqdm',
     ],
     extras_require={
+        # TensorFlow for the input pipeline, where none is installed yet.
+        'tf': TENSORFLOW,
         # nbconvert and ipykernel execute the notebooks; libtpu (jax[tpu])
         # compiles for TPUs in tests/test_plan.py, where it installs;
         # jax2onnx and onnxruntime export and run ONNX in tests/test_export.py,
         # safetensors writes timm's weights there.
-        'test': ['ipykernel', 'nbconvert', 'pytest', 'pytest-xdist',
-                 'jax2onnx', 'onnxruntime', 'safetensors',
-                 'jax[tpu]; sys_platform=="linux" and '
-                 'platform_machine=="x86_64"'],
+        'test': TENSORFLOW + [
+            'ipykernel', 'nbconvert', 'pytest', 'pytest-xdist', 'jax2onnx',
+            'onnxruntime', 'safetensors',
+            'jax[tpu]; sys_platform=="linux" and platform_machine=="x86_64"'],
         # --format=onnx of mixer_jax.export.
         'onnx': ['jax2onnx'],
         # --format=timm of mixer_jax.export.

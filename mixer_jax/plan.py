@@ -20,7 +20,7 @@ renting one.
 Compiles the run's own train and eval steps (jit_steps: the same functions,
 mesh, shardings, donation and accumulation as `train`) with the real TPU
 compiler for a described slice, on any machine: no TPU, dataset or
-checkpoint is needed (pip install -e '.[tpu]' brings the compiler, libtpu).
+checkpoint is needed (pip install -e '.[tpu,tf]' brings the compiler, libtpu).
 Prints per chip: params, optimizer state, temporaries and total HBM against
 the chip's, whether it fits, the smallest accum_steps that fits, FLOPs and
 HBM bytes per step and a roofline estimate of the step time and img/s. Exits
