@@ -25,7 +25,7 @@ import jax
 import numpy as np
 from tensorboard.compat.proto import event_pb2
 import tensorflow as tf
-import tqdm
+from tqdm import auto as tqdm_auto
 
 
 class MetricWriter:
@@ -138,8 +138,14 @@ def _write_atomically(path: str, text: str):
     raise
 
 
+def _interactive() -> bool:
+  """Whether someone watches: a terminal, or a notebook (Jupyter, Colab)."""
+  return sys.stderr.isatty() or 'ipykernel' in sys.modules
+
+
 class Progress:
-  """The progress line every `every` steps, and a bar on a terminal.
+  """The progress line every `every` steps, and a bar where someone watches
+  (a terminal, or a notebook, where absl's info lines would not show).
 
   The line reports step, loss, learning rate, img/s over the last interval
   and the ETA; img/s counts the global batch, so it is the whole job's rate.
@@ -150,9 +156,9 @@ class Progress:
     self._total, self._batch, self._every = total_steps, batch_size, every
     self._last_step, self._last_time = start_step, time.perf_counter()
     if bar is None:
-      bar = sys.stderr.isatty() and jax.process_index() == 0
-    self._bar = tqdm.tqdm(total=total_steps, initial=start_step, unit='step',
-                          dynamic_ncols=True) if bar else None
+      bar = _interactive() and jax.process_index() == 0
+    self._bar = tqdm_auto.tqdm(total=total_steps, initial=start_step,
+                               unit='step', dynamic_ncols=True) if bar else None
 
   def due(self, step: int) -> bool:
     return step % self._every == 0 or step == self._total

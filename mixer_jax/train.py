@@ -156,7 +156,6 @@ def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
     accum_steps, why = jit_steps.auto_accum_steps(
         config, model, tx, mesh, num_classes=info.num_classes,
         usable_fraction=hardware.USABLE_FRACTION)
-    logging.info('accum_steps=0 (auto): %d, %s.', accum_steps, why)
   train_step = jit_steps.jit_train_step(config, model, tx, mesh,
                                         num_classes=info.num_classes,
                                         accum_steps=accum_steps)
@@ -167,6 +166,8 @@ def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
                               start_step=start_step,
                               batch_size=config.batch_size,
                               every=config.progress_every)
+  if not config.accum_steps:  # Shown in a notebook too, where info is not.
+    progress.write(f'accum_steps=0 (auto): {accum_steps}, {why}.')
   diverged = divergence.DivergedSteps(
       limit=config.max_diverged_steps, max_loss=divergence.max_loss(
           factor=config.max_loss_factor, num_classes=info.num_classes))
