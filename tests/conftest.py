@@ -1,13 +1,17 @@
 """Test setup: 8 virtual CPU devices (multi-device code runs for real), and
 the helpers several test files share."""
 
+import collections
+import dataclasses
 import functools
 import http.server
+import io
 import json
 import os
 import pathlib
 import subprocess
 import sys
+import tarfile
 import threading
 
 import numpy as np
@@ -142,3 +146,47 @@ def http_server(tmp_path):
   yield f'http://127.0.0.1:{server.server_port}', served, requests
   server.shutdown()
   server.server_close()
+
+
+def examples(images, labels):
+  """Multiset of (image bytes, label): examples compared by content."""
+  return collections.Counter(
+      (im.tobytes(), int(la)) for im, la in zip(images, labels))
+
+
+def write_cifar10_archive(path, rng, *, per_file=2, test=3):
+  """A tiny archive in the true CIFAR-10 binary format; returns its examples."""
+  written = {'train': collections.Counter(), 'test': collections.Counter()}
+  with tarfile.open(path, 'w:gz') as tar:
+
+    def add(name, data):
+      member = tarfile.TarInfo(f'cifar-10-batches-bin/{name}')
+      member.size = len(data)
+      tar.addfile(member, io.BytesIO(data))
+
+    files = [(f'data_batch_{i}.bin', 'train', per_file) for i in range(1, 6)]
+    for name, split, n in files + [('test_batch.bin', 'test', test)]:
+      labels = rng.randint(0, 10, n).astype(np.uint8)
+      images = rng.randint(0, 256, (n, 32, 32, 3)).astype(np.uint8)
+      planes = images.transpose(0, 3, 1, 2).reshape(n, -1)  # R, G, B planes.
+      add(name, np.concatenate([labels[:, None], planes], axis=1).tobytes())
+      written[split] += examples(images, labels)
+    add('batches.meta.txt', ''.join(f'class{i}\n' for i in range(10)).encode())
+  return written
+
+
+def synthetic_cifar10_manual_dir(tmp_path, monkeypatch, **sizes):
+  """A manual dir holding a synthetic cifar-10-binary.tar.gz that tfds's own
+  cifar10 builder accepts (its registered checksum swapped for the archive's,
+  for this test only). Returns (manual_dir, the examples written)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  manual_dir = tmp_path / 'manual'
+  manual_dir.mkdir()
+  archive = manual_dir / 'cifar-10-binary.tar.gz'
+  written = write_cifar10_archive(archive, np.random.RandomState(0), **sizes)
+  cls = tfds.builder_cls('cifar10')
+  (url, registered), = cls.url_infos.items()
+  ours = tfds.core.download.checksums.compute_url_info(archive)
+  monkeypatch.setattr(cls, 'url_infos', {url: dataclasses.replace(
+      ours, filename=registered.filename)})
+  return manual_dir, written

@@ -2,13 +2,11 @@
 
 import collections
 import dataclasses
-import io
 import itertools
 import json
 import os
 import subprocess
 import sys
-import tarfile
 
 import numpy as np
 import pytest
@@ -21,6 +19,8 @@ from mixer_jax import preflight
 from mixer_jax import recipes
 from mixer_jax import sources
 from tests.conftest import ROOT
+from tests.conftest import examples
+from tests.conftest import synthetic_cifar10_manual_dir
 from tests.conftest import write_digits_folder
 
 tfds.disable_progress_bar()
@@ -39,12 +39,6 @@ def make_config(**overrides):
 
 def to_uint8(images):
   return np.round((images + 1) * 127.5).astype(np.uint8)
-
-
-def examples(images, labels):
-  """Multiset of (image bytes, label): examples compared by content."""
-  return collections.Counter(
-      (im.tobytes(), int(la)) for im, la in zip(images, labels))
 
 
 def collect(batches, *, masked=True):
@@ -386,43 +380,6 @@ def test_tfds_mock_data(tmp_path):
   assert all(-1 <= b['image'].min() < b['image'].max() <= 1 for b in batches)
   assert len(evals) == 3
   assert sum(b['mask'].sum() for b in evals) == 20
-
-
-def write_cifar10_archive(path, rng, *, per_file=2, test=3):
-  """A tiny archive in the true CIFAR-10 binary format; returns its examples."""
-  written = {'train': collections.Counter(), 'test': collections.Counter()}
-  with tarfile.open(path, 'w:gz') as tar:
-
-    def add(name, data):
-      member = tarfile.TarInfo(f'cifar-10-batches-bin/{name}')
-      member.size = len(data)
-      tar.addfile(member, io.BytesIO(data))
-
-    files = [(f'data_batch_{i}.bin', 'train', per_file) for i in range(1, 6)]
-    for name, split, n in files + [('test_batch.bin', 'test', test)]:
-      labels = rng.randint(0, 10, n).astype(np.uint8)
-      images = rng.randint(0, 256, (n, 32, 32, 3)).astype(np.uint8)
-      planes = images.transpose(0, 3, 1, 2).reshape(n, -1)  # R, G, B planes.
-      add(name, np.concatenate([labels[:, None], planes], axis=1).tobytes())
-      written[split] += examples(images, labels)
-    add('batches.meta.txt', ''.join(f'class{i}\n' for i in range(10)).encode())
-  return written
-
-
-def synthetic_cifar10_manual_dir(tmp_path, monkeypatch, **sizes):
-  """A manual dir holding a synthetic cifar-10-binary.tar.gz that tfds's own
-  cifar10 builder accepts (its registered checksum swapped for the archive's,
-  for this test only). Returns (manual_dir, the examples written)."""
-  manual_dir = tmp_path / 'manual'
-  manual_dir.mkdir()
-  archive = manual_dir / 'cifar-10-binary.tar.gz'
-  written = write_cifar10_archive(archive, np.random.RandomState(0), **sizes)
-  cls = tfds.builder_cls('cifar10')
-  (url, registered), = cls.url_infos.items()
-  ours = tfds.core.download.checksums.compute_url_info(archive)
-  monkeypatch.setattr(cls, 'url_infos', {url: dataclasses.replace(
-      ours, filename=registered.filename)})
-  return manual_dir, written
 
 
 def test_real_cifar10_builder_prepares_from_the_manual_dir(tmp_path,

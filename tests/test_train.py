@@ -16,10 +16,10 @@ from mixer_jax import model_config
 from mixer_jax import recipes
 from mixer_jax import train
 from mixer_jax import train_state
-from tests import test_input_pipeline
 from tests.conftest import ROOT
 from tests.conftest import read_jsonl
 from tests.conftest import small_digits_config
+from tests.conftest import synthetic_cifar10_manual_dir
 
 
 @pytest.fixture(scope='module')
@@ -148,7 +148,7 @@ def test_default_workdir(flag, expected):
 def test_cifar10_from_scratch_recipe_runs_on_the_real_tfds_loader(
     tmp_path, monkeypatch):
   """configs/ti4_cifar10.py through tfds's own cifar10 builder, offline."""
-  manual_dir, _ = test_input_pipeline.synthetic_cifar10_manual_dir(
+  manual_dir, _ = synthetic_cifar10_manual_dir(
       tmp_path, monkeypatch, per_file=4, test=5)
   config = recipes.load_file(str(ROOT / 'configs' / 'ti4_cifar10.py'))
   config.update(dict(
