@@ -14,9 +14,10 @@
 """Model weights in the published Mixer `.npz` layout, timm's, and fetching.
 
 The published layout is one float32 array per parameter, its tree path joined
-with '/' (`MixerBlock_0/token_mixing/Dense_0/kernel`), Flax shapes. Training
-state (optimizer, step, input position) is checkpointed by `train.py` with
-orbax; this module is about weights meant to be shared.
+with '/' (`MixerBlock_0/token_mixing/Dense_0/kernel`), Flax shapes. The name
+and API (`load`, `save`, `load_pretrained`) are vit_jax's `checkpoint`; a run's
+own orbax checkpoints (params, optimizer state, step), from which it resumes,
+are `train_state.py`'s. This module is about weights meant to be shared.
 """
 
 import io

@@ -14,8 +14,9 @@
 """The training state, and its orbax checkpoints in the workdir.
 
 A checkpoint holds everything a run needs to continue bit for bit: params,
-optimizer state, step, the base RNG key and the input position (the number of
-global batches consumed, from which the input pipeline restarts exactly).
+optimizer state, step and the base RNG key; the input restarts exactly from
+the step (the train stream is a function of it). Published-layout weights
+(`.npz`) are `checkpoint.py`'s.
 """
 
 import json
