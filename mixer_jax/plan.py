@@ -227,6 +227,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   cli.compile_only_for_tpu()
+  sources.keep_tensorflow_off_accelerators()  # tfds reads the class count.
   try:
     tpu_slice = hardware.parse(FLAGS.topology)
     config = FLAGS.config
