@@ -57,6 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from experiments import official
 from mixer_jax import flops
 from mixer_jax import models
 
@@ -127,17 +128,6 @@ def jax_calls(module, *, batch: int, image_size: int, mesh):
     jax.block_until_ready(state[0])
 
   return train, lambda: forward(state[0][0], images).block_until_ready()
-
-
-def official_module(variant: str):
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from vit_jax import models_mixer  # pylint: disable=g-import-not-at-top
-  ours = models.create_model(variant, num_classes=NUM_CLASSES)
-  return models_mixer.MlpMixer(
-      patches=ml_collections.ConfigDict({'size': (ours.patch_size,) * 2}),
-      num_classes=NUM_CLASSES, num_blocks=ours.num_blocks,
-      hidden_dim=ours.hidden_dim, tokens_mlp_dim=ours.tokens_mlp_dim,
-      channels_mlp_dim=ours.channels_mlp_dim)
 
 
 def timm_calls(variant: str, *, batch: int, image_size: int):
@@ -228,7 +218,7 @@ def main(argv):
       elif name == 'official':
         if _DTYPE.value != 'float32':
           raise ImportError('the official model computes in float32 only')
-        calls[name] = jax_calls(official_module(variant), batch=batch,
+        calls[name] = jax_calls(official.mixer(variant, num_classes=NUM_CLASSES), batch=batch,
                                 image_size=size, mesh=mesh)
       elif name == 'timm':
         calls[name] = timm_calls(variant, batch=batch, image_size=size)
