@@ -11,9 +11,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
+from experiments import same_as_official
 from mixer_jax import cli
 from mixer_jax import errors
 from mixer_jax import hardware
@@ -208,35 +208,9 @@ class _OfficialMixer(nn.Module):
 def _compiled_cost(module, devices, *, mode, image_size, batch):
   """(HBM bytes accessed, temporaries) of `module`'s inference or SGD
   train step, compiled for `devices`, per device."""
-  mesh = jax.sharding.Mesh(np.asarray(devices), ('data',))
-  same = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
-  place = lambda tree, s: jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree)
-  params = place(jax.eval_shape(lambda: module.init(
-      jax.random.PRNGKey(0), jnp.zeros((1, image_size, image_size, 3)))[
-          'params']), same)
-  images = jax.ShapeDtypeStruct((batch, image_size, image_size, 3),
-                                jnp.float32, sharding=split)
-  labels = jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=split)
-  if mode == 'infer':
-    lowered = jax.jit(lambda p, x: module.apply({'params': p}, x)).lower(
-        params, images)
-  else:
-    tx = optax.chain(optax.clip_by_global_norm(1.0),
-                     optax.sgd(0.01, momentum=0.9))
-
-    def step(p, o, x, y):
-      loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(
-          module.apply({'params': p}, x), y).mean()
-      updates, o = tx.update(jax.grad(loss)(p), o, p)
-      return optax.apply_updates(p, updates), o
-
-    lowered = jax.jit(step, donate_argnums=(0, 1),
-                      out_shardings=(same, same)).lower(
-                          params, place(jax.eval_shape(tx.init, params), same),
-                          images, labels)
-  compiled = lowered.compile()
+  compiled = same_as_official.lowered(
+      module, mode=mode, image_size=image_size, batch=batch,
+      devices=devices).compile()
   return (compiled.cost_analysis()['bytes accessed'],
           compiled.memory_analysis().temp_size_in_bytes)
 
