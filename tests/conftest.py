@@ -9,9 +9,11 @@ import io
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 
 import numpy as np
@@ -24,6 +26,22 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 ROOT = pathlib.Path(__file__).parent.parent
+
+
+def pytest_configure(config):
+  """One persistent XLA compilation cache for the session: every test and
+  every process a test starts (they inherit the environment) compiles the
+  same small programs, and compiles each only once. It starts empty, so the
+  suite still compiles everything it runs."""
+  if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:  # The xdist controller.
+    config.xla_cache = tempfile.mkdtemp(prefix='mixer_jax_tests_xla_')
+    os.environ['JAX_COMPILATION_CACHE_DIR'] = config.xla_cache
+    os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+
+
+def pytest_unconfigure(config):
+  if hasattr(config, 'xla_cache'):
+    shutil.rmtree(config.xla_cache, ignore_errors=True)
 
 
 def small_digits_config(**overrides):
