@@ -135,8 +135,12 @@ TPU_COMPILE_ENV = {'ALLOW_MULTIPLE_LIBTPU_LOAD': '1', 'TPU_SKIP_MDS_QUERY': '1',
 
 def compile_only_for_tpu() -> None:
   """For a command that compiles for a TPU slice it does not have: nothing
-  runs on a local accelerator, and libtpu starts without a TPU."""
+  runs on a local accelerator, and libtpu starts without a TPU. A persistent
+  compilation cache (JAX_COMPILATION_CACHE_DIR) is not used: an executable
+  compiled for a slice without its devices cannot be loaded back, and each
+  entry read would only warn."""
   jax.config.update('jax_platforms', 'cpu')
+  jax.config.update('jax_enable_compilation_cache', False)
   for name, value in TPU_COMPILE_ENV.items():
     os.environ.setdefault(name, value)
 

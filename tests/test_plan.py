@@ -67,8 +67,13 @@ def run_plan(*flags, json_path=None):
 
 @pytest.fixture(name='tpu_env')
 def fixture_tpu_env(monkeypatch):
+  """What cli.compile_only_for_tpu sets, for this test only."""
   for name, value in cli.TPU_COMPILE_ENV.items():
     monkeypatch.setenv(name, value)
+  previous = jax.config.jax_enable_compilation_cache
+  jax.config.update('jax_enable_compilation_cache', False)
+  yield
+  jax.config.update('jax_enable_compilation_cache', previous)
 
 
 def small_config(**overrides):
@@ -123,7 +128,7 @@ def test_a_recipe_too_large_names_the_accumulation_that_fits(tpu_env):
   two micro-batches need: the plan does not fit and names accum_steps=2."""
   del tpu_env
   tpu_slice = hardware.parse('v5e-8')
-  config = small_config(image_size=32, batch_size=1024)
+  config = small_config(image_size=16, batch_size=256)
   config.model.variant = 'Ti/4'
   config.model.num_blocks = 1
   mesh = jit_steps.make_mesh(hardware.devices(tpu_slice))
@@ -205,16 +210,6 @@ class _OfficialMixer(nn.Module):
                     name='head')(jnp.mean(x, axis=1))
 
 
-def _compiled_cost(module, devices, *, mode, image_size, batch):
-  """(HBM bytes accessed, temporaries) of `module`'s inference or SGD
-  train step, compiled for `devices`, per device."""
-  compiled = same_as_official.lowered(
-      module, mode=mode, image_size=image_size, batch=batch,
-      devices=devices).compile()
-  return (compiled.cost_analysis()['bytes accessed'],
-          compiled.memory_analysis().temp_size_in_bytes)
-
-
 def test_the_official_computation_here_is_our_model():
   ours = models.create_model('Ti/8', num_classes=100, num_blocks=2)
   images = jax.random.uniform(jax.random.PRNGKey(1), (2, 64, 64, 3),
@@ -231,20 +226,17 @@ def test_the_official_computation_here_is_our_model():
 @needs_libtpu
 @pytest.mark.parametrize('topology', ['v5e-8', 'v3-8'])
 @pytest.mark.parametrize('mode', ['train', 'infer'])
-def test_the_model_is_no_heavier_than_the_official_one(tpu_env, topology,
-                                                       mode):
-  """The same parameters, compiled by the TPU compiler: HBM traffic and
-  temporaries within 2 % of the official computation's."""
+def test_the_model_is_the_official_program(tpu_env, topology, mode):
+  """The same parameters, sharded over a TPU slice: our inference and train
+  step lower to the official computation's program, so the TPU compiler
+  gives both the same executable, HBM traffic and temporaries
+  (experiments/same_as_official.py compiles both and prints them)."""
   del tpu_env
   ours = models.create_model('Ti/8', num_classes=100, num_blocks=2)
-  official = _OfficialMixer(ours)
-  shapes = lambda m: jax.tree.map(lambda x: x.shape, jax.eval_shape(
-      lambda: m.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)))))
-  assert shapes(ours) == shapes(official)
   devices = hardware.devices(hardware.parse(topology))
-  ours_bytes, ours_temp = _compiled_cost(ours, devices, mode=mode,
-                                         image_size=64, batch=128)
-  official_bytes, official_temp = _compiled_cost(
-      official, devices, mode=mode, image_size=64, batch=128)
-  assert ours_bytes <= 1.02 * official_bytes
-  assert ours_temp <= 1.02 * official_temp + 4096
+  ours_text, official_text = [same_as_official.lowered(
+      module, mode=mode, image_size=64, batch=128,
+      devices=devices).as_text(debug_info=False)
+                              for module in (ours, _OfficialMixer(ours))]
+  assert 'stablehlo.convolution' in ours_text  # The stem is a convolution.
+  assert ours_text == official_text
