@@ -7,7 +7,6 @@ tests' business, not the notebooks'."""
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
