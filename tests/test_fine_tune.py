@@ -1,4 +1,4 @@
-"""Fine-tuning end to end on the offline path: every recipe, every option."""
+"""Fine-tuning end to end on the offline path: the recipes, every option."""
 
 import json
 import os
@@ -13,7 +13,10 @@ from mixer_jax import recipes
 from mixer_jax import train
 from tests import test_configs
 
-FINE_TUNE = test_configs.FINE_TUNE
+# Every fine-tuning recipe is recipes.fine_tune(variant, checkpoint, dataset)
+# and differs only in its model: test_configs checks each file's values, two
+# of them run here end to end.
+END_TO_END = ('s32', 'b16')
 
 
 def digits_overrides(config, **overrides):
@@ -47,8 +50,8 @@ def publish(path, variant, *, image_size, seed=0, **overrides):
   return str(path)
 
 
-@pytest.mark.parametrize('name', FINE_TUNE)
-def test_every_fine_tune_recipe_runs_on_the_offline_path(name, tmp_path):
+@pytest.mark.parametrize('name', END_TO_END)
+def test_fine_tune_recipes_run_on_the_offline_path(name, tmp_path):
   config = test_configs.load(f'configs/{name}.py')
   patch = models.parse_variant(config.model.variant)[1]
   image_size = max(2 * patch, 16)

@@ -10,6 +10,7 @@ import sys
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.experimental.compilation_cache import compilation_cache
 import numpy as np
 import pytest
 
@@ -72,8 +73,10 @@ def fixture_tpu_env(monkeypatch):
     monkeypatch.setenv(name, value)
   previous = jax.config.jax_enable_compilation_cache
   jax.config.update('jax_enable_compilation_cache', False)
+  compilation_cache.reset_cache()  # JAX decides once per process otherwise.
   yield
   jax.config.update('jax_enable_compilation_cache', previous)
+  compilation_cache.reset_cache()
 
 
 def small_config(**overrides):

@@ -192,7 +192,11 @@ def test_auto_accum_steps_trains_as_the_accumulation_it_picks(
 
 def test_a_full_disk_at_the_final_write_is_one_error_and_leaves_no_partial(
     tmp_path, monkeypatch):
+  write_bytes = checkpoint.epath.Path.write_bytes
+
   def full_disk(self, data):
+    if not str(self).startswith(str(tmp_path)):  # JAX's compilation cache.
+      return write_bytes(self, data)
     with open(self, 'wb') as f:
       f.write(data[:len(data) // 2])
     raise OSError(28, os.strerror(28))
