@@ -11,6 +11,8 @@ import shutil
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 
 from mixer_jax import checkpoint
@@ -81,8 +83,11 @@ def test_fine_tune_runs_online_against_local_stand_ins(tmp_path, monkeypatch,
   # gsam/Mixer-B_32's layout (random weights) and a synthetic CIFAR-10,
   # prepared where tfds looks (TFDS_DATA_DIR).
   (served / 'gsam').mkdir()
-  checkpoint.save(str(served / 'gsam' / 'Mixer-B_32.npz'), models.init_params(
+  shapes = jax.eval_shape(lambda: models.init_params(
       models.create_model('B/32', num_classes=1000), image_size=224))
+  rng = np.random.default_rng(0)
+  checkpoint.save(str(served / 'gsam' / 'Mixer-B_32.npz'), jax.tree.map(
+      lambda x: 0.02 * rng.standard_normal(x.shape, np.float32), shapes))
   manual_dir, _ = synthetic_cifar10_manual_dir(tmp_path, monkeypatch, test=8)
   config = recipes.with_dataset(recipes.get_config(), 'cifar10')
   config.tfds_data_dir = str(tmp_path / 'tfds')
