@@ -20,9 +20,6 @@ from tests.conftest import small_digits_config
      'declares every field). Did you mean "lr" instead of "lrr"?'),
     (['--config.lr=0', '--config.eval_every=0'],
      'Bad config values: lr=0.0 (must be > 0); eval_every=0 (must be > 0).'),
-    (['--config.pretrained=missing.npz'],
-     "Pretrained checkpoint 'missing.npz' is neither a published name nor "
-     'an existing file.'),
     (['--heartbeat_timeout=0'],
      'flag --heartbeat_timeout=0: 0 is not a positive integer'),
 ])
@@ -34,6 +31,16 @@ def test_an_expected_error_is_one_line_without_a_traceback(tmp_path, flags,
   assert 'Traceback' not in result.stderr
   assert last_line(result.stderr).startswith(
       f'mixer_jax.train: error: {message}')
+  assert not os.path.exists(workdir)
+
+
+def test_a_missing_checkpoint_is_named_before_the_workdir_is_made(tmp_path):
+  workdir = str(tmp_path / 'run')
+  with pytest.raises(errors.UserError, match=(
+      "Pretrained checkpoint 'missing.npz' is neither a published name nor "
+      'an existing file.')):
+    train.train_and_evaluate(small_digits_config(pretrained='missing.npz'),
+                             workdir)
   assert not os.path.exists(workdir)
 
 
