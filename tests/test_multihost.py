@@ -39,22 +39,26 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def launch(workdir, *, processes: int, devices: int = 2):
-  """Runs the train CLI as `processes` processes; returns their results."""
+def start(workdir, i, port, *flags, processes=2):
+  """Process i of a two-process run on localhost, its stderr piped."""
   env = dict(os.environ, JAX_PLATFORMS='cpu',
-             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+             XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  return subprocess.Popen(
+      train_command(workdir, *SMALL_DIGITS_FLAGS, *flags,
+                    f'--coordinator_address=localhost:{port}',
+                    f'--num_processes={processes}', f'--process_id={i}'),
+      cwd=ROOT, env=env, text=True, stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE)
+
+
+def launch(workdir):
+  """Runs the train CLI as the 2 processes of one run; returns their logs."""
   port = free_port()
-  multi = lambda i: ([f'--coordinator_address=localhost:{port}',
-                      f'--num_processes={processes}', f'--process_id={i}']
-                     if processes > 1 else [])
-  running = [subprocess.Popen(train_command(workdir, *FLAGS, *multi(i)),
-                              cwd=ROOT, env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for i in range(processes)]
-  results = [p.communicate(timeout=300) for p in running]
-  for p, (_, stderr) in zip(running, results):
-    assert p.returncode == 0, stderr[-3000:]
-  return [stderr for _, stderr in results]
+  running = [start(workdir, i, port, *FLAGS) for i in range(2)]
+  logs = [p.communicate(timeout=300)[1] for p in running]
+  for p, log in zip(running, logs):
+    assert p.returncode == 0, log[-3000:]
+  return logs
 
 
 def load_params(workdir):
@@ -64,7 +68,7 @@ def load_params(workdir):
 @pytest.fixture(name='two_hosts', scope='module')
 def fixture_two_hosts(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('two_hosts') / 'run')
-  return workdir, launch(workdir, processes=2)
+  return workdir, launch(workdir)
 
 
 def test_two_processes_equal_one_process(two_hosts, tmp_path):
@@ -99,31 +103,27 @@ def forget_after_step_12(source, target):
   os.remove(os.path.join(target, 'params.npz'))
 
 
-def test_one_process_resumes_the_two_process_run(two_hosts, tmp_path):
-  """Same global batches on one host: the same weights, to float rounding."""
+def test_one_process_resumes_the_two_process_run(two_hosts, tmp_path,
+                                                 caplog):
+  """Same global batches on one host (this one, 4 devices): the same
+  weights, to float rounding."""
   workdir, _ = two_hosts
   resumed = str(tmp_path / 'one')
   forget_after_step_12(workdir, resumed)
-  logs = launch(resumed, processes=1, devices=4)
-  assert 'Resuming from step 12' in logs[0]
+  caplog.set_level('INFO', logger='absl')
+  train.train_and_evaluate(small_digits_config(**STEPS), resumed,
+                           devices=jax.devices()[:4])
+  assert 'Resuming from step 12' in caplog.text
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
                load_params(workdir), load_params(resumed))
 
 
 def test_sigterm_on_one_host_stops_both_at_the_same_saved_step(tmp_path):
   """JAX's preemption service spreads one host's SIGTERM to every process."""
-  workdir = str(tmp_path / 'run')
-  env = dict(os.environ, JAX_PLATFORMS='cpu',
-             XLA_FLAGS='--xla_force_host_platform_device_count=2')
-  port = free_port()
-  running = [subprocess.Popen(
-      train_command(workdir, *SMALL_DIGITS_FLAGS, '--config.total_steps=5000',
-                    '--config.progress_every=5',
-                    '--config.checkpoint_every=1000',
-                    f'--coordinator_address=localhost:{port}',
-                    '--num_processes=2', f'--process_id={i}'),
-      cwd=ROOT, env=env, text=True, stdout=subprocess.DEVNULL,
-      stderr=subprocess.PIPE) for i in range(2)]
+  workdir, port = str(tmp_path / 'run'), free_port()
+  running = [start(workdir, i, port, '--config.total_steps=5000',
+                   '--config.progress_every=5',
+                   '--config.checkpoint_every=1000') for i in range(2)]
   logs = ['', '']
   for line in running[0].stderr:  # Process 0 is training: stop process 1.
     logs[0] += line
@@ -139,18 +139,6 @@ def test_sigterm_on_one_host_stops_both_at_the_same_saved_step(tmp_path):
   step = stopped[0].group(1)
   assert stopped[1].group(1) == step
   assert os.listdir(os.path.join(workdir, 'checkpoints')) == [step]
-
-
-def start(workdir, i, port, *flags, processes=2):
-  """Process i of a two-process run on localhost, its stderr piped."""
-  env = dict(os.environ, JAX_PLATFORMS='cpu',
-             XLA_FLAGS='--xla_force_host_platform_device_count=2')
-  return subprocess.Popen(
-      train_command(workdir, *SMALL_DIGITS_FLAGS, *flags,
-                    f'--coordinator_address=localhost:{port}',
-                    f'--num_processes={processes}', f'--process_id={i}'),
-      cwd=ROOT, env=env, text=True, stdout=subprocess.DEVNULL,
-      stderr=subprocess.PIPE)
 
 
 def test_a_process_whose_peer_never_starts_gives_up_in_one_line(tmp_path):
