@@ -33,7 +33,7 @@ def pytest_configure(config):
   every process a test starts (they inherit the environment) compiles the
   same small programs, and compiles each only once. It starts empty, so the
   suite still compiles everything it runs."""
-  if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:  # The xdist controller.
+  if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:  # Not an xdist worker.
     config.xla_cache = tempfile.mkdtemp(prefix='mixer_jax_tests_xla_')
     os.environ['JAX_COMPILATION_CACHE_DIR'] = config.xla_cache
     os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'

@@ -237,9 +237,9 @@ def test_the_model_is_the_official_program(tpu_env, topology, mode):
   del tpu_env
   ours = models.create_model('Ti/8', num_classes=100, num_blocks=2)
   devices = hardware.devices(hardware.parse(topology))
-  ours_text, official_text = [same_as_official.lowered(
-      module, mode=mode, image_size=64, batch=128,
-      devices=devices).as_text(debug_info=False)
-                              for module in (ours, _OfficialMixer(ours))]
+  ours_text, official_text = (
+      same_as_official.lowered(module, mode=mode, image_size=64, batch=128,
+                               devices=devices).as_text(debug_info=False)
+      for module in (ours, _OfficialMixer(ours)))
   assert 'stablehlo.convolution' in ours_text  # The stem is a convolution.
   assert ours_text == official_text
