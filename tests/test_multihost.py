@@ -39,14 +39,14 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def start(workdir, i, port, *flags, processes=2):
+def start(workdir, i, port, *flags):
   """Process i of a two-process run on localhost, its stderr piped."""
   env = dict(os.environ, JAX_PLATFORMS='cpu',
              XLA_FLAGS='--xla_force_host_platform_device_count=2')
   return subprocess.Popen(
       train_command(workdir, *SMALL_DIGITS_FLAGS, *flags,
                     f'--coordinator_address=localhost:{port}',
-                    f'--num_processes={processes}', f'--process_id={i}'),
+                    '--num_processes=2', f'--process_id={i}'),
       cwd=ROOT, env=env, text=True, stdout=subprocess.DEVNULL,
       stderr=subprocess.PIPE)
 
