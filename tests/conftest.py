@@ -19,8 +19,13 @@ import threading
 import numpy as np
 import pytest
 
+# XLA's CPU backend without LLVM's optimisations: the suite compiles hundreds
+# of small programs and runs each for a few steps, so compiling is most of its
+# time, and this cuts that by about 40 %. It changes how fast the compiled
+# code runs, not what it computes.
+FAST_COMPILE = '--xla_backend_optimization_level=0'
 # Must be set before jax is imported anywhere.
-os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
+os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + f' {FAST_COMPILE}'
                            ' --xla_force_host_platform_device_count=8')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')

@@ -20,6 +20,7 @@ import pytest
 
 from mixer_jax import checkpoint
 from mixer_jax import train
+from tests.conftest import FAST_COMPILE
 from tests.conftest import ROOT
 from tests.conftest import SMALL_DIGITS_FLAGS
 from tests.conftest import small_digits_config
@@ -42,7 +43,8 @@ def free_port() -> int:
 def start(workdir, i, port, *flags):
   """Process i of a two-process run on localhost, its stderr piped."""
   env = dict(os.environ, JAX_PLATFORMS='cpu',
-             XLA_FLAGS='--xla_force_host_platform_device_count=2')
+             XLA_FLAGS=f'{FAST_COMPILE} '
+             '--xla_force_host_platform_device_count=2')
   return subprocess.Popen(
       train_command(workdir, *SMALL_DIGITS_FLAGS, *flags,
                     f'--coordinator_address=localhost:{port}',

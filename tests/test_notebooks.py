@@ -19,6 +19,7 @@ from mixer_jax import checkpoint
 from mixer_jax import input_pipeline
 from mixer_jax import models
 from mixer_jax import recipes
+from tests.conftest import FAST_COMPILE
 from tests.conftest import ROOT
 from tests.conftest import synthetic_cifar10_manual_dir
 
@@ -33,7 +34,7 @@ def run_notebook(name, tmp_path, **env):
   """Executes notebooks/<name>.ipynb in tmp_path: (printed text, images)."""
   notebook = tmp_path / f'{name}.ipynb'
   shutil.copy(ROOT / 'notebooks' / f'{name}.ipynb', notebook)
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'} | env
+  env = os.environ | {'XLA_FLAGS': FAST_COMPILE} | env  # One CPU device.
   result = subprocess.run(
       [sys.executable, '-m', 'jupyter', 'nbconvert', '--to', 'notebook',
        '--execute', f'--output-dir={tmp_path / "out"}', str(notebook)],
@@ -96,6 +97,7 @@ def test_fine_tune_runs_online_against_local_stand_ins(tmp_path, monkeypatch,
   printed, images = run_notebook(
       'fine_tune', tmp_path, MIXER_JAX_NOTEBOOK_OFFLINE='0',
       MIXER_JAX_NOTEBOOK_SMOKE='1', TFDS_DATA_DIR=config.tfds_data_dir,
+      XLA_FLAGS='',  # B/32 at 224 px: running, not compiling, takes longest.
       MIXER_JAX_CACHE=str(tmp_path / 'cache'),
       MIXER_JAX_NOTEBOOK_CHECKPOINT=f'{url}/gsam/Mixer-B_32.npz')
   assert requests == ['/gsam/Mixer-B_32.npz']
