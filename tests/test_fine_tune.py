@@ -86,12 +86,17 @@ def fine_tune_config(**overrides):
   return config
 
 
-def test_fine_tuning_starts_from_the_checkpoint_and_learns(
-    pretrained_on_digits, tmp_path):
+@pytest.fixture(name='tuned', scope='module')
+def fixture_tuned(pretrained_on_digits, tmp_path_factory):
+  """(workdir, final metrics) of 20 steps fine-tuned from the checkpoint."""
+  workdir = str(tmp_path_factory.mktemp('tuned'))
+  return workdir, train.train_and_evaluate(
+      fine_tune_config(pretrained=pretrained_on_digits), workdir)
+
+
+def test_fine_tuning_starts_from_the_checkpoint_and_learns(tuned, tmp_path):
   scratch = train.train_and_evaluate(fine_tune_config(), str(tmp_path / 's'))
-  tuned_dir = str(tmp_path / 'tuned')
-  tuned = train.train_and_evaluate(
-      fine_tune_config(pretrained=pretrained_on_digits), tuned_dir)
+  tuned_dir, tuned = tuned
   # A fresh zero head: the first loss is log(10); it goes down from there.
   history = losses(tuned_dir)
   assert history[-1] < 0.7 * history[0]
@@ -101,11 +106,8 @@ def test_fine_tuning_starts_from_the_checkpoint_and_learns(
   assert tuned['eval_accuracy'] > scratch['eval_accuracy'] + 0.3
 
 
-def test_the_fine_tuned_checkpoint_loads_for_evaluation(
-    pretrained_on_digits, tmp_path):
-  tuned_dir = str(tmp_path / 'tuned')
-  tuned = train.train_and_evaluate(
-      fine_tune_config(pretrained=pretrained_on_digits), tuned_dir)
+def test_the_fine_tuned_checkpoint_loads_for_evaluation(tuned, tmp_path):
+  tuned_dir, tuned = tuned
   # Evaluation only: zero steps, the fine-tuned weights with their head.
   evaluated = train.train_and_evaluate(
       fine_tune_config(pretrained=os.path.join(tuned_dir, 'params.npz'),
