@@ -72,14 +72,18 @@ def fixture_two_hosts(tmp_path_factory):
   """A two-process run killed and started again: kill -9 of process 1 after
   step 18 (the last checkpoint is step 12), then both processes again, to the
   end. Returns (workdir, what the kill left, the rerun's logs)."""
-  workdir, port = str(tmp_path_factory.mktemp('two_hosts') / 'run'), free_port()
+  workdir = str(tmp_path_factory.mktemp('two_hosts') / 'run')
+  port, stderr = free_port(), ''
   running = [start(workdir, i, port, *FLAGS) for i in range(2)]
   for line in running[0].stderr:  # Training, checkpointed at step 12.
+    stderr += line
     if 'step 18/24' in line:
       running[1].kill()
       killed_at = time.monotonic()
       break
-  stderr = running[0].stderr.read()
+  else:
+    pytest.fail(f'process 0 ended before step 18:\n{stderr[-3000:]}')
+  stderr += running[0].stderr.read()
   killed = dict(code=running[0].wait(timeout=120), stderr=stderr,
                 seconds=time.monotonic() - killed_at)
   running[1].wait()
