@@ -207,11 +207,14 @@ def _ranges_lookup(ranges, data_source: Callable[[str], Sequence[dict]], *,
   offsets = [0]
   for _, start, end in ranges:
     offsets.append(offsets[-1] + end - start)
+  # Opened here, in the caller's thread, not by whichever of tf.data's
+  # threads reads first: each split once, never two at a time.
+  opened = {name: data_source(name) for name, _, _ in ranges}
 
   def fetch(i):
     r = bisect.bisect_right(offsets, int(i)) - 1
     name, start, _ = ranges[r]
-    ex = data_source(name)[start + int(i) - offsets[r]]
+    ex = opened[name][start + int(i) - offsets[r]]
     found = [np.asarray(ex['image'], object), np.int32(ex[label])]
     if num_classes:
       real = np.zeros([num_classes], np.float32)

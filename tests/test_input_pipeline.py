@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -379,6 +380,26 @@ def test_tfds_mock_data(tmp_path):
   assert all(-1 <= b['image'].min() < b['image'].max() <= 1 for b in batches)
   assert len(evals) == 3
   assert sum(b['mask'].sum() for b in evals) == 20
+
+
+def test_a_tfds_lookup_opens_each_split_once_in_the_callers_thread():
+  """Not lazily in tf.data's reader threads, where two of them could open
+  one split at once (and race tfds.testing.mock_data's patching)."""
+  opened = []
+
+  def data_source(name):
+    opened.append((name, threading.get_ident()))
+    return [{'image': b'%d' % i, 'label': i} for i in range(10)]
+
+  lookup = sources._ranges_lookup(  # pylint: disable=protected-access
+      [('train', 0, 4), ('test', 2, 5)], data_source, label='label',
+      num_classes=0)
+  assert opened == [('train', threading.get_ident()),
+                    ('test', threading.get_ident())]
+  records = tf.data.Dataset.range(7).map(lookup, num_parallel_calls=4)
+  assert [int(r['label']) for r in records.as_numpy_iterator()] == [
+      0, 1, 2, 3, 2, 3, 4]
+  assert len(opened) == 2
 
 
 def test_real_cifar10_builder_prepares_from_the_manual_dir(tmp_path,
