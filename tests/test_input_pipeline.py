@@ -3,8 +3,11 @@
 import collections
 import dataclasses
 import itertools
+import json
+import os
+import subprocess
+import sys
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -16,6 +19,7 @@ from mixer_jax import input_pipeline
 from mixer_jax import preflight
 from mixer_jax import recipes
 from mixer_jax import sources
+from tests.conftest import ROOT
 from tests.conftest import examples
 from tests.conftest import synthetic_cifar10_manual_dir
 from tests.conftest import write_digits_folder
@@ -306,31 +310,45 @@ def jax_free(ex):
   return {k: v.numpy() for k, v in ex.items()}
 
 
-@pytest.mark.parametrize('count', [1, 2, 4])
-def test_each_process_reads_its_share_of_the_files(tmp_path, monkeypatch,
-                                                   count):
-  """Host i of `count` reads the train stream's first 10 epochs (50 global
-  batches of 24 of train[:120]): about 1 / count of the files each epoch,
-  and together every file. Counted where images are read (tf.io.read_file),
-  one pipeline per host, as each host builds its own."""
+# Each of N processes reads the train stream's first 10 epochs (50 global
+# batches of 24 of train[:120]) as host i of N, and prints the files it
+# opened.
+_COUNT_READS = """
+import json, sys, time
+import tensorflow as tf
+read_file, opened = tf.io.read_file, []
+def counting(path):
+  logged = tf.numpy_function(lambda p: opened.append(p.decode()) or p,
+                             [path], tf.string, stateful=True)
+  return read_file(tf.ensure_shape(logged, []))
+tf.io.read_file = counting
+from mixer_jax import input_pipeline
+from tests.test_input_pipeline import make_config
+index, count, root = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+config = make_config(dataset=root, train_split='train[:120]', batch_size=24)
+batches = input_pipeline.train_iterator(config, process_index=index,
+                                        process_count=count)
+for _ in range(50):
+  next(batches)
+time.sleep(1)  # What the prefetch reads ahead is counted too.
+print(json.dumps(opened))
+"""
+
+
+def test_each_process_reads_its_share_of_the_files(tmp_path):
+  """4 processes (hosts) of one run: each reads about a quarter."""
   root = write_digits_folder(tmp_path, names=tuple(map(str, range(10))))
   train = set(sources.folder_tables(root)[0]['train'][0][:120])
-  config = make_config(dataset=root, train_split='train[:120]', batch_size=24)
-  read_file, opened = tf.io.read_file, []
-  for i in range(count):
-    opened.append([])
-
-    def counting(path, log=opened[-1]):
-      logged = tf.numpy_function(lambda p: log.append(p.decode()) or p,
-                                 [path], tf.string, stateful=True)
-      return read_file(tf.ensure_shape(logged, []))
-
-    monkeypatch.setattr(tf.io, 'read_file', counting)
-    batches = input_pipeline.train_iterator(config, process_index=i,
-                                            process_count=count)
-    take(batches, 50)
-    time.sleep(1)  # What the prefetch reads ahead is counted too.
-    del batches
+  count = 4
+  processes = [subprocess.Popen(
+      [sys.executable, '-c', _COUNT_READS, str(i), str(count), root],
+      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      env=dict(os.environ, JAX_PLATFORMS='cpu')) for i in range(count)]
+  opened = []
+  for p in processes:
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-2000:]
+    opened.append(json.loads(out.splitlines()[-1]))
   share = 120 // count
   for files in opened:  # Per epoch its share, plus what the prefetch read
     # ahead (4 to 6 local batches in all): at most a global batch an epoch.
