@@ -310,50 +310,60 @@ def jax_free(ex):
   return {k: v.numpy() for k, v in ex.items()}
 
 
-# Each of N processes reads the train stream's first 10 epochs (50 global
-# batches of 24 of train[:120]) as host i of N, and prints the files it
-# opened.
+# Host i of N, for N = 1, 2 and 4, reads the train stream's first 10 epochs
+# (50 global batches of 24 of train[:120]); prints the files each opened, by
+# N, as lists by i. Each host builds its own pipeline, so one process can
+# build all of them; it keeps them to the end (no pipeline is torn down while
+# its prefetch threads read) and exits at once.
 _COUNT_READS = """
-import json, sys, time
+import json, os, sys, time
 import tensorflow as tf
-read_file, opened = tf.io.read_file, []
-def counting(path):
-  logged = tf.numpy_function(lambda p: opened.append(p.decode()) or p,
+read_file, opened = tf.io.read_file, {}
+def counting(path, log):
+  logged = tf.numpy_function(lambda p: log.append(p.decode()) or p,
                              [path], tf.string, stateful=True)
   return read_file(tf.ensure_shape(logged, []))
-tf.io.read_file = counting
 from mixer_jax import input_pipeline
 from tests.test_input_pipeline import make_config
-index, count, root = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-config = make_config(dataset=root, train_split='train[:120]', batch_size=24)
-batches = input_pipeline.train_iterator(config, process_index=index,
-                                        process_count=count)
-for _ in range(50):
-  next(batches)
+config = make_config(dataset=sys.argv[1], train_split='train[:120]',
+                     batch_size=24)
+kept = []
+for count in (1, 2, 4):
+  opened[count] = []
+  for index in range(count):
+    log = []
+    opened[count].append(log)
+    tf.io.read_file = lambda path, log=log: counting(path, log)
+    kept.append(input_pipeline.train_iterator(config, process_index=index,
+                                              process_count=count))
+    for _ in range(50):
+      next(kept[-1])
 time.sleep(1)  # What the prefetch reads ahead is counted too.
-print(json.dumps(opened))
+print(json.dumps(opened), flush=True)
+os._exit(0)
 """
 
 
 def test_each_process_reads_its_share_of_the_files(tmp_path):
-  """4 processes (hosts) of one run: each reads about a quarter."""
+  """Host i of N hosts of one run reads about 1 / N of the files each
+  epoch, and together they read every file; for 1, 2 and 4 hosts."""
   root = write_digits_folder(tmp_path, names=tuple(map(str, range(10))))
   train = set(sources.folder_tables(root)[0]['train'][0][:120])
-  count = 4
-  processes = [subprocess.Popen(
-      [sys.executable, '-c', _COUNT_READS, str(i), str(count), root],
-      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-      env=dict(os.environ, JAX_PLATFORMS='cpu')) for i in range(count)]
-  opened = []
-  for p in processes:
-    out, err = p.communicate(timeout=300)
-    assert p.returncode == 0, err[-2000:]
-    opened.append(json.loads(out.splitlines()[-1]))
-  share = 120 // count
-  for files in opened:  # Per epoch its share, plus what the prefetch read
-    # ahead (4 to 6 local batches in all): at most a global batch an epoch.
-    assert 10 * share <= len(files) <= 10 * (share + 24), len(files)
-  assert set().union(*opened) >= train  # Together: every file.
+  counted = subprocess.run(
+      [sys.executable, '-c', _COUNT_READS, root], cwd=ROOT, text=True,
+      capture_output=True, timeout=300, check=False,
+      env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert counted.returncode == 0, counted.stderr[-2000:]
+  opened = json.loads(counted.stdout.splitlines()[-1])
+  assert sorted(opened) == ['1', '2', '4']
+  for count, hosts in opened.items():
+    share = 120 // int(count)
+    assert len(hosts) == int(count)
+    for files in hosts:  # Per epoch its share, plus what the prefetch read
+      # ahead (4 to 6 local batches in all): at most a global batch an epoch.
+      assert 10 * share <= len(files) <= 10 * (share + 24), (count,
+                                                             len(files))
+    assert set().union(*hosts) >= train  # Together: every file.
 
 
 # tfds: tfds.testing.mock_data and the real cifar10 builder, offline.
