@@ -18,8 +18,10 @@ when one stops sending heartbeats, and gives up on processes that never
 join; but it does so by aborting, after its timeouts, with C++ stack dumps
 in which the lost process is hard to find. Here each process watches for
 both before JAX would act (the caller gives JAX longer timeouts:
-JAX_TIMEOUT_FACTOR), and ends with one line that says what happened. For a
-command's `main` (these end the process).
+JAX_TIMEOUT_FACTOR), and ends with one line that says what happened. The
+loss of process 0, which runs JAX's service, aborts the others at once;
+their parents say so (supervisor.py). For a command's `main` (these end the
+process).
 """
 
 import atexit

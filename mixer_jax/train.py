@@ -19,6 +19,10 @@ r"""Trains and evaluates a Mixer, data-parallel over every device.
 Starting again with the same workdir resumes from its last checkpoint.
 """
 
+if __name__ == '__main__':  # Before the heavy imports: see supervisor.py.
+  from mixer_jax import supervisor  # pylint: disable=g-import-not-at-top
+  supervisor.supervise('mixer_jax.train')
+
 import json
 import os
 import re

@@ -107,6 +107,29 @@ def test_a_killed_process_ends_the_other_in_one_line(two_hosts):
   assert killed['saved'] == [12]
 
 
+def test_a_killed_process_0_ends_the_other_in_one_line(tmp_path):
+  """Process 0 runs JAX's coordination service, whose loss aborts the others
+  at once: their parents (supervisor.py) say so in one line instead."""
+  port = free_port()
+  running = [start(str(tmp_path / 'run'), i, port, *FLAGS) for i in range(2)]
+  for line in running[0].stderr:
+    if 'step 6/24' in line:
+      running[0].kill()
+      break
+  else:
+    pytest.fail('process 0 ended before step 6')
+  started = time.monotonic()
+  stderr = running[1].communicate(timeout=120)[1]
+  running[0].wait()
+  assert running[1].returncode == 1
+  assert time.monotonic() - started < 60  # At once; a slow machine.
+  assert stderr.strip().splitlines()[-1] == (
+      'mixer_jax.train: error: lost process 0, which runs the coordination '
+      'service (killed, or its host is gone); this process stops too. Start '
+      'every process again to resume from the last checkpoint.'), stderr
+  assert 'Check failure' not in stderr and 'Fatal Python' not in stderr
+
+
 def test_the_two_processes_started_again_resume_exactly(two_hosts, tmp_path):
   """Resumed from step 12, they end with the weights of a two-process run
   that was never stopped, bit for bit."""
