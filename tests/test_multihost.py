@@ -69,65 +69,64 @@ def load_params(workdir):
 
 @pytest.fixture(name='two_hosts', scope='module')
 def fixture_two_hosts(tmp_path_factory):
-  """A two-process run killed and started again: kill -9 of process 1 after
-  step 18 (the last checkpoint is step 12), then both processes again, to the
-  end. Returns (workdir, what the kill left, the rerun's logs)."""
+  """A two-process run killed and started again: kill -9 of process 0 (it
+  runs JAX's coordination service and writes the metrics) after step 18 (the
+  last checkpoint is step 12), then both processes again, to the end.
+  Returns (workdir, what the kill left, the rerun's logs)."""
   workdir = str(tmp_path_factory.mktemp('two_hosts') / 'run')
-  port, stderr = free_port(), ''
+  port = free_port()
   running = [start(workdir, i, port, *FLAGS) for i in range(2)]
-  for line in running[0].stderr:  # Training, checkpointed at step 12.
-    stderr += line
-    if 'step 18/24' in line:
-      running[1].kill()
-      killed_at = time.monotonic()
-      break
-  else:
-    pytest.fail(f'process 0 ended before step 18:\n{stderr[-3000:]}')
-  stderr += running[0].stderr.read()
-  killed = dict(code=running[0].wait(timeout=120), stderr=stderr,
+  killed_at = kill_after(running, 'step 18/24', process=0)
+  stderr = running[1].communicate(timeout=120)[1]
+  killed = dict(code=running[1].returncode, stderr=stderr,
                 seconds=time.monotonic() - killed_at)
-  running[1].wait()
   killed['saved'] = sorted(int(s) for s in os.listdir(os.path.join(
       workdir, 'checkpoints')) if s.isdigit())  # Not a save cut short.
   return workdir, killed, launch(workdir)
 
 
-def test_a_killed_process_ends_the_other_in_one_line(two_hosts):
-  """Process 0 ends within the heartbeat timeout, naming process 1; the
+def kill_after(running, line, *, process):
+  """kill -9 of `process` once process 0 logs `line`; returns when."""
+  for logged in running[0].stderr:
+    if line in logged:
+      running[process].kill()
+      running[process].wait()
+      return time.monotonic()
+  pytest.fail(f'process 0 ended before {line!r}')
+
+
+def test_a_killed_process_0_ends_the_other_in_one_line(two_hosts):
+  """Process 0 runs JAX's coordination service, whose loss aborts the others
+  at once: their parents (supervisor.py) say so in one line instead. The
   checkpoints saved before the kill are intact."""
   _, killed, _ = two_hosts
   assert killed['code'] == 1
-  assert killed['seconds'] < 60  # 10 to 11 s; a slow machine.
+  assert killed['seconds'] < 60  # At once; a slow machine.
+  assert killed['stderr'].strip().splitlines()[-1] == (
+      'mixer_jax.train: error: lost process 0, which runs the coordination '
+      'service (killed, or its host is gone); this process stops too. Start '
+      'every process again to resume from the last checkpoint.'), (
+          killed['stderr'][-2000:])
+  assert 'Check failure' not in killed['stderr']
+  assert 'Fatal Python' not in killed['stderr']
+  assert killed['saved'] == [12]
+
+
+def test_a_killed_process_ends_the_other_in_one_line(tmp_path):
+  """Process 1 killed after step 6: process 0 ends within the heartbeat
+  timeout (peers.py), naming it."""
+  port = free_port()
+  running = [start(str(tmp_path / 'run'), i, port, *FLAGS) for i in range(2)]
+  killed_at = kill_after(running, 'step 6/24', process=1)
+  stderr = running[0].communicate(timeout=120)[1]
+  assert running[0].returncode == 1
+  assert time.monotonic() - killed_at < 60  # 10 to 11 s; a slow machine.
   assert re.fullmatch(
       r'mixer_jax\.train: error: process 1 of 2 stopped responding \d+ s ago '
       r'\(killed, or its host is gone\); this process stops too\. Start '
       r'every process again to resume from the last checkpoint\.',
-      killed['stderr'].strip().splitlines()[-1]), killed['stderr'][-2000:]
-  assert 'Check failure' not in killed['stderr']
-  assert killed['saved'] == [12]
-
-
-def test_a_killed_process_0_ends_the_other_in_one_line(tmp_path):
-  """Process 0 runs JAX's coordination service, whose loss aborts the others
-  at once: their parents (supervisor.py) say so in one line instead."""
-  port = free_port()
-  running = [start(str(tmp_path / 'run'), i, port, *FLAGS) for i in range(2)]
-  for line in running[0].stderr:
-    if 'step 6/24' in line:
-      running[0].kill()
-      break
-  else:
-    pytest.fail('process 0 ended before step 6')
-  started = time.monotonic()
-  stderr = running[1].communicate(timeout=120)[1]
-  running[0].wait()
-  assert running[1].returncode == 1
-  assert time.monotonic() - started < 60  # At once; a slow machine.
-  assert stderr.strip().splitlines()[-1] == (
-      'mixer_jax.train: error: lost process 0, which runs the coordination '
-      'service (killed, or its host is gone); this process stops too. Start '
-      'every process again to resume from the last checkpoint.'), stderr
-  assert 'Check failure' not in stderr and 'Fatal Python' not in stderr
+      stderr.strip().splitlines()[-1]), stderr[-2000:]
+  assert 'Check failure' not in stderr
 
 
 def test_the_two_processes_started_again_resume_exactly(two_hosts, tmp_path):

@@ -64,15 +64,15 @@ def test_lost_process_names_what_jax_lost(fatal, expected):
 
 
 # The command under the parent: supervise() returns in the child, which then
-# prints its pid and ends as its last argument asks.
+# writes a line to stderr, prints its pid and ends as its last argument asks.
 CHILD = f"""
 import os, signal, sys, time
 from mixer_jax import supervisor
 supervisor.supervise('prog')
 signal.signal(signal.SIGTERM, lambda *_: (print('SIGTERM', file=sys.stderr),
                                           sys.exit(143)))
-print(os.getpid(), flush=True)
 print('before', file=sys.stderr, flush=True)
+print(os.getpid(), flush=True)  # Last: the test may signal it from now on.
 ending = sys.argv[-1]
 if ending == 'jax_abort':
   sys.stderr.write({LOST_0!r} + '*** Check failure stack trace ***\\n')
