@@ -34,7 +34,9 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import Mapping, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
+
+from absl import flags
 
 # The child's end of the pipe from its parent, by its file descriptor.
 _PARENT_PIPE = 'MIXER_JAX_PARENT_PIPE'
@@ -50,10 +52,19 @@ _DISTRIBUTED_FLAGS = ('coordinator_address', 'num_processes', 'process_id',
                       'local_device_ids')
 
 
+def with_flagfiles(argv: Sequence[str]) -> List[str]:
+  """`argv` with each --flagfile replaced by the flags in it, as absl reads
+  them; as it is where a flagfile cannot be read (absl names it later)."""
+  try:
+    return flags.FlagValues().read_flags_from_files(list(argv),
+                                                    force_gnu=True)
+  except flags.Error:
+    return list(argv)
+
+
 def distributed(argv: Sequence[str], environ: Mapping[str, str]) -> bool:
-  """Whether the command line asks for several processes, as
-  cli.initialize_distributed reads it (flags in a --flagfile are not seen
-  here: that run has no parent)."""
+  """Whether the command line (flagfiles read in) asks for several
+  processes, as cli.initialize_distributed reads it."""
   for arg in argv:
     name, has_value, value = arg.lstrip('-').partition('=')
     if not arg.startswith('-'):
@@ -90,7 +101,7 @@ def supervise(program: str) -> None:
   parent), or on one process: returns."""
   if _PARENT_PIPE in os.environ:
     _die_with_parent(int(os.environ.pop(_PARENT_PIPE)))
-  elif distributed(sys.argv[1:], os.environ):
+  elif distributed(with_flagfiles(sys.argv[1:]), os.environ):
     sys.exit(_run_child(program))
 
 

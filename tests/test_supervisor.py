@@ -48,6 +48,18 @@ def test_distributed_reads_the_command_line_as_the_train_flags_do(
   assert supervisor.distributed(argv, environ) is expected
 
 
+def test_flagfiles_are_read_in_as_absl_reads_them(tmp_path):
+  flagfile = tmp_path / 'launch.cfg'
+  flagfile.write_text('# two hosts\n--num_processes=2\n--process_id=1\n')
+  argv = supervisor.with_flagfiles(['--config=configs/b16.py',
+                                    f'--flagfile={flagfile}'])
+  assert argv == ['--config=configs/b16.py', '--num_processes=2',
+                  '--process_id=1']
+  assert supervisor.distributed(argv, {})
+  missing = ['--flagfile=/no/such/file']  # absl names it in the child.
+  assert supervisor.with_flagfiles(missing) == missing
+
+
 @pytest.mark.parametrize('fatal, expected', [
     (LOST_0, 'lost process 0, which runs the coordination service (killed, '
      'or its host is gone)'),
