@@ -66,9 +66,9 @@ def distributed(argv: Sequence[str], environ: Mapping[str, str]) -> bool:
   """Whether the command line (flagfiles read in) asks for several
   processes, as cli.initialize_distributed reads it."""
   for arg in argv:
-    name, has_value, value = arg.lstrip('-').partition('=')
     if not arg.startswith('-'):
       continue
+    name, has_value, value = arg.lstrip('-').partition('=')
     if name in _DISTRIBUTED_FLAGS:
       return True
     if name == 'distributed' and (not has_value or value.lower() in (
