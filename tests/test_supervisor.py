@@ -43,7 +43,7 @@ UNHEALTHY = ('UNAVAILABLE: The following tasks are unhealthy (stopped '
     ([], {'MIXER_JAX_DISTRIBUTED': '1'}, True),
     ([], {'JAX_COORDINATOR_ADDRESS': 'host:1234'}, True),
 ])
-def test_distributed_reads_the_command_line_as_the_train_flags_do(
+def test_distributed_reads_the_launch_flags_and_the_environment(
     argv, environ, expected):
   assert supervisor.distributed(argv, environ) is expected
 
