@@ -70,8 +70,12 @@ def pretrained_on_digits(tmp_path_factory):
   """A real pre-training run whose params.npz is in the published layout."""
   workdir = str(tmp_path_factory.mktemp('pretrain'))
   config = recipes.digits()
+  # progress_every: the loop reads from the devices there, so at most 10
+  # steps are dispatched ahead. With 50, XLA's CPU runtime (8 virtual
+  # devices on 2 loaded cores) twice had only 4 of the 8 reach a step's
+  # all-reduce within its 40 s limit, and aborted the worker.
   config.update(dict(total_steps=150, eval_every=150, checkpoint_every=150,
-                     progress_every=50, batch_size=64, eval_batch_size=64))
+                     progress_every=10, batch_size=64, eval_batch_size=64))
   final = train.train_and_evaluate(config, workdir)
   assert final['eval_accuracy'] > 0.7
   return os.path.join(workdir, 'params.npz')
