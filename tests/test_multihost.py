@@ -76,8 +76,9 @@ def fixture_two_hosts(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('two_hosts') / 'run')
   port = free_port()
   running = [start(workdir, i, port, *FLAGS) for i in range(2)]
-  killed_at = kill_after(running, 'step 18/24', process=0)
+  killed_at = signal_after(running, 'step 18/24', process=0)
   stderr = running[1].communicate(timeout=120)[1]
+  running[0].wait()
   killed = dict(code=running[1].returncode, stderr=stderr,
                 seconds=time.monotonic() - killed_at)
   killed['saved'] = sorted(int(s) for s in os.listdir(os.path.join(
@@ -85,12 +86,12 @@ def fixture_two_hosts(tmp_path_factory):
   return workdir, killed, launch(workdir)
 
 
-def kill_after(running, line, *, process):
-  """kill -9 of `process` once process 0 logs `line`; returns when."""
+def signal_after(running, line, *, process, signum=signal.SIGKILL):
+  """Sends `signum` (kill -9) to `process` once process 0 logs `line`;
+  returns when."""
   for logged in running[0].stderr:
     if line in logged:
-      running[process].kill()
-      running[process].wait()
+      running[process].send_signal(signum)
       return time.monotonic()
   pytest.fail(f'process 0 ended before {line!r}')
 
@@ -118,8 +119,9 @@ def test_a_killed_process_ends_the_other_in_one_line(tmp_path):
   port = free_port()
   running = [start(str(tmp_path / 'run'), i, port, *FLAGS,
                    '--heartbeat_timeout=5') for i in range(2)]
-  killed_at = kill_after(running, ' device(s): ', process=1)
+  killed_at = signal_after(running, ' device(s): ', process=1)
   stderr = running[0].communicate(timeout=120)[1]
+  running[1].wait()
   assert running[0].returncode == 1
   assert time.monotonic() - killed_at < 60  # 5 to 6 s; a slow machine.
   assert re.fullmatch(
@@ -196,14 +198,9 @@ def test_sigterm_on_one_host_stops_both_at_the_same_saved_step(tmp_path):
   running = [start(workdir, i, port, '--config.total_steps=5000',
                    '--config.progress_every=5',
                    '--config.checkpoint_every=1000') for i in range(2)]
-  logs = ['', '']
-  for line in running[0].stderr:  # Process 0 is training: stop process 1.
-    logs[0] += line
-    if 'step 5/5000' in line:
-      running[1].send_signal(signal.SIGTERM)
-      break
-  logs[0] += running[0].stderr.read()
-  logs[1] = running[1].stderr.read()
+  # Process 0 is training: stop process 1.
+  signal_after(running, 'step 5/5000', process=1, signum=signal.SIGTERM)
+  logs = [p.stderr.read() for p in running]
   assert [p.wait(timeout=300) for p in running] == [143, 143]
   stopped = [re.search(r'stopped at step (\d+) \(SIGTERM\); run the same '
                        r'command to resume\.', log) for log in logs]
