@@ -110,11 +110,6 @@ def test_a_recipe_loads_by_path_from_anywhere(tmp_path, monkeypatch):
     recipes.load_file('nope.py')
 
 
-def test_no_top_level_configs_package_is_installed():
-  assert not (ROOT / 'configs' / '__init__.py').exists()
-  assert "'configs'" not in (ROOT / 'setup.py').read_text()
-
-
 def test_every_declared_field_has_a_comment():
   source = (ROOT / 'mixer_jax' / 'recipes.py').read_text().splitlines()
   source = source[:source.index('  return config')]

@@ -1,30 +1,94 @@
-"""What `pip install` asks for: TensorFlow only through an extra, so that an
-installed TensorFlow distribution (Colab's `tensorflow`) is kept, not joined
-by `tensorflow-cpu`."""
+"""What `pip install` asks for and installs: TensorFlow only through an
+extra, so that an installed TensorFlow distribution (Colab's `tensorflow`) is
+kept, not joined by `tensorflow-cpu`; a version range whose lower bounds are
+Colab's stack; only the library importable from outside the checkout."""
 
 import importlib.metadata
+import os
+import subprocess
+import sys
+import tomllib
 
 from packaging import requirements
+import pytest
+
+from tests.conftest import ROOT
 
 TENSORFLOWS = {'tensorflow', 'tensorflow-cpu'}
+# Colab's preinstalled stack (REFERENCE G.1), which CI runs as its own stack:
+# the range must admit it.
+COLAB = {'jax': '0.7.2', 'flax': '0.11.2', 'optax': '0.2.8',
+         'orbax-checkpoint': '0.12.4', 'numpy': '2.1.3',
+         'tensorflow-datasets': '4.9.10'}
 
 
-def _requirements():
-  return [requirements.Requirement(r)
-          for r in importlib.metadata.requires('mixer_jax')]
+def _asked(extras: tuple[str, ...], environment: dict) -> set[str]:
+  """The distributions `pip install mixer_jax[extras]` asks for, with this
+  package's references to its own extras followed."""
+  asked, todo, seen = set(), [''] + list(extras), set()
+  while todo:
+    extra = todo.pop()
+    if extra in seen:
+      continue
+    seen.add(extra)
+    for line in importlib.metadata.requires('mixer_jax'):
+      r = requirements.Requirement(line)
+      if r.marker is not None and not r.marker.evaluate(
+          dict(environment, extra=extra)):
+        continue
+      if r.name == 'mixer_jax':
+        todo.extend(r.extras)
+      else:
+        asked.add(r.name)
+  return asked
 
 
-def test_tensorflow_comes_only_with_an_extra():
-  for extras, wanted in [((), set()), (('tf',), {'tensorflow-cpu'}),
-                         (('test',), {'tensorflow-cpu'})]:
-    asked = set()
-    for extra in extras or ('',):
-      asked |= {r.name for r in _requirements() if r.name in TENSORFLOWS and
-                (r.marker is None or r.marker.evaluate(
-                    {'extra': extra, 'platform_machine': 'x86_64'}))}
-    assert asked == wanted, extras
+X86_LINUX = {'platform_machine': 'x86_64', 'sys_platform': 'linux'}
+
+
+@pytest.mark.parametrize('extras, wanted', [
+    ((), set()), (('tf',), {'tensorflow-cpu'}), (('test',), {'tensorflow-cpu'}),
+    (('gpu',), set())])
+def test_tensorflow_comes_only_with_an_extra(extras, wanted):
+  assert _asked(extras, X86_LINUX) & TENSORFLOWS == wanted
 
 
 def test_tensorflow_datasets_is_a_plain_requirement():
-  assert any(r.name == 'tensorflow-datasets' and r.marker is None
-             for r in _requirements())
+  assert 'tensorflow-datasets' in _asked((), X86_LINUX)
+
+
+def test_the_tpu_compiler_comes_with_the_tpu_extra_only():
+  """libtpu makes every JAX process on a machine without a TPU try to start
+  it: only `.[tpu]` (and the tests, for `plan`) bring it."""
+  assert 'jax' in _asked(('tpu',), X86_LINUX)
+  tpu = [r for r in map(requirements.Requirement,
+                        importlib.metadata.requires('mixer_jax'))
+         if r.name == 'jax' and 'tpu' in r.extras]
+  assert tpu and all(r.marker.evaluate({'extra': 'tpu'}) for r in tpu)
+  assert not any(r.marker.evaluate({'extra': ''}) for r in tpu)
+
+
+def test_the_range_admits_colabs_stack_and_says_why():
+  """Every lower bound is at or below Colab's version of the package."""
+  project = tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']
+  assert project['requires-python'] == '>=3.11'
+  bounds = {r.name: r.specifier for r in map(requirements.Requirement,
+                                             project['dependencies'])}
+  for name, version in COLAB.items():
+    assert bounds[name], f'{name} has no version bound'
+    assert bounds[name].contains(version), (name, bounds[name], version)
+
+
+def test_only_the_library_is_importable_outside_the_checkout(tmp_path):
+  """The editable install maps `mixer_jax`, not the checkout's root: its
+  configs/, experiments/ and tests/ are no top-level packages."""
+  env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+  result = subprocess.run(
+      [sys.executable, '-c', 'import importlib.util as u, mixer_jax; print('
+       '[n for n in ("configs", "experiments", "tests") if u.find_spec(n)], '
+       'mixer_jax.__file__)'],
+      cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
+      timeout=120)
+  found, path = result.stdout.split('] ')
+  assert found == '['
+  assert path.strip() == str(ROOT / 'mixer_jax' / '__init__.py')
