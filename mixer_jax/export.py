@@ -26,7 +26,8 @@ stablehlo: DIR/model.bin is a serialized `jax.export.Exported` (StableHLO,
 lowered for cpu, cuda and tpu, the weights inside), which any jax reads
 without this package:
 
-  exported = jax.export.deserialize(open('DIR/model.bin', 'rb').read())
+  from jax import export
+  exported = export.deserialize(open('DIR/model.bin', 'rb').read())
   logits = exported.call(images)
 
 jax.export's compatibility window: a jax up to 6 months newer than the one
@@ -74,6 +75,7 @@ import shutil
 from absl import app
 from absl import flags
 import jax
+from jax import export as jax_export  # A submodule: jax 0.7 does not load it.
 import jax.numpy as jnp
 
 from mixer_jax import checkpoint
@@ -97,11 +99,11 @@ def logits_fn(loaded: inference.Loaded):
   return forward
 
 
-def to_stablehlo(loaded: inference.Loaded) -> jax.export.Exported:
+def to_stablehlo(loaded: inference.Loaded) -> jax_export.Exported:
   """The batch-polymorphic logits function, weights included."""
-  batch, = jax.export.symbolic_shape('batch')
+  batch, = jax_export.symbolic_shape('batch')
   size = loaded.image_size
-  return jax.export.export(jax.jit(logits_fn(loaded)), platforms=PLATFORMS)(
+  return jax_export.export(jax.jit(logits_fn(loaded)), platforms=PLATFORMS)(
       jax.ShapeDtypeStruct((batch, size, size, loaded.model.in_channels),
                            jnp.float32))
 
@@ -281,6 +283,7 @@ def define_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.leave_out_an_absent_tpu()
   sources.keep_tensorflow_off_accelerators()
   try:
     if not FLAGS.output:

@@ -5,6 +5,7 @@ import collections
 import dataclasses
 import functools
 import http.server
+import importlib
 import io
 import json
 import os
@@ -31,6 +32,15 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 ROOT = pathlib.Path(__file__).parent.parent
+
+
+def optional_module(name: str):
+  """The module `name`, or None where this stack does not install it (a
+  test that needs it skips, with the reason, instead of failing collection)."""
+  try:
+    return importlib.import_module(name)
+  except ImportError:
+    return None
 
 
 def pytest_configure(config):

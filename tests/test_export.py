@@ -9,9 +9,9 @@ import subprocess
 import sys
 
 import jax
+from jax import export as jax_export
 from ml_collections import config_dict
 import numpy as np
-import onnxruntime
 import pytest
 from safetensors import numpy as safetensors_numpy
 import tensorflow as tf
@@ -23,13 +23,28 @@ from mixer_jax import inference
 from mixer_jax import models
 from mixer_jax import sources
 from tests.conftest import ROOT
+from tests.conftest import optional_module
+
+# jax2onnx follows jax closely: a stack with an older jax (Colab's) has none.
+jax2onnx = optional_module('jax2onnx')
+onnxruntime = optional_module('onnxruntime')
+NEEDS_ONNX = pytest.mark.skipif(
+    jax2onnx is None or onnxruntime is None,
+    reason='jax2onnx or onnxruntime is not installed (jax2onnx needs a newer '
+    'jax than this stack has)')
+
+
+def formats(*names):
+  """Parameters for the formats `names`, ONNX skipped where it cannot run."""
+  return [pytest.param(name, marks=NEEDS_ONNX if name == 'onnx' else ())
+          for name in names]
 
 TESTDATA = pathlib.Path(__file__).parent / 'testdata'
 
 
-def read_back(output) -> jax.export.Exported:
+def read_back(output) -> jax_export.Exported:
   with open(os.path.join(output, 'model.bin'), 'rb') as f:
-    return jax.export.deserialize(bytearray(f.read()))
+    return jax_export.deserialize(bytearray(f.read()))
 
 
 def run_stablehlo(output, images) -> np.ndarray:
@@ -57,7 +72,8 @@ FILES = {'stablehlo': 'model.bin', 'savedmodel': 'saved_model',
          'onnx': 'model.onnx'}
 
 
-@pytest.mark.parametrize('format_name', list(RUNTIMES))
+@pytest.mark.slow
+@pytest.mark.parametrize('format_name', formats(*RUNTIMES))
 def test_the_official_fixture_exported_gives_the_official_logits(
     tmp_path, format_name):
   """vit_jax's own Mixer computed these logits (testdata/FIXTURES.md); the
@@ -75,6 +91,7 @@ def test_the_official_fixture_exported_gives_the_official_logits(
                                                  FILES[format_name]])
 
 
+@pytest.mark.slow
 def test_the_command_exports_a_trained_run(digits_run, tmp_path):
   workdir, _ = digits_run
   output = tmp_path / 'export'
@@ -107,7 +124,7 @@ def test_errors(tmp_path):
     export.export(loaded, format_name='tflite', output=str(tmp_path / 'x'))
 
 
-@pytest.mark.parametrize('format_name', ['savedmodel', 'onnx'])
+@pytest.mark.parametrize('format_name', formats('savedmodel', 'onnx'))
 def test_a_trained_run_in_the_other_runtimes(digits_run, tmp_path,
                                              format_name):
   loaded = inference.from_run(digits_run[0])
