@@ -16,6 +16,8 @@
 Only a command's `main` calls these (they read flags and end the process).
 """
 
+import glob
+import importlib.util
 import logging as std_logging
 import os
 import sys
@@ -124,6 +126,35 @@ def initialize_distributed(program: str) -> None:
                                  peers.JAX_TIMEOUT_FACTOR))
   joined.set()
   peers.watch(program, timeout_s=FLAGS.heartbeat_timeout)
+
+
+# What JAX itself looks for before it starts a GPU runtime (hardware_utils):
+# an NVIDIA (or WSL) device node; and ROCm's.
+GPU_DEVICE_NODES = ('/dev/nvidia0', '/dev/nvidiactl', '/dev/dxg', '/dev/kfd')
+GOOGLE_PCI_VENDOR = '0x1ae0'  # A TPU chip on this host's PCI bus.
+
+
+def a_tpu_is_attached() -> bool:
+  for vendor in glob.glob('/sys/bus/pci/devices/*/vendor'):
+    with open(vendor) as f:
+      if f.read().strip() == GOOGLE_PCI_VENDOR:
+        return True
+  return False
+
+
+def leave_out_an_absent_tpu() -> None:
+  """On a machine with neither a TPU nor a GPU, JAX runs on the CPU without
+  starting libtpu first: where `.[tpu]` installed it (for `plan`), JAX would
+  start it in every command and print its start-up errors, as it does not
+  for CUDA where no NVIDIA GPU is visible. JAX_PLATFORMS, when set, decides."""
+  if os.environ.get('JAX_PLATFORMS') or 'JAX_FORCE_TPU_INIT' in os.environ:
+    return
+  if not (importlib.util.find_spec('libtpu') or
+          os.environ.get('TPU_LIBRARY_PATH')):
+    return
+  if a_tpu_is_attached() or any(map(os.path.exists, GPU_DEVICE_NODES)):
+    return
+  jax.config.update('jax_platforms', 'cpu')
 
 
 # libtpu loaded only to compile for a described TPU slice: no TPU metadata

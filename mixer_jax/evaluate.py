@@ -169,6 +169,7 @@ def format_summary(results) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.leave_out_an_absent_tpu()
   sources.keep_tensorflow_off_accelerators()
   cli.keep_orbax_warnings_only()  # --step restores an orbax checkpoint.
   cli.drop_closed_event_loop_errors()

@@ -70,6 +70,7 @@ def format_table(results) -> str:
 
 
 def main(argv):
+  cli.leave_out_an_absent_tpu()
   sources.keep_tensorflow_off_accelerators()
   try:
     files = inference.image_files(argv[1:])

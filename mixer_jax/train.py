@@ -338,6 +338,7 @@ def default_workdir(config_flag: str) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.leave_out_an_absent_tpu()
   cli.keep_orbax_warnings_only()
   cli.initialize_distributed('mixer_jax.train')
   cli.drop_closed_event_loop_errors()
