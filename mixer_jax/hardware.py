@@ -135,3 +135,15 @@ def devices_per_chip(devices) -> int:
   """JAX devices per chip in `devices` (TPU devices know their chip's
   coordinates)."""
   return len(devices) // len({tuple(d.coords) for d in devices})
+
+
+def computes_bfloat16(device) -> bool:
+  """Whether `device` (a jax Device) multiplies bfloat16 natively: TPUs and
+  NVIDIA GPUs from Ampere (compute capability 8.0) on. Elsewhere (a T4's
+  7.5, a CPU) bfloat16 is emulated, slower than float32: use float32."""
+  if device.platform == 'tpu':
+    return True
+  if device.platform == 'gpu':
+    capability = getattr(device, 'compute_capability', '0')
+    return float(capability or 0) >= 8.0
+  return False

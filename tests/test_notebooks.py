@@ -5,6 +5,7 @@ prepared by tfds's own builder). Both run with MIXER_JAX_NOTEBOOK_SMOKE=1 (2
 training steps): what the stand-ins learn in full is the train and fine-tune
 tests' business, not the notebooks'."""
 
+import importlib.metadata
 import json
 import os
 import shutil
@@ -49,6 +50,8 @@ def run_notebook(name, tmp_path, **env):
   return printed, images
 
 
+@pytest.mark.slow
+@pytest.mark.notebook
 @pytest.mark.parametrize('name', OFFLINE)
 def test_the_notebook_runs_offline_end_to_end(name, tmp_path):
   printed, images = run_notebook(name, tmp_path, MIXER_JAX_NOTEBOOK_SMOKE='1')
@@ -60,6 +63,8 @@ def test_the_notebook_runs_offline_end_to_end(name, tmp_path):
     assert 'test: 360 examples' in printed, printed[-2000:]
 
 
+@pytest.mark.slow
+@pytest.mark.notebook
 def test_inference_runs_online_against_a_local_server(tmp_path, http_server):
   url, served, requests = http_server
   # A small model in the published layout, 1,000 classes, 224 px.
@@ -78,6 +83,8 @@ def test_inference_runs_online_against_a_local_server(tmp_path, http_server):
   assert 'photo_1.png' in printed and images == 2
 
 
+@pytest.mark.slow
+@pytest.mark.notebook
 def test_fine_tune_runs_online_against_local_stand_ins(tmp_path, monkeypatch,
                                                        http_server):
   url, served, requests = http_server
@@ -101,7 +108,7 @@ def test_fine_tune_runs_online_against_local_stand_ins(tmp_path, monkeypatch,
       MIXER_JAX_CACHE=str(tmp_path / 'cache'),
       MIXER_JAX_NOTEBOOK_CHECKPOINT=f'{url}/gsam/Mixer-B_32.npz')
   assert requests == ['/gsam/Mixer-B_32.npz']
-  for expected in ['; online', 'B/32 bfloat16 224 px', 'cifar10 2 steps',
+  for expected in ['; online', 'B/32 float32 224 px', 'cifar10 2 steps',
                    'step 2/2', 'of 8 test images right',
                    'parameters saved to fine_tuned.npz']:
     assert expected in printed
@@ -113,37 +120,50 @@ def install_cell(name='inference'):
     return ''.join(json.load(f)['cells'][1]['source'])
 
 
-@pytest.mark.parametrize('repo, beside_checkout, tensorflow, expected', [
-    ('', False, True, SystemExit),
-    ('git+https://example.com/m', False, True,
+@pytest.mark.parametrize('repo, beside_checkout, have, expected', [
+    ('', False, {'tensorflow', 'jax'}, SystemExit),
+    ('git+https://example.com/m', False, {'tensorflow', 'jax'},
      'mixer_jax @ git+https://example.com/m'),
-    ('git+https://example.com/m', False, False,
+    ('git+https://example.com/m', False, {'jax'},  # Colab's TPU runtime.
      'mixer_jax[tf] @ git+https://example.com/m'),
-    ('', True, True, 'mixer_jax @ file://{checkout}'),
+    ('', True, {'tensorflow', 'jax'}, 'mixer_jax @ file://{checkout}'),
+    ('', True, set(), 'mixer_jax[tf] @ file://{checkout}'),  # A bare CPU.
+    ('', True, {'tpu'}, 'mixer_jax[tf,tpu] @ file://{checkout}'),
+    ('', True, {'tensorflow', 'gpu'}, 'mixer_jax[gpu] @ file://{checkout}'),
+    ('', True, {'tensorflow', 'jax', 'gpu'}, 'mixer_jax @ file://{checkout}'),
 ])
-def test_the_install_cell(repo, beside_checkout, tensorflow, expected,
-                          tmp_path, monkeypatch):
-  """Where mixer_jax is missing: what the first cell asks pip for."""
+def test_the_install_cell(repo, beside_checkout, have, expected, tmp_path,
+                          monkeypatch):
+  """Where mixer_jax is missing: what the first cell asks pip for. JAX's
+  accelerator build only where no JAX is installed; everything installed is
+  kept at its version (a constraint for each)."""
   (tmp_path / 'notebooks').mkdir()
   if beside_checkout:
-    (tmp_path / 'setup.py').write_text('')
+    (tmp_path / 'pyproject.toml').write_text('')
+  (tmp_path / 'vendor').write_text('0x1ae0\n' if 'tpu' in have else '0x8086')
   monkeypatch.chdir(tmp_path / 'notebooks')
   monkeypatch.setenv('MIXER_JAX_REPO', repo)
-  installed = {'mixer_jax': False, 'tensorflow': tensorflow}
-  calls = []
   monkeypatch.setattr('importlib.util.find_spec',
-                      lambda name: installed.get(name) or None)
+                      lambda name: name in have or None)
+  monkeypatch.setattr('glob.glob', lambda _: [str(tmp_path / 'vendor')])
+  monkeypatch.setattr('os.path.exists', lambda path: (
+      path == '/dev/nvidiactl' and 'gpu' in have or
+      path == '../pyproject.toml' and beside_checkout))
+  calls = []
   monkeypatch.setattr('subprocess.check_call', calls.append)
+  keep = tmp_path / 'notebooks' / 'installed_before_mixer_jax.txt'
   for name in ('inference', 'fine_tune'):
     calls.clear()
     if expected is SystemExit:
       with pytest.raises(SystemExit, match='set MIXER_JAX_REPO'):
         exec(install_cell(name), {})  # pylint: disable=exec-used
       assert not calls
-    else:
-      exec(install_cell(name), {})  # pylint: disable=exec-used
-      assert calls == [[sys.executable, '-m', 'pip', 'install', '-q',
-                        expected.format(checkout=tmp_path)]]
+      continue
+    exec(install_cell(name), {})  # pylint: disable=exec-used
+    assert calls == [[sys.executable, '-m', 'pip', 'install', '-q', '-c',
+                      str(keep), expected.format(checkout=tmp_path)]]
+    kept = keep.read_text().splitlines()
+    assert f'pytest=={importlib.metadata.version("pytest")}' in kept
 
 
 @pytest.mark.parametrize('name', OFFLINE)
@@ -152,3 +172,23 @@ def test_the_notebook_is_kept_without_outputs(name):
     cells = json.load(f)['cells']
   assert all(not c.get('outputs') and c.get('execution_count') is None
              for c in cells if c['cell_type'] == 'code')
+
+
+@pytest.mark.skipif(not os.environ.get('MIXER_JAX_INSTALLED_BEFORE'),
+                    reason='only where .ci/colab_stack ran the install cell '
+                    '(MIXER_JAX_INSTALLED_BEFORE: pip freeze before it)')
+def test_the_install_cell_kept_every_preinstalled_package():
+  """On Colab's stack: the install cell (and the test tools after it) left
+  every package that was there before at its version: jax, flax, numpy,
+  Colab's TensorFlow..."""
+  with open(os.environ['MIXER_JAX_INSTALLED_BEFORE']) as f:
+    before = dict(line.strip().split('==') for line in f if '==' in line)
+  now = {d.metadata['Name']: d.version
+         for d in importlib.metadata.distributions()}
+  normal = lambda name: name.lower().replace('_', '-').replace('.', '-')
+  now = {normal(name): version for name, version in now.items()}
+  changed = {name: (version, now.get(normal(name)))
+             for name, version in before.items()
+             if now.get(normal(name)) != version}
+  assert not changed
+  assert 'jax' in before and 'mixer-jax' in now

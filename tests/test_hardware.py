@@ -1,0 +1,28 @@
+"""mixer_jax.hardware's device facts (the TPU slices are test_plan's)."""
+
+import types
+
+import jax
+import pytest
+
+from mixer_jax import hardware
+
+
+@pytest.mark.parametrize('platform, capability, native', [
+    ('tpu', None, True),
+    ('gpu', '7.5', False),  # T4, Colab's free GPU.
+    ('gpu', '8.0', True),  # A100.
+    ('gpu', '8.9', True),  # L4.
+    ('gpu', '9.0', True),  # H100.
+    ('gpu', '', False),  # A GPU that does not say (ROCm's devices).
+    ('cpu', None, False),
+])
+def test_computes_bfloat16(platform, capability, native):
+  device = types.SimpleNamespace(platform=platform)
+  if capability is not None:
+    device.compute_capability = capability
+  assert hardware.computes_bfloat16(device) is native
+
+
+def test_this_cpu_computes_float32():
+  assert not hardware.computes_bfloat16(jax.devices()[0])
