@@ -4,9 +4,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 
+@pytest.mark.slow
 def test_the_benchmark_reports_our_model(tmp_path):
   output = tmp_path / 'bench.json'
   result = subprocess.run(

@@ -42,6 +42,7 @@ def test_load_reads_the_published_layout():
       raw['MixerBlock_1/token_mixing/Dense_0/kernel'])
 
 
+@pytest.mark.slow
 def test_save_load_round_trip_with_more_than_ten_blocks(tmp_path):
   # MixerBlock_10 sorts before MixerBlock_2: the tree must not depend on it.
   model = tiny_model(num_blocks=12)
@@ -147,6 +148,7 @@ def test_load_pretrained_then_logits_follow_the_readme():
     (dict(num_blocks=3), r"missing parameter 'MixerBlock_2/"),
     (dict(num_blocks=1), r"unexpected parameter 'MixerBlock_1/"),
 ])
+@pytest.mark.slow
 def test_a_checkpoint_that_does_not_fit_names_parameter_and_shapes(
     overrides, message):
   init = models.init_params(tiny_model(**overrides), image_size=32)

@@ -54,6 +54,7 @@ def test_all_finite():
   assert not divergence.all_finite({'a': np.ones(3), 'b': [np.array([np.inf])]})
 
 
+@pytest.mark.slow
 def test_an_exploding_run_keeps_no_poisoned_checkpoint_and_reruns_normally(
     tmp_path, digits_run):
   """lr=1e6: the loss explodes while finite. The run stops early, sets the
@@ -78,6 +79,7 @@ def test_an_exploding_run_keeps_no_poisoned_checkpoint_and_reruns_normally(
                checkpoint.load(os.path.join(workdir, 'params.npz')))
 
 
+@pytest.mark.slow
 def test_a_diverging_run_resumes_from_its_last_healthy_checkpoint(tmp_path):
   workdir = str(tmp_path / 'run')
   config = small_digits_config(total_steps=20, checkpoint_every=100,

@@ -58,6 +58,7 @@ def test_errors_name_the_problem(digits_run):
     evaluate.model_and_config(workdir=f'{os.path.dirname(workdir)}/nothing')
 
 
+@pytest.mark.slow
 def test_the_cli_writes_the_metrics(digits_run, tmp_path):
   workdir, final = digits_run
   output = tmp_path / 'metrics.json'
@@ -71,6 +72,7 @@ def test_the_cli_writes_the_metrics(digits_run, tmp_path):
   assert result.stdout.startswith('digits test: 360 examples')
 
 
+@pytest.mark.slow
 def test_a_run_on_an_image_folder_evaluates_and_predicts_with_its_names(
     tmp_path):
   """DIR/{train,test}/<class>/*.png made of digits 0, 1 and 2, named."""

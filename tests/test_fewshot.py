@@ -61,6 +61,7 @@ def test_k_shots_per_class_deterministic_by_seed():
   assert run([0])[10] > 0.25
 
 
+@pytest.mark.slow
 def test_the_command_on_a_run(digits_run, tmp_path):
   workdir, _ = digits_run
   output = tmp_path / 'fewshot.json'
@@ -78,6 +79,7 @@ def test_the_command_on_a_run(digits_run, tmp_path):
   assert again == pytest.approx(written, abs=1e-12)
 
 
+@pytest.mark.slow
 def test_the_evaluator_in_training_writes_the_same_keys(tmp_path):
   workdir = str(tmp_path / 'run')
   config = small_digits_config(total_steps=4, fewshot_every=2,
@@ -116,6 +118,7 @@ def test_shots_flag(values, expected):
     assert fewshot.parse_shots(values) == expected
 
 
+@pytest.mark.slow
 def test_a_suite_runs_what_is_there_and_lists_what_is_missing(digits_run,
                                                                tmp_path):
   """digits, a folder of 3 classes and ImageNet (manual download: missing);

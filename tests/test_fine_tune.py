@@ -13,6 +13,9 @@ from mixer_jax import recipes
 from mixer_jax import train
 from tests import test_configs
 
+# Each test here trains, runs a command or several processes.
+pytestmark = pytest.mark.slow
+
 
 def digits_overrides(config, **overrides):
   """Points a recipe at the offline digits data, small enough for a CPU."""

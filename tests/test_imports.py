@@ -5,6 +5,8 @@ import ast
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 CHECK = '''
@@ -22,6 +24,7 @@ print(ours,
 '''
 
 
+@pytest.mark.slow
 def test_no_module_defines_a_flag_or_changes_a_setting():
   result = subprocess.run([sys.executable, '-c', CHECK], cwd=ROOT,
                           capture_output=True, text=True, check=True,

@@ -124,6 +124,7 @@ def fixture_augmented_stream():
   return take(input_pipeline.train_iterator(make_config(**AUGMENTED)), 9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('start_step', [1, 3, 6])  # Epochs 0, 1 and 2.
 def test_resume_equals_the_stream_from_zero(augmented_stream, start_step):
   resumed = input_pipeline.train_iterator(make_config(**AUGMENTED),
@@ -132,6 +133,7 @@ def test_resume_equals_the_stream_from_zero(augmented_stream, start_step):
                       augmented_stream[start_step:start_step + 3])
 
 
+@pytest.mark.slow
 def test_same_config_same_stream_and_cache_changes_nothing(augmented_stream):
   config = make_config(**AUGMENTED)
   assert_same_batches(take(input_pipeline.train_iterator(config), 6),
@@ -344,6 +346,7 @@ os._exit(0)
 """
 
 
+@pytest.mark.slow
 def test_each_process_reads_its_share_of_the_files(tmp_path):
   """Host i of N hosts of one run reads about 1 / N of the files each
   epoch, and together they read every file; for 1, 2 and 4 hosts."""

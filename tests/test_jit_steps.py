@@ -71,6 +71,7 @@ def test_abstract_state_is_the_real_states_layout():
       x.nbytes for x in jax.tree.leaves(real.params))
 
 
+@pytest.mark.slow
 def test_train_step_cost_shrinks_with_accumulation():
   config, model, tx = _config_model_tx(batch_size=256)
   mesh = jit_steps.make_mesh(None)

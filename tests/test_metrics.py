@@ -34,6 +34,7 @@ def test_each_record_is_on_disk_as_soon_as_it_is_written(tmp_path):
   writer.close()
 
 
+@pytest.mark.slow
 def test_a_resume_writes_no_record_twice(tmp_path):
   """A run killed after step 6 with its last checkpoint at 4, resumed."""
   workdir = str(tmp_path / 'run')
@@ -54,6 +55,7 @@ def test_a_resume_writes_no_record_twice(tmp_path):
       range(1, 9))
 
 
+@pytest.mark.slow
 def test_rerunning_a_finished_run_keeps_its_final_metrics(tmp_path):
   workdir = str(tmp_path / 'run')
   config = small_digits_config(total_steps=4)

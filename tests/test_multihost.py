@@ -26,6 +26,9 @@ from tests.conftest import SMALL_DIGITS_FLAGS
 from tests.conftest import small_digits_config
 from tests.conftest import train_command
 
+# Each test here trains, runs a command or several processes.
+pytestmark = pytest.mark.slow
+
 # SGD: Adam's normalised step would turn float-rounding differences of tiny
 # gradients into visible ones.
 STEPS = dict(total_steps=24, checkpoint_every=12, eval_every=24,

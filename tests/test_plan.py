@@ -87,6 +87,7 @@ def small_config(**overrides):
   return config
 
 
+@pytest.mark.slow
 @needs_libtpu
 def test_the_command_plans_a_small_recipe_on_v5e_8(tmp_path):
   result = run_plan('--config=configs/digits.py',
@@ -102,6 +103,7 @@ def test_the_command_plans_a_small_recipe_on_v5e_8(tmp_path):
       result.stdout)
 
 
+@pytest.mark.slow
 @needs_libtpu
 @pytest.mark.parametrize('topology, chips, devices_per_chip', [
     ('v5e-8', 8, 1), ('v3-8', 4, 2)])
@@ -125,6 +127,7 @@ def test_a_small_recipe_fits_with_its_figures(tpu_env, topology, chips,
   assert plan.failure(result) == ''
 
 
+@pytest.mark.slow
 @needs_libtpu
 def test_a_recipe_too_large_names_the_accumulation_that_fits(tpu_env):
   """On a v5e-8 whose chips had less HBM than one step needs, but more than

@@ -39,6 +39,7 @@ def test_a_run_predicts_its_class_names_as_its_model_computes(digits_run,
                                rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('classes,first_name', [
     (1000, 'tench, Tinca tinca'), (21843, 'organism, being')])
 def test_a_published_layout_checkpoint_gives_its_model_and_imagenet_names(
@@ -65,6 +66,7 @@ def test_a_published_layout_checkpoint_gives_its_model_and_imagenet_names(
   assert top['name'] == loaded.class_names[top['class']]
 
 
+@pytest.mark.slow
 def test_the_cli_prints_a_table_and_writes_json_lines(
     digits_run, tmp_path):
   workdir, _ = digits_run
@@ -100,6 +102,7 @@ def test_a_checkpoint_that_fits_no_mixer_is_a_clear_error(tmp_path):
     inference.from_pretrained(path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('flag', ['--top_k=0', '--batch_size=0'])
 def test_bad_counts_are_one_line(flag):
   result = subprocess.run(

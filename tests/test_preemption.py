@@ -6,6 +6,7 @@ import subprocess
 
 import jax
 import numpy as np
+import pytest
 
 from mixer_jax import checkpoint
 from mixer_jax import train
@@ -15,6 +16,9 @@ from tests.conftest import last_line
 from tests.conftest import read_jsonl
 from tests.conftest import small_digits_config
 from tests.conftest import train_command
+
+# Each test here trains, runs a command or several processes.
+pytestmark = pytest.mark.slow
 
 
 # Dropout, stochastic depth and mixup: the resumed run must redraw each

@@ -22,6 +22,7 @@ def test_part_token_indices_groups_each_part_row_major():
       [[0, 1, 4, 5], [2, 3, 6, 7], [8, 9, 12, 13], [10, 11, 14, 15]])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('factor', [2, 3])
 def test_widened_model_on_tiles_is_the_mean_of_the_tiles(factor):
   """The paper's init makes every K x K part evolve as the original model.

@@ -127,6 +127,7 @@ def test_scoring_reports_real_top1_beside_top1(real_data):
   assert f'ReaL top-1 {real:.2%} ({labelled} with ReaL labels)' in summary
 
 
+@pytest.mark.slow
 def test_a_run_with_real_dataset_scores_real_every_real_every_steps(
     real_data, tmp_path):
   config = real_config(real_data)

@@ -31,6 +31,7 @@ def trained(tmp_path_factory):
   return config, workdir, train.train_and_evaluate(config, workdir)
 
 
+@pytest.mark.slow
 def test_loss_goes_down_and_accuracy_is_sane(trained):
   _, workdir, final = trained
   losses = [r['train_loss'] for r in read_jsonl(workdir) if 'train_loss' in r]
@@ -81,6 +82,7 @@ def test_a_finished_run_resumes_to_the_same_result(trained):
   assert again['eval_accuracy'] == final['eval_accuracy']
 
 
+@pytest.mark.slow
 def test_one_and_eight_devices_give_the_same_parameters(tmp_path):
   assert jax.device_count() == 8
   config = small_digits_config(total_steps=4, model={'dropout_rate': 0.1})
@@ -100,6 +102,7 @@ def test_one_and_eight_devices_give_the_same_parameters(tmp_path):
       jax.tree.leaves(a), jax.tree.leaves(init))) > 1e-3
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_matches_the_full_batch(tmp_path):
   config = small_digits_config(total_steps=3)
   train.train_and_evaluate(config, str(tmp_path / 'full'))
@@ -145,6 +148,7 @@ def test_default_workdir(flag, expected):
   assert train.default_workdir(flag) == expected
 
 
+@pytest.mark.slow
 def test_cifar10_from_scratch_recipe_runs_on_the_real_tfds_loader(
     tmp_path, monkeypatch):
   """configs/ti4_cifar10.py through tfds's own cifar10 builder, offline."""
@@ -173,6 +177,7 @@ def test_a_workdir_is_not_resumed_from_another_checkpoint(trained):
     train.train_and_evaluate(other, workdir)
 
 
+@pytest.mark.slow
 def test_auto_accum_steps_trains_as_the_accumulation_it_picks(
     tmp_path, monkeypatch, caplog):
   """accum_steps=0: the run asks jit_steps for the accumulation that fits,

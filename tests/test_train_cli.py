@@ -23,6 +23,7 @@ from tests.conftest import small_digits_config
     (['--heartbeat_timeout=0'],
      'flag --heartbeat_timeout=0: 0 is not a positive integer'),
 ])
+@pytest.mark.slow
 def test_an_expected_error_is_one_line_without_a_traceback(tmp_path, flags,
                                                            message):
   workdir = str(tmp_path / 'run')
@@ -62,6 +63,7 @@ def fill(mount, *, leave: int):
     f.write(b'\0' * (stat.f_bavail * stat.f_frsize - leave))
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_the_run_with_earlier_checkpoints_intact(
     small_disk):
   workdir = str(small_disk / 'run')

@@ -44,6 +44,7 @@ def fixture_reference(tmp_path_factory):
   return config, workdir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('damage', DAMAGE)
 def test_a_damaged_newest_checkpoint_is_moved_aside_and_an_older_one_used(
     reference, tmp_path, damage, caplog):

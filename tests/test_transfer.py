@@ -15,6 +15,9 @@ from tests.conftest import ROOT
 from tests.conftest import read_jsonl
 from tests.conftest import write_digits_folder
 
+# Each test here trains, runs a command or several processes.
+pytestmark = pytest.mark.slow
+
 # Every run of the sweep: 4 steps of the paper's recipe, shrunk; 2 diverged
 # steps in a row end a run.
 OVERRIDES = dict(batch_size=32, eval_batch_size=64, total_steps=4,
