@@ -116,7 +116,7 @@ def _chips_per_host(tpu_slice: Slice) -> tuple[int, int, int]:
 
 def devices(tpu_slice: Slice):
   """The devices of `tpu_slice`, for compiling only (needs libtpu:
-  pip install 'jax[tpu]'); no TPU is used."""
+  pip install -e '.[tpu]'); no TPU is used."""
   try:
     from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
     topology = topologies.get_topology_desc(
@@ -124,7 +124,8 @@ def devices(tpu_slice: Slice):
         chips_per_host_bounds=_chips_per_host(tpu_slice))
   except Exception as e:  # pylint: disable=broad-except
     hint = ('' if importlib.util.find_spec('libtpu') else
-            "; compiling for a TPU needs libtpu: pip install 'jax[tpu]'")
+            "; compiling for a TPU needs libtpu: pip install -e '.[tpu]' "
+            "(in a checkout; elsewhere pip install 'jax[tpu]')")
     raise errors.UserError(
         f'Cannot describe TPU topology {tpu_slice.topology} '
         f'({errors.describe(e)[:300]}){hint}.') from None

@@ -29,7 +29,7 @@ from tests.conftest import ROOT
 # Where libtpu does not install (not x86-64 Linux), nothing compiles for TPU.
 needs_libtpu = pytest.mark.skipif(
     importlib.util.find_spec('libtpu') is None,
-    reason="libtpu (pip install 'jax[tpu]') is not installed")
+    reason="libtpu (pip install -e '.[tpu]') is not installed")
 
 
 
