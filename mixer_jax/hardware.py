@@ -134,7 +134,9 @@ def devices(tpu_slice: Slice):
 
 def devices_per_chip(devices) -> int:
   """JAX devices per chip in `devices` (TPU devices know their chip's
-  coordinates)."""
+  coordinates; a GPU or CPU device is one chip of its own)."""
+  if not all(hasattr(d, 'coords') for d in devices):
+    return 1
   return len(devices) // len({tuple(d.coords) for d in devices})
 
 

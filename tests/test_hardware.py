@@ -26,3 +26,13 @@ def test_computes_bfloat16(platform, capability, native):
 
 def test_this_cpu_computes_float32():
   assert not hardware.computes_bfloat16(jax.devices()[0])
+
+
+@pytest.mark.parametrize('coords, per_chip', [
+    ([(0, 0, 0), (0, 0, 0), (1, 0, 0), (1, 0, 0)], 2),  # v3: 2 cores a chip.
+    ([(0, 0, 0), (1, 0, 0)], 1),  # v5e.
+    (None, 1)])  # GPUs and CPUs have no coordinates.
+def test_devices_per_chip(coords, per_chip):
+  devices = [types.SimpleNamespace(**({} if coords is None else {'coords': c}))
+             for c in (coords or [0, 1, 2])]
+  assert hardware.devices_per_chip(devices) == per_chip
