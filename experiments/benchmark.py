@@ -55,9 +55,10 @@ from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from experiments import official
+from experiments import timing
+from experiments.timing import NUM_CLASSES
 from mixer_jax import flops
 from mixer_jax import models
 
@@ -82,91 +83,6 @@ _INPUT_ONLY = flags.DEFINE_bool('input_only', False,
 _PEAK_SIZES = flags.DEFINE_list('peak_sizes', ['1024', '2048', '4096', '8192'],
                                 'Square matmul sizes timed for the peak.')
 _JSON = flags.DEFINE_string('json', None, 'Also write the results here.')
-
-NUM_CLASSES = 1000
-
-
-def median_seconds(call, steps: int) -> float:
-  """Median wall time of `call()` (which must wait for its result)."""
-  call()  # Compiles, warms up.
-  times = []
-  for _ in range(steps):
-    start = time.perf_counter()
-    call()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
-def jax_calls(module, *, batch: int, image_size: int, mesh):
-  """(train call, inference call) of a flax Mixer, data-parallel on `mesh`."""
-  data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
-  same = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  rng = np.random.RandomState(0)
-  images = jax.device_put(rng.uniform(-1, 1, (batch, image_size, image_size,
-                                              3)).astype(np.float32), data)
-  labels = jax.device_put(rng.randint(0, NUM_CLASSES, batch), data)
-  params = jax.jit(lambda: module.init(jax.random.PRNGKey(0), images[:1],
-                                       train=False)['params'],
-                   out_shardings=same)()
-  tx = optax.sgd(0.01, momentum=0.9)
-  state = [(params, jax.jit(tx.init, out_shardings=same)(params))]
-
-  def step(params, opt_state, images, labels):
-    def loss(p):
-      logits = module.apply({'params': p}, images, train=True)
-      return optax.softmax_cross_entropy_with_integer_labels(
-          logits, labels).mean()
-    grads = jax.grad(loss)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
-
-  step = jax.jit(step, donate_argnums=(0, 1))
-  forward = jax.jit(lambda p, x: module.apply({'params': p}, x, train=False))
-
-  def train():
-    state[0] = step(*state[0], images, labels)
-    jax.block_until_ready(state[0])
-
-  return train, lambda: forward(state[0][0], images).block_until_ready()
-
-
-def timm_calls(variant: str, *, batch: int, image_size: int):
-  import timm  # pylint: disable=g-import-not-at-top
-  import torch  # pylint: disable=g-import-not-at-top
-  width, patch = models.parse_variant(variant)
-  model = timm.create_model(f'mixer_{width.lower()}{patch}_224',
-                            num_classes=NUM_CLASSES, img_size=image_size)
-  images = torch.rand(batch, 3, image_size, image_size) * 2 - 1
-  labels = torch.randint(0, NUM_CLASSES, (batch,))
-  opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-
-  def train():
-    model.train()
-    opt.zero_grad(set_to_none=True)
-    torch.nn.functional.cross_entropy(model(images), labels).backward()
-    opt.step()
-
-  def infer():
-    model.eval()
-    with torch.no_grad():
-      model(images)
-
-  return train, infer
-
-
-def matmul_peak(dtype) -> float:
-  """Best FLOP/s of square matmuls on one device, times the device count."""
-  best = 0.0
-  for n in map(int, _PEAK_SIZES.value):
-    x = jnp.ones((n, n), dtype)
-    matmul = jax.jit(lambda a: a @ a)
-    seconds = min(median_seconds(lambda: matmul(x).block_until_ready(), 3)
-                  for _ in range(2))
-    best = max(best, 2 * n**3 / seconds)
-    if seconds > 2:
-      break
-  return best * jax.device_count()
-
 
 def input_images_per_second(batches: int) -> float:
   from mixer_jax import recipes  # pylint: disable=g-import-not-at-top
@@ -213,15 +129,16 @@ def main(argv):
       if name == 'ours':
         module = models.create_model(variant, num_classes=NUM_CLASSES,
                                      dtype=jnp.dtype(_DTYPE.value))
-        calls[name] = jax_calls(module, batch=batch, image_size=size,
-                                mesh=mesh)
+        calls[name] = timing.jax_calls(module, batch=batch, image_size=size,
+                                       mesh=mesh)
       elif name == 'official':
         if _DTYPE.value != 'float32':
           raise ImportError('the official model computes in float32 only')
-        calls[name] = jax_calls(official.mixer(variant, num_classes=NUM_CLASSES), batch=batch,
-                                image_size=size, mesh=mesh)
+        calls[name] = timing.jax_calls(
+            official.mixer(variant, num_classes=NUM_CLASSES), batch=batch,
+            image_size=size, mesh=mesh)
       elif name == 'timm':
-        calls[name] = timm_calls(variant, batch=batch, image_size=size)
+        calls[name] = timing.timm_calls(variant, batch=batch, image_size=size)
       else:
         raise app.UsageError(f'Unknown model {name!r}.')
     except ImportError as e:
@@ -229,9 +146,10 @@ def main(argv):
   times = {name: ([], []) for name in calls}
   for _ in range(_ROUNDS.value):
     for name, (train, infer) in calls.items():
-      times[name][0].append(median_seconds(train, _STEPS.value))
-      times[name][1].append(median_seconds(infer, _STEPS.value))
-  peak = matmul_peak(jnp.dtype(_DTYPE.value))
+      times[name][0].append(timing.median_seconds(train, _STEPS.value))
+      times[name][1].append(timing.median_seconds(infer, _STEPS.value))
+  peak = timing.matmul_peak(jnp.dtype(_DTYPE.value),
+                             [int(n) for n in _PEAK_SIZES.value])
   forward = flops.flops_per_image(
       models.create_model(variant, num_classes=NUM_CLASSES), image_size=size)
   rows = []
