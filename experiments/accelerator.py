@@ -66,10 +66,7 @@ from mixer_jax import flops
 from mixer_jax import hardware
 from mixer_jax import models
 
-_BUDGET = flags.DEFINE_float('budget_s', 480, 'Seconds for everything.')
-_OUTPUT = flags.DEFINE_string('output', None, 'Also write the results here.')
-_VARIANTS = flags.DEFINE_list('variants', ['S/32', 'B/16', 'L/16'],
-                              'Variants timed in `throughput`.')
+FLAGS = flags.FLAGS
 
 RECIPE_BATCH = 512  # The recipes' batch: the most tried per device.
 FINE_TUNE_STEPS = 300
@@ -251,11 +248,12 @@ def fitting_calls(module, size: dict, mesh):
       batch //= 2
 
 
-def throughput_rows(size: dict, matmul: dict, budget: Budget, notes: list):
+def throughput_rows(size: dict, matmul: dict, budget: Budget, notes: list,
+                    variants):
   """One row per (variant, dtype, model), as long as the budget allows."""
   mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ('data',))
   last = None  # (seconds, FLOPs per image) of the last measurement.
-  for variant in _VARIANTS.value:
+  for variant in variants:
     forward = flops.flops_per_image(models.create_model(
         variant, num_classes=timing.NUM_CLASSES),
                                     image_size=size['image_size'])
@@ -363,18 +361,18 @@ def markdown(results: dict) -> str:
 
 
 def write(results: dict) -> None:
-  if _OUTPUT.value:
-    with open(_OUTPUT.value, 'w') as f:
+  if FLAGS.output:
+    with open(FLAGS.output, 'w') as f:
       json.dump(results, f, indent=2)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  budget = Budget(_BUDGET.value)
+  budget = Budget(FLAGS.budget_s)
   size = sizes(jax.default_backend())
   results = dict(command=' '.join(['python'] + sys.argv),
-                 budget_s=_BUDGET.value, sizes=size, skipped=[])
+                 budget_s=FLAGS.budget_s, sizes=size, skipped=[])
   results['device'] = device_section()
   write(results)
   # Each section, with the seconds it should at least have left to start.
@@ -383,7 +381,8 @@ def main(argv):
                   tempfile.mkdtemp(prefix='mixer_jax_accelerator_'))),
               ('memory', 20, lambda: memory_section(size, results['matmul'])),
               ('throughput', 10, lambda: list(throughput_rows(
-                  size, results['matmul'], budget, results['skipped']))),
+                  size, results['matmul'], budget, results['skipped'],
+                  FLAGS.variants))),
               ('timm', 30, lambda: timm_section(size))]
   for name, need, run in sections:
     if not budget.allows(need) or (name != 'matmul' and
@@ -404,9 +403,19 @@ def main(argv):
   print(markdown(results))
   for line in results['skipped']:
     print(line)
-  print(f'{results["elapsed_s"]:.0f} s of {_BUDGET.value:.0f}'
-        + (f'; written to {_OUTPUT.value}' if _OUTPUT.value else ''))
+  print(f'{results["elapsed_s"]:.0f} s of {FLAGS.budget_s:.0f}'
+        + (f'; written to {FLAGS.output}' if FLAGS.output else ''))
+
+
+def define_flags():
+  """The script's flags (an import of this module, as the tests make,
+  defines none)."""
+  flags.DEFINE_float('budget_s', 480, 'Seconds for everything.')
+  flags.DEFINE_string('output', None, 'Also write the results here.')
+  flags.DEFINE_list('variants', ['S/32', 'B/16', 'L/16'],
+                    'Variants timed in `throughput`.')
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
