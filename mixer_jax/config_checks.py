@@ -73,6 +73,7 @@ _RULES = {
                       'examples per class, each > 0'),
     'max_diverged_steps': (_positive, '> 0'),
     'max_loss_factor': (_non_negative, '>= 0 (0: off)'),
+    'max_eval_loss_factor': (_non_negative, '>= 0 (0: off)'),
     'label_smoothing': (_fraction, 'in [0, 1)'),
     'mixup_alpha': (_non_negative, '>= 0'),
     'momentum': (_fraction, 'in [0, 1)'),

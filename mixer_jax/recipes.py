@@ -156,6 +156,10 @@ def get_config():
   # A loss above this multiple of ln(num_classes), a fresh zero head's loss,
   # has exploded (0: only non-finite steps diverge).
   config.max_loss_factor = 10.0
+  # An eval loss above this multiple of ln(num_classes), or train losses above
+  # it for 10 x max_diverged_steps steps in a row, have diverged: the model
+  # does worse than a fresh head (0: off).
+  config.max_eval_loss_factor = 1.25
 
   # Evaluation, logging, checkpoints.
   # Evaluate every this many steps (and at the end).

@@ -172,19 +172,23 @@ def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
                               every=config.progress_every)
   if not config.accum_steps:  # Shown in a notebook too, where info is not.
     progress.write(f'accum_steps=0 (auto): {accum_steps}, {why}.')
+  max_eval_loss = divergence.max_loss(factor=config.max_eval_loss_factor,
+                                      num_classes=info.num_classes)
   diverged = divergence.DivergedSteps(
       limit=config.max_diverged_steps, max_loss=divergence.max_loss(
-          factor=config.max_loss_factor, num_classes=info.num_classes))
+          factor=config.max_loss_factor, num_classes=info.num_classes),
+      stuck_loss=max_eval_loss)
   logging.info('%s on %d %s device(s): %s, %d train / %d eval examples, '
                '%d classes.', config.model.variant, mesh.size,
                mesh.devices.flat[0].platform, config.dataset,
                info.num_train_examples, info.num_eval_examples,
                info.num_classes)
 
-  def check_divergence():
-    """Raises Diverged, with diverged checkpoints set aside, if due."""
+  def check_divergence(check, *args, **kwargs):
+    """check(*args, **kwargs); a Diverged it raises is raised again with the
+    unhealthy checkpoints set aside and the advice."""
     try:
-      diverged.check()
+      check(*args, **kwargs)
     except divergence.Diverged as e:
       set_aside, aside_dir = checkpoints.set_aside_from(
           divergence.first_unhealthy_checkpoint(e.first_step))
@@ -232,7 +236,7 @@ def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
       save_due = itstime(step, config.checkpoint_every,
                          last=last_step) or bool(stop)
       if progress.due(step) or save_due or any(due.values()):
-        check_divergence()  # Reads from the device anyway.
+        check_divergence(diverged.check)  # Reads from the device anyway.
         checkpoints.check_for_errors()
       if progress.due(step):
         train_metrics = progress.update(
@@ -253,6 +257,8 @@ def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
           progress.write(f'step {step}: ' + '  '.join(
               f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}'
               for k, v in found.items()))
+          check_divergence(divergence.check_eval, step, found,
+                           max_eval_loss=max_eval_loss)
     if 'eval_loss' not in results:  # Nothing left to train: evaluate what is
       results.update(run_eval(step, state.params))  # there.
     checkpoints.wait()
