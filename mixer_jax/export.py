@@ -68,9 +68,11 @@ timm that differ slightly from ours, as timm's own ports of the published
 weights do; config.json's 'mixer_jax' entry says which one was trained.
 """
 
+import json
 import math
 import os
 import shutil
+import tempfile
 
 from absl import app
 from absl import flags
@@ -221,33 +223,23 @@ def timm_config(loaded: inference.Loaded) -> dict:
 
 
 def to_timm(loaded: inference.Loaded, output: str) -> list[str]:
-  """DIR/model.safetensors and DIR/config.json, each written beside its
-  place and moved there."""
+  """DIR/model.safetensors and DIR/config.json."""
   try:
     from safetensors import numpy as safetensors_numpy  # pylint: disable=g-import-not-at-top
   except ImportError:
     raise errors.UserError('--format=timm needs safetensors: pip install '
                            'safetensors.') from None
   config = timm_config(loaded)
-  weights = os.path.join(output, 'model.safetensors')
-  with open(weights + '.partial', 'wb') as f:
+  with open(os.path.join(output, 'model.safetensors'), 'wb') as f:
     f.write(safetensors_numpy.save(checkpoint.to_timm(loaded.params)))
-  os.replace(weights + '.partial', weights)
   metrics.write_json(os.path.join(output, 'config.json'), config)
-  return [weights, os.path.join(output, 'config.json')]
+  return ['model.safetensors', 'config.json']
 
 
-def export(loaded: inference.Loaded, *, format_name: str,
-           output: str) -> list[str]:
-  """Writes the export into the directory `output`; returns what it wrote.
-  Each part is written beside its place and then moved there, so a failed
-  export leaves no half-written model."""
-  if format_name not in FORMATS:
-    raise errors.UserError(f'--format={format_name}: one of '
-                           f'{", ".join(FORMATS)}.')
-  if os.path.isfile(output):
-    raise errors.UserError(f'--output={output} is a file: give a directory.')
-  os.makedirs(output, exist_ok=True)
+def write_format(loaded: inference.Loaded, format_name: str,
+                 output: str) -> list[str]:
+  """Writes one format into the empty directory `output`; returns the names
+  written there."""
   if format_name == 'timm':
     return to_timm(loaded, output)
   info = metadata(loaded, format_name=format_name)
@@ -255,21 +247,73 @@ def export(loaded: inference.Loaded, *, format_name: str,
     exported = to_stablehlo(loaded)
     info['calling_convention_version'] = exported.calling_convention_version
     name = 'model.bin'
-    with open(os.path.join(output, name + '.partial'), 'wb') as f:
+    with open(os.path.join(output, name), 'wb') as f:
       f.write(exported.serialize())
   elif format_name == 'onnx':
     name = 'model.onnx'
-    to_onnx(loaded, os.path.join(output, name + '.partial'))
+    to_onnx(loaded, os.path.join(output, name))
   else:
     name = 'saved_model'
-    partial = os.path.join(output, name + '.partial')
-    shutil.rmtree(partial, ignore_errors=True)
-    to_saved_model(loaded, partial)
-    shutil.rmtree(os.path.join(output, name), ignore_errors=True)
-  os.replace(os.path.join(output, name + '.partial'),
-             os.path.join(output, name))
+    to_saved_model(loaded, os.path.join(output, name))
+  info['files'] = [name, 'metadata.json']
   metrics.write_json(os.path.join(output, 'metadata.json'), info)
-  return [os.path.join(output, name), os.path.join(output, 'metadata.json')]
+  return info['files']
+
+
+def previous_export(output: str) -> set[str]:
+  """The names of the export already in `output` (its metadata.json lists
+  them; a timm export is model.safetensors and config.json)."""
+  try:
+    with open(os.path.join(output, 'metadata.json')) as f:
+      return set(json.load(f).get('files', [])) | {'metadata.json'}
+  except (OSError, ValueError, AttributeError):
+    pass
+  if os.path.exists(os.path.join(output, 'model.safetensors')):
+    return {'model.safetensors', 'config.json'}
+  return set()
+
+
+def check_output(format_name: str, output: str, *, overwrite: bool) -> None:
+  """Raises errors.UserError where the export cannot go (before anything
+  is loaded)."""
+  if format_name not in FORMATS:
+    raise errors.UserError(f'--format={format_name}: one of '
+                           f'{", ".join(FORMATS)}.')
+  if os.path.isfile(output):
+    raise errors.UserError(f'--output={output} is a file: give a directory.')
+  there = sorted(os.listdir(output)) if os.path.isdir(output) else []
+  if there and not overwrite:
+    raise errors.UserError(
+        f'--output={output} is not empty ({", ".join(there[:4])}'
+        f'{", ..." if len(there) > 4 else ""}): give a new or empty '
+        'directory, or --overwrite to replace the export there.')
+
+
+def export(loaded: inference.Loaded, *, format_name: str, output: str,
+           overwrite: bool = False) -> list[str]:
+  """Writes the export into the directory `output`; returns what it wrote.
+
+  A directory that holds anything is left as it is unless `overwrite`, which
+  replaces the export there (each folder holds one export, so its
+  metadata.json describes its files). Everything is written into a hidden
+  folder inside `output` first and moved into place at the end: a failed
+  export (a full or read-only disk) leaves nothing behind."""
+  check_output(format_name, output, overwrite=overwrite)
+  os.makedirs(output, exist_ok=True)
+  staging = tempfile.mkdtemp(prefix='.export_', dir=output)
+  try:
+    names = write_format(loaded, format_name, staging)
+    for name in previous_export(output) | set(names):
+      path = os.path.join(output, name)
+      if os.path.isdir(path):
+        shutil.rmtree(path)
+      elif os.path.exists(path):
+        os.remove(path)
+    for name in names:
+      os.replace(os.path.join(staging, name), os.path.join(output, name))
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+  return [os.path.join(output, name) for name in names]
 
 
 def define_flags():
@@ -277,7 +321,10 @@ def define_flags():
   flags.DEFINE_string('workdir', None, 'A trained run.')
   flags.DEFINE_string('pretrained', None, 'A published name, .npz or URL.')
   flags.DEFINE_enum('format', 'stablehlo', FORMATS, 'What to write.')
-  flags.DEFINE_string('output', None, 'The directory to write into.')
+  flags.DEFINE_string('output', None, 'The directory to write into (new or '
+                      'empty, unless --overwrite).')
+  flags.DEFINE_bool('overwrite', False, 'Replace the export already in '
+                    '--output.')
 
 
 def main(argv):
@@ -288,17 +335,19 @@ def main(argv):
   try:
     if not FLAGS.output:
       raise errors.UserError('Give --output=DIR.')
+    check_output(FLAGS.format, FLAGS.output, overwrite=FLAGS.overwrite)
     loaded = inference.from_run_or_pretrained(workdir=FLAGS.workdir,
                                               pretrained=FLAGS.pretrained)
-    written = export(loaded, format_name=FLAGS.format, output=FLAGS.output)
+    written = export(loaded, format_name=FLAGS.format, output=FLAGS.output,
+                     overwrite=FLAGS.overwrite)
   except errors.UserError as e:
     cli.exit_with_error('mixer_jax.export', e)
-  except OSError as e:
-    if not errors.is_disk_full(e):
-      raise
+  except OSError as e:  # A full or read-only disk, no permission.
     cli.exit_with_error('mixer_jax.export', errors.DiskFullError(
         f'no space left on device writing into {FLAGS.output}: '
-        f'{errors.describe(e)[:200]}'))
+        f'{errors.describe(e)[:200]}') if errors.is_disk_full(e) else
+                        f'cannot write into --output={FLAGS.output}: '
+                        f'{errors.describe(e)[:200]}; nothing was written.')
   print('Written: ' + ', '.join(written))
 
 

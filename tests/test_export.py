@@ -283,3 +283,71 @@ def test_the_saved_model_converts_to_tflite_with_select_tf_ops(digits_run,
   expected = loaded.model.apply({'params': loaded.params}, images)
   np.testing.assert_allclose(interpreter.get_tensor(logits_out['index']),
                              expected, atol=1e-4)
+
+
+################################################################################
+# What is already in --output.
+################################################################################
+
+
+def test_an_export_never_replaces_one_without_overwrite(tmp_path):
+  loaded = inference.from_pretrained(str(TESTDATA / 'vit_jax_mixer_tiny.npz'))
+  export.export(loaded, format_name='stablehlo', output=str(tmp_path))
+  before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+  for format_name in ('stablehlo', 'timm'):
+    with pytest.raises(errors.UserError, match=r'is not empty \(metadata.json, '
+                       r'model.bin\): .* or --overwrite'):
+      export.export(loaded, format_name=format_name, output=str(tmp_path))
+  assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_overwrite_replaces_the_export_whole(tmp_path):
+  """The folder then holds the new export alone: no model.bin beside a
+  saved_model whose metadata.json would not describe it."""
+  loaded = inference.from_pretrained(str(TESTDATA / 'vit_jax_mixer_tiny.npz'))
+  export.export(loaded, format_name='stablehlo', output=str(tmp_path))
+  (tmp_path / 'notes.txt').write_text('mine')
+  written = export.export(loaded, format_name='savedmodel',
+                          output=str(tmp_path), overwrite=True)
+  assert written == [str(tmp_path / 'saved_model'),
+                     str(tmp_path / 'metadata.json')]
+  assert sorted(os.listdir(tmp_path)) == ['metadata.json', 'notes.txt',
+                                          'saved_model']
+  info = json.loads((tmp_path / 'metadata.json').read_text())
+  assert info['format'] == 'savedmodel'
+  assert info['files'] == ['saved_model', 'metadata.json']
+
+
+def test_a_failed_export_leaves_nothing(tmp_path, monkeypatch):
+  """A disk that fills while the model is written: no partial file."""
+  loaded = inference.from_pretrained(str(TESTDATA / 'vit_jax_mixer_tiny.npz'))
+
+  def full(*args, **kwargs):
+    raise OSError(28, 'No space left on device')
+
+  monkeypatch.setattr(export, 'to_stablehlo', full)
+  with pytest.raises(OSError, match='No space left'):
+    export.export(loaded, format_name='stablehlo', output=str(tmp_path))
+  assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('output, message', [
+    ('full', 'is not empty (model.bin): give a new or empty directory, or '
+     '--overwrite'),
+    ('/proc/self/mixer_jax_export', 'cannot write into --output='
+     '/proc/self/mixer_jax_export: ')])
+def test_the_command_refuses_in_one_line(tmp_path, output, message):
+  (tmp_path / 'full').mkdir()
+  (tmp_path / 'full' / 'model.bin').write_bytes(b'an earlier export')
+  result = subprocess.run(
+      [sys.executable, '-m', 'mixer_jax.export',
+       f'--pretrained={TESTDATA / "vit_jax_mixer_tiny.npz"}',
+       f'--output={output}'], cwd=tmp_path, capture_output=True, text=True,
+      check=False, timeout=300)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      f'mixer_jax.export: error: --output={output} ' if output == 'full'
+      else 'mixer_jax.export: error: ')
+  assert message in result.stderr and 'Traceback' not in result.stderr
+  assert (tmp_path / 'full' / 'model.bin').read_bytes() == b'an earlier export'
