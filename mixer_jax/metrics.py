@@ -22,6 +22,7 @@ from typing import Any, Mapping, Optional
 from absl import logging
 from flax.metrics import tensorboard
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 from tensorboard.compat.proto import event_pb2
 import tensorflow as tf
@@ -73,6 +74,21 @@ def read_jsonl(path: str) -> list[dict]:
       except ValueError:
         continue
   return records
+
+
+def missing_record(workdir: str, step: int, key: str) -> bool:
+  """Whether WORKDIR/metrics.jsonl has no record of `step` with a name that
+  starts with `key`, as process 0 reads it (every process gets its answer;
+  every process must call this)."""
+  missing = False
+  if jax.process_index() == 0:
+    path = os.path.join(workdir, 'metrics.jsonl')
+    records = read_jsonl(path) if os.path.exists(path) else []
+    missing = not any(r.get('step') == step and any(
+        name.startswith(key) for name in r) for r in records)
+  if jax.process_count() > 1:
+    missing = bool(multihost_utils.broadcast_one_to_all(np.int32(missing)))
+  return missing
 
 
 def drop_jsonl_after(path: str, step: int):

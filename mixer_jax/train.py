@@ -222,8 +222,25 @@ def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
                 ('fewshot', config.fewshot_every, run_fewshot)]
   last_step = min(config.total_steps, stop_at_step or config.total_steps)
   results, train_metrics, start_time = {}, {}, time.perf_counter()
+
+  def run_evaluator(evaluator, step, params):
+    found = evaluator(step, params)
+    results.update(found)
+    writer.write_scalars(step, found)
+    progress.write(f'step {step}: ' + '  '.join(
+        f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}'
+        for k, v in found.items()))
+    check_divergence(divergence.check_eval, step, found,
+                     max_eval_loss=max_eval_loss)
+
   step = start_step
   try:
+    # A run stopped between the checkpoint of a step and that step's evals
+    # (killed, preempted) resumes after them: the missing ones run first.
+    for name, every, evaluator in evaluators:
+      if start_step and itstime(start_step, every, last=config.total_steps) and (
+          metrics.missing_record(workdir, start_step, RECORD_KEYS[name])):
+        run_evaluator(evaluator, start_step, state.params)
     batches = input_pipeline.prefetch_to_mesh(
         input_pipeline.train_iterator(config, start_step=start_step),
         batch_sharding, config.prefetch)
@@ -251,14 +268,7 @@ def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
         raise preemption.Stopped(step, stop)
       for name, _, evaluator in evaluators:
         if due[name]:
-          found = evaluator(step, state.params)
-          results.update(found)
-          writer.write_scalars(step, found)
-          progress.write(f'step {step}: ' + '  '.join(
-              f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}'
-              for k, v in found.items()))
-          check_divergence(divergence.check_eval, step, found,
-                           max_eval_loss=max_eval_loss)
+          run_evaluator(evaluator, step, state.params)
     if 'eval_loss' not in results:  # Nothing left to train: evaluate what is
       results.update(run_eval(step, state.params))  # there.
     checkpoints.wait()
@@ -281,6 +291,10 @@ def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
                  results={**results, **train_metrics},
                  diverged_steps=diverged.total,
                  seconds=time.perf_counter() - start_time)
+
+
+# How each evaluator's records in metrics.jsonl start.
+RECORD_KEYS = {'eval': 'eval_loss', 'real': 'eval_real_', 'fewshot': 'fewshot/'}
 
 
 def itstime(step: int, every: int, *, last: int) -> bool:

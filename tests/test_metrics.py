@@ -1,6 +1,7 @@
 """Tests for mixer_jax.metrics: durable records, none twice after a resume."""
 
 import collections
+import json
 import os
 import shutil
 
@@ -53,6 +54,39 @@ def test_a_resume_writes_no_record_twice(tmp_path):
   assert set(scalars.values()) == {1}
   assert {step for tag, step in scalars if tag == 'train_loss'} == set(
       range(1, 9))
+
+
+@pytest.mark.parametrize('lines, step, key, missing', [
+    ([], 4, 'eval_loss', True),
+    (['{"step": 4, "train_loss": 1.0}'], 4, 'eval_loss', True),
+    (['{"step": 4, "eval_loss": 1.0}'], 4, 'eval_loss', False),
+    (['{"step": 4, "eval_loss": 1.0}'], 8, 'eval_loss', True),
+    (['{"step": 8, "fewshot/digits/5shot": 0.9}'], 8, 'fewshot/', False),
+    (['{"step": 8, "eval_lo'], 8, 'eval_loss', True)])  # Cut by a kill.
+def test_missing_record(tmp_path, lines, step, key, missing):
+  if lines:
+    (tmp_path / 'metrics.jsonl').write_text('\n'.join(lines))
+  assert metrics.missing_record(str(tmp_path), step, key) is missing
+
+
+@pytest.mark.slow
+def test_an_eval_lost_to_a_kill_after_its_checkpoint_is_redone(tmp_path):
+  """Killed after saving the checkpoint of step 8, before that step's eval
+  was written: the rerun evaluates step 8 first, and metrics.jsonl ends with
+  the eval records of a run never stopped."""
+  config = small_digits_config(total_steps=12, eval_every=4,
+                               checkpoint_every=4)
+  train.train_and_evaluate(config, str(tmp_path / 'whole'))
+  workdir = tmp_path / 'killed'
+  train.train_and_evaluate(config, str(workdir), stop_at_step=8)
+  records = read_jsonl(workdir)
+  assert [r['step'] for r in records if 'eval_loss' in r] == [4, 8]
+  (workdir / 'metrics.jsonl').write_text(''.join(  # The eval of 8 never was.
+      json.dumps(r) + '\n' for r in records
+      if not (r['step'] == 8 and 'eval_loss' in r)))
+  train.train_and_evaluate(config, str(workdir))
+  evals = lambda run: [r for r in read_jsonl(run) if 'eval_loss' in r]
+  assert evals(workdir) == evals(tmp_path / 'whole')
 
 
 @pytest.mark.slow
