@@ -40,14 +40,31 @@ def exit_with_error(program: str, error) -> None:
   sys.exit(1)
 
 
+# absl's help flags: it prints the help, then exits 1 (we exit 0).
+HELP_FLAGS = ('-h', '-?', '--help', '--helpshort', '--helpfull', '--helpxml')
+
+
 def parse_flags_and_config(program: str):
-  """absl's flag parser for app.run, with --config loaded at once and a bad
-  config file, field or value as one line."""
+  """parse_flags for a command with --config, loaded at once."""
+  return parse_flags(program, config=True)
+
+
+def parse_flags(program: str, *, config: bool = False):
+  """absl's flag parser for app.run: --help exits 0 after the help, a flag
+  mistake (and with `config`, a bad config file, field or value) is one
+  line."""
 
   def parse(argv):
     try:
-      argv = FLAGS(argv)
-      FLAGS.config.lr  # pylint: disable=pointless-statement  # Loads it now.
+      try:
+        argv = FLAGS(argv)
+      except SystemExit as e:
+        if e.code == 1 and any(a.split('=')[0] in HELP_FLAGS
+                               for a in argv[1:]):
+          sys.exit(0)
+        raise
+      if config:
+        FLAGS.config.lr  # pylint: disable=pointless-statement  # Loads it.
       return argv
     except (flags.Error, errors.UserError) as e:
       exit_with_error(program, e)

@@ -71,6 +71,7 @@ def define_flags():
       'workdir', None, 'Where checkpoints, logs and metrics go; a run in an '
       'existing workdir resumes. Default: workdirs/<config name>.')
   cli.define_distributed_flags()
+  flags.adopt_module_key_flags(cli)  # --help shows the launch flags too.
 
 
 def initial_params(config, model, *, rng):

@@ -26,3 +26,33 @@ def test_a_command_on_a_cpu_never_starts_libtpu(tmp_path):
   assert result.returncode == 0, result.stderr[-2000:]
   assert 'TPU' not in result.stderr, result.stderr[-2000:]
   assert (tmp_path / 'model.bin').exists()
+
+
+COMMANDS = ('train', 'evaluate', 'fewshot', 'transfer', 'predict', 'export',
+            'plan', 'plot')
+
+
+def run_command(name, *args):
+  return subprocess.run([sys.executable, '-m', f'mixer_jax.{name}', *args],
+                        cwd=ROOT, capture_output=True, text=True, check=False,
+                        timeout=300)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', COMMANDS)
+def test_help_exits_0_and_a_bad_flag_is_one_line(name):
+  shown = run_command(name, '--help')
+  assert shown.returncode == 0, shown.stderr[-2000:]
+  assert f'mixer_jax.{name}' in shown.stdout
+  bad = run_command(name, '--no_such_flag=1')
+  assert bad.returncode == 1
+  assert bad.stderr.strip().splitlines()[-1] == (
+      f"mixer_jax.{name}: error: Unknown command line flag 'no_such_flag'")
+
+
+@pytest.mark.slow
+def test_train_help_shows_the_launch_flags_readme_uses():
+  shown = run_command('train', '--help').stdout
+  for flag in ('--config', '--workdir', '--coordinator_address',
+               '--num_processes', '--process_id', '--[no]distributed'):
+    assert flag in shown
