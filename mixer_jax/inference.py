@@ -144,11 +144,28 @@ def image_files(paths: Iterable[str]) -> list[str]:
   return found
 
 
+def to_rgb(image: Image.Image) -> np.ndarray:
+  """uint8 RGB [H, W, 3] of any PIL image. Grey images of more than 8 bits
+  (16-bit PNGs: 'I;16', 'I'; float 'F') are scaled into 0-255, where
+  convert('RGB') would clip them."""
+  if image.mode.startswith('I;16') or image.mode in ('I', 'F'):
+    values = np.asarray(image, np.float64)
+    if image.mode == 'F' and values.max(initial=0) <= 1:
+      values = values * 255  # Floats in [0, 1].
+    elif image.mode != 'F' and (image.mode.startswith('I;16') or
+                                values.max(initial=0) > 255):
+      values = values / 257  # 16 bits: 65535 -> 255.
+    grey = np.clip(np.round(values), 0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)
+  return np.asarray(image.convert('RGB'))
+
+
 def read_image(path: str) -> np.ndarray:
-  """uint8 RGB [H, W, 3]; grey, RGBA and palette images are converted."""
+  """uint8 RGB [H, W, 3]; grey, 16-bit, RGBA and palette images are
+  converted."""
   try:
     with Image.open(path) as image:
-      return np.asarray(image.convert('RGB'))
+      return to_rgb(image)
   except (OSError, ValueError, Image.DecompressionBombError) as e:
     raise errors.UserError(f'{path}: not an image that can be read '
                            f'({errors.describe(e)[:200]}).') from None
