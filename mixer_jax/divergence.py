@@ -43,11 +43,14 @@ from mixer_jax import errors
 
 
 class Diverged(errors.UserError):
-  """Too many steps in a row diverged; `first_step` is the first of them."""
+  """Too many steps in a row diverged; `first_step` is the first of them,
+  `reason` the message without the advice on what to run next."""
 
-  def __init__(self, message: str, *, first_step: Optional[int] = None):
+  def __init__(self, message: str, *, first_step: Optional[int] = None,
+               reason: Optional[str] = None):
     super().__init__(message)
     self.first_step = first_step
+    self.reason = reason or message
 
 
 @jax.jit

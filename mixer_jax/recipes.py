@@ -200,6 +200,9 @@ DATASET_PRESETS = {
     'imagenet2012': dict(total_steps=20_000, train_split='train[:99%]',
                          eval_split='validation',
                          real_dataset='imagenet2012_real'),
+    # The offline digits (configs/digits.py's length and batch).
+    'digits': dict(total_steps=600, warmup_steps=50, train_split='train[:90%]',
+                   eval_split='test', batch_size=128, eval_batch_size=128),
 }
 
 

@@ -195,7 +195,7 @@ def _train(config, workdir, *, mesh, info, model, stop_at_step, signals):
           divergence.first_unhealthy_checkpoint(e.first_step))
       raise divergence.Diverged(str(e) + divergence.how_to_resume(
           lr=config.lr, last_healthy=checkpoints.latest_step(),
-          set_aside=set_aside, aside_dir=aside_dir)) from None
+          set_aside=set_aside, aside_dir=aside_dir), reason=str(e)) from None
 
   def save(state):
     if not divergence.all_finite(state.params):

@@ -34,6 +34,7 @@ sets any other field of every run.
 """
 
 import json
+import math
 import os
 import re
 import sys
@@ -76,12 +77,14 @@ _DEFAULT_TRAIN_SPLIT = 'train[:90%]'
 
 
 def model_fields(loaded: inference.Loaded) -> dict:
-  """config.model fields that build the checkpoint's Mixer (its width's
-  name where the shapes are a named width's, overrides otherwise)."""
+  """config.model fields that build the checkpoint's Mixer: the named width
+  nearest its shapes (the digits model's is Ti, as its recipe says), with
+  overrides where they differ."""
   model = loaded.model
   dims = {k: getattr(model, k) for k in
           ('num_blocks', 'hidden_dim', 'tokens_mlp_dim', 'channels_mlp_dim')}
-  width = next((w for w, d in models.WIDTHS.items() if d == dims), 'B')
+  width = min(models.WIDTHS, key=lambda w: sum(
+      abs(math.log(dims[k] / v)) for k, v in models.WIDTHS[w].items()))
   fields = {'variant': f'{width}/{model.patch_size}'}
   fields.update({k: v for k, v in dims.items()
                  if models.WIDTHS[width][k] != v})
@@ -176,7 +179,9 @@ def _fine_tune(config, run_dir: str, *, signals, log):
                       config.dataset, config.lr, e)
       os.makedirs(run_dir, exist_ok=True)
       with open(diverged_path, 'w') as f:
-        f.write(f'{e}\n')
+        f.write(f'{e.reason} Learning rate {config.lr:g} is left out of the '
+                'pick: give smaller rates with --lr_grid (delete this file '
+                'to try this one again).\n')
       return None
   log(f'{config.dataset} lr {config.lr:g}: minival ({config.eval_split}) '
       f'top-1 {final["eval_accuracy"]:.2%}')

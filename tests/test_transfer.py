@@ -9,7 +9,10 @@ import sys
 import pytest
 
 from mixer_jax import errors
+from mixer_jax import inference
+from mixer_jax import model_config
 from mixer_jax import preemption
+from mixer_jax import recipes
 from mixer_jax import transfer
 from tests.conftest import ROOT
 from tests.conftest import read_jsonl
@@ -80,7 +83,10 @@ def test_a_stopped_sweep_resumes_and_writes_the_paper_shaped_row(
                              key=lambda lr: minival[lr]['eval_accuracy'])
     assert task['diverged_lrs'] == [1e6]
     with open(os.path.join(task_dir, 'lr_1e+06', 'diverged.txt')) as f:
-      assert 'diverged' in f.read()
+      why = f.read()
+    assert why.startswith('training diverged: ') and '--config.lr' not in why
+    assert 'Learning rate 1e+06 is left out of the pick: give smaller ' \
+        'rates with --lr_grid' in why
     assert task['minival_top1'] == minival[task['lr']]['eval_accuracy']
     assert task['test_split'] == 'test'
     assert 0 <= task['top1'] <= 1
@@ -174,3 +180,22 @@ def test_missing_datasets_are_listed_before_any_run(tmp_path):
   assert "; tfds dataset 'cifar100' (download is off)" in message
   assert message.endswith('Or leave the missing datasets out of --datasets.')
   assert not (tmp_path / 'transfer').exists()
+
+
+def test_a_task_takes_its_presets_length_and_the_models_variant(digits_run):
+  """digits: configs/digits.py's 600 steps at batch 128, not the paper's
+  10,000 at 512; the digits model is a Ti/2 (with its own widths), not B/2."""
+  loaded = inference.from_run(digits_run[0])
+  fields = transfer.model_fields(loaded)
+  assert fields['variant'] == 'Ti/2'
+  base = recipes.get_config()
+  base.model.update(fields)
+  config = transfer.run_config(base, 'digits', 0.01, {},
+                               train_split='train[:90%]', minival='train[90%:]')
+  assert (config.total_steps, config.batch_size, config.warmup_steps) == (
+      600, 128, 50)
+  assert config.model.variant == 'Ti/2'
+  built = model_config.model_from_config(config, num_classes=10)
+  assert all(getattr(built, k) == getattr(loaded.model, k) for k in (
+      'num_blocks', 'hidden_dim', 'tokens_mlp_dim', 'channels_mlp_dim',
+      'patch_size'))
