@@ -134,9 +134,14 @@ def image_files(paths: Iterable[str]) -> list[str]:
   found = []
   for path in paths:
     if os.path.isdir(path):
-      for root, _, files in sorted(os.walk(path)):
-        found += [os.path.join(root, f) for f in sorted(files)
-                  if f.lower().endswith(IMAGE_TYPES)]
+      inside = [os.path.join(root, f)
+                for root, _, files in sorted(os.walk(path))
+                for f in sorted(files) if f.lower().endswith(IMAGE_TYPES)]
+      if not inside:
+        raise errors.MissingError(
+            f'{path}: a folder with no image in it (looked for '
+            f'{", ".join(IMAGE_TYPES)}, in its subfolders too).')
+      found += inside
     elif os.path.exists(path):
       found.append(path)
     else:

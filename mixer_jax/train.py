@@ -327,8 +327,8 @@ def _finish(workdir, state, *, trained, results, diverged_steps, seconds):
     final['diverged_steps'] = diverged_steps
   final_path = os.path.join(workdir, 'final_metrics.json')
   if not trained and os.path.exists(final_path):
-    with open(final_path) as f:
-      return {**json.load(f), **results}
+    with open(final_path) as f:  # This run trained for 0 seconds.
+      return {**json.load(f), **results, 'train_seconds_this_run': 0.0}
   if jax.process_index() == 0:
     params = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)),
                           state.params)

@@ -32,3 +32,14 @@ def test_a_file_that_is_not_an_image_is_one_user_error(tmp_path):
   (tmp_path / 'x.png').write_bytes(b'not a png')
   with pytest.raises(inference.errors.UserError, match='not an image'):
     inference.read_image(str(tmp_path / 'x.png'))
+
+
+def test_image_files_names_a_folder_without_images(tmp_path):
+  (tmp_path / 'empty' / 'sub').mkdir(parents=True)
+  (tmp_path / 'empty' / 'notes.txt').write_text('')
+  with pytest.raises(inference.errors.MissingError,
+                     match='empty: a folder with no image in it'):
+    inference.image_files([str(tmp_path / 'empty')])
+  (tmp_path / 'empty' / 'sub' / 'a.PNG').write_bytes(b'')
+  assert inference.image_files([str(tmp_path / 'empty')]) == [
+      str(tmp_path / 'empty' / 'sub' / 'a.PNG')]

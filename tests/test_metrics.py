@@ -102,3 +102,6 @@ def test_rerunning_a_finished_run_keeps_its_final_metrics(tmp_path):
     assert f.read() == written
   assert again['train_loss'] == final['train_loss']
   assert again['eval_accuracy'] == pytest.approx(final['eval_accuracy'])
+  # This run trained nothing; the file keeps the time of the one that did.
+  assert again['train_seconds_this_run'] == 0.0
+  assert final['train_seconds_this_run'] > 0
