@@ -67,7 +67,7 @@ def parse_flags(program: str, *, config: bool = False):
         FLAGS.config.lr  # pylint: disable=pointless-statement  # Loads it.
       return argv
     except (flags.Error, errors.UserError) as e:
-      exit_with_error(program, e)
+      exit_with_error(program, config_file_error(str(e)) or e)
     except OSError as e:  # ml_collections: the config file did not load.
       exit_with_error(program, 'cannot load the config file: ' +
                       str(e).strip().split('\n')[-1].strip())
@@ -80,6 +80,18 @@ def parse_flags(program: str, *, config: bool = False):
                       f'{". " + hint if hint else ""}')
 
   return parse
+
+
+def config_file_error(message: str):
+  """The error that stopped a config file loading, without the traceback
+  ml_collections puts into its flag error (its last line is the error)."""
+  if 'Error whilst parsing config file' not in message:
+    return None
+  last = message.strip().splitlines()[-1].strip()
+  kind, colon, text = last.partition(': ')
+  text = text if colon and ' ' not in kind else last
+  flag = message.split(': Error whilst', 1)[0].removeprefix('flag ')
+  return f'{flag}: {text}'
 
 
 def define_distributed_flags():

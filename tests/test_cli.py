@@ -5,8 +5,11 @@ import os
 import subprocess
 import sys
 
+from absl import flags
+from ml_collections import config_flags
 import pytest
 
+from mixer_jax import cli
 from tests.conftest import ROOT
 
 
@@ -56,3 +59,16 @@ def test_train_help_shows_the_launch_flags_readme_uses():
   for flag in ('--config', '--workdir', '--coordinator_address',
                '--num_processes', '--process_id', '--[no]distributed'):
     assert flag in shown
+
+
+def test_a_config_file_that_fails_is_its_error_alone():
+  """ml_collections puts the file's whole traceback in its flag error."""
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', flag_values=values)
+  with pytest.raises(flags.Error) as e:
+    values(['prog', '--config=configs/b16.py:cifar1000'])
+  found = cli.config_file_error(str(e.value))
+  assert found.startswith("--config=configs/b16.py:cifar1000: Unknown "
+                          "dataset preset 'cifar1000'; known: cifar10, ")
+  assert 'Traceback' not in found and '\n' not in found
+  assert cli.config_file_error("Unknown command line flag 'x'") is None
