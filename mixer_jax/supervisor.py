@@ -17,12 +17,13 @@ When a process of the run dies, JAX's coordination service ends the others
 by aborting them (SIGABRT) with C++ and Python stack dumps; when the lost one
 is process 0, which runs the service, at once, before anything of ours can
 act (peers.py gets there first for the others). So on several processes the
-command runs itself again as a child, passes its stdout through, forwards its
-stderr line by line, and, from JAX's fatal message on, keeps the rest back
-and ends with one line naming the lost process. The parent imports nothing
+command runs itself again as a child, passes its stdout through (less Gloo's
+connection notices), forwards its stderr line by line, and, from JAX's fatal
+message on, keeps the rest back and ends with one line naming the lost
+process. The parent imports nothing
 heavy (it starts before jax and TensorFlow are imported) and forwards
 SIGTERM; the child dies with its parent (a pipe that closes). The child's
-stderr is a pipe, so its progress comes as lines, with no bar.
+stdout and stderr are pipes, so its progress comes as lines, with no bar.
 
 Only this module's `supervise` is called, first thing in a command's
 `__main__`; a single-process run has no parent.
@@ -116,9 +117,13 @@ def _die_with_parent(fd: int) -> None:
 def _run_child(program: str) -> int:
   read, write = os.pipe()  # Never written: it closes when this one dies.
   child = subprocess.Popen(
-      [sys.executable, *sys.orig_argv[1:]], stderr=subprocess.PIPE,
-      pass_fds=(read,), env={**os.environ, _PARENT_PIPE: str(read)})
+      [sys.executable, *sys.orig_argv[1:]], stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, pass_fds=(read,),
+      env={**os.environ, _PARENT_PIPE: str(read)})
   os.close(read)
+  stdout = threading.Thread(target=_copy_stdout, args=(child.stdout,),
+                            daemon=True, name='stdout')
+  stdout.start()
   # A SIGTERM to the whole group reaches the child twice: JAX's preemption
   # service, which owns it on several processes, takes it once all the same.
   signal.signal(signal.SIGTERM, lambda signum, _: child.send_signal(signum))
@@ -126,6 +131,7 @@ def _run_child(program: str) -> int:
   signal.signal(signal.SIGINT, lambda *_: None)
   fatal = _forward(child.stderr)
   code = child.wait()
+  stdout.join()
   os.close(write)
   if fatal is not None:
     _say(f'{program}: error: {lost_process(fatal)}; this process stops '
@@ -138,6 +144,18 @@ def _run_child(program: str) -> int:
          f'{" (out of memory, or killed)" if name == "SIGKILL" else ""}.')
     return 128 - code
   return code
+
+
+def _copy_stdout(stream) -> None:
+  """Copies the child's stdout to ours, but for the lines Gloo (JAX's CPU
+  collectives) prints there as the processes connect."""
+  for line in stream:
+    if not line.startswith(b'[Gloo] '):
+      try:
+        sys.stdout.buffer.write(line)
+        sys.stdout.flush()
+      except OSError:
+        pass  # Our stdout is gone: the child runs on all the same.
 
 
 def _forward(stream) -> Optional[str]:

@@ -94,6 +94,11 @@ elif ending == 'sigkill':
   os.kill(os.getpid(), signal.SIGKILL)
 elif ending == 'exit3':
   sys.exit(3)
+elif ending == 'gloo':
+  print('[Gloo] Rank 0 is connected to 1 peer ranks. Expected number of '
+        'connected peer ranks is : 1')
+  print('ours')
+  sys.exit(0)
 time.sleep(60)
 """
 
@@ -124,6 +129,14 @@ def test_the_parent_passes_the_child_through_and_names_its_end(ending, code,
   assert err.splitlines()[-1] == last
   # JAX's message and the dumps after it are held back.
   assert 'Terminating' not in err and 'Check failure' not in err
+
+
+def test_the_parent_keeps_gloo_notices_out_of_stdout():
+  """Gloo prints a line per peer on stdout as the processes connect."""
+  running = parent('gloo')
+  out, _ = running.communicate(timeout=60)
+  assert running.returncode == 0
+  assert out.splitlines()[1:] == ['ours']
 
 
 def test_sigterm_to_the_parent_reaches_the_child():
