@@ -20,10 +20,10 @@ act (peers.py gets there first for the others). So on several processes the
 command runs itself again as a child, passes its stdout through (less Gloo's
 connection notices), forwards its stderr line by line, and, from JAX's fatal
 message on, keeps the rest back and ends with one line naming the lost
-process. The parent imports nothing
-heavy (it starts before jax and TensorFlow are imported) and forwards
-SIGTERM; the child dies with its parent (a pipe that closes). The child's
-stdout and stderr are pipes, so its progress comes as lines, with no bar.
+process. The parent imports nothing heavy (it starts before jax and
+TensorFlow are imported) and forwards SIGTERM; the child dies with its
+parent (a pipe that closes). The child's stdout and stderr are pipes, so its
+progress comes as lines, with no bar.
 
 Only this module's `supervise` is called, first thing in a command's
 `__main__`; a single-process run has no parent.
