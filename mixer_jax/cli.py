@@ -146,6 +146,9 @@ def initialize_distributed(program: str) -> None:
       f'of the run to join {where} (--initialization_timeout): start every '
       'process, each with the same --coordinator_address and '
       '--num_processes.'))
+  peers.say_while_waiting(joined, seconds=wait, program=program, awaited=(
+      peers.awaited(FLAGS.process_id, FLAGS.num_processes) + f' to join '
+      f'{where}'))
   jax.distributed.initialize(
       **{k: v for k, v in explicit.items() if v is not None},
       local_device_ids=[int(i) for i in local] if local else None,

@@ -60,6 +60,36 @@ def end_unless(done: threading.Event, *, seconds: float, program: str,
   threading.Thread(target=watch, daemon=True, name='end_unless').start()
 
 
+# When a waiting process first says so, and how often after.
+FIRST_WORD_S, WORD_EVERY_S = 3, 30
+
+
+def awaited(me, count) -> str:
+  """'process 1 of 2', 'processes 0, 2 of 3' (all but `me`), or 'the other
+  processes' where the count is not known here."""
+  if me is None or not count:
+    return 'the other processes of the run'
+  others = [str(i) for i in range(count) if i != me]
+  return (f'process{"es" if len(others) > 1 else ""} {", ".join(others)} of '
+          f'{count} (this is process {me})')
+
+
+def say_while_waiting(done: threading.Event, *, seconds: float, program: str,
+                      awaited: str) -> None:
+  """Until `done`: after FIRST_WORD_S, then every WORD_EVERY_S, a line on
+  stderr saying what this process waits for and how long it still will."""
+  start = time.monotonic()
+
+  def say():
+    pause = FIRST_WORD_S
+    while not done.wait(pause):
+      left = seconds - (time.monotonic() - start)
+      print(f'{program}: waiting for {awaited}; giving up in {left:.0f} s.',
+            file=sys.stderr, flush=True)
+      pause = WORD_EVERY_S
+  threading.Thread(target=say, daemon=True, name='waiting').start()
+
+
 def watch(program: str, *, timeout_s: float) -> None:
   """Every process bumps a counter in JAX's key-value store every
   timeout_s / 10 and reads the others'; a peer whose counter has not moved
@@ -74,6 +104,7 @@ def watch(program: str, *, timeout_s: float) -> None:
 
   def beat():
     beats, heard = 0, {}  # Peer -> (its last counter, when it changed).
+    warned = set()  # Peers silent for a third of the limit, said so.
     while not exiting.wait(interval):
       beats += 1
       try:
@@ -94,8 +125,18 @@ def watch(program: str, *, timeout_s: float) -> None:
           continue
         last, since = heard.get(peer, (None, now))
         if value != last:
+          if peer in warned:
+            warned.discard(peer)
+            print(f'{program}: process {peer} of {count} answers again.',
+                  file=sys.stderr, flush=True)
           heard[peer] = (value, now)
-        elif now - since > limit:
+        elif now - since > limit / 3 and peer not in warned:
+          warned.add(peer)
+          print(f'{program}: process {peer} of {count} has not answered for '
+                f'{now - since:.0f} s; this process stops once it has been '
+                f'silent for {limit:.0f} s (--heartbeat_timeout).',
+                file=sys.stderr, flush=True)
+        if value == last and now - since > limit:
           end(program, f'process {peer} of {count} stopped responding '
               f'{now - since:.0f} s ago (killed, or its host is gone); this '
               'process stops too. Start every process again to resume from '

@@ -133,6 +133,9 @@ def test_a_killed_process_ends_the_other_in_one_line(tmp_path):
       r'every process again to resume from the last checkpoint\.',
       stderr.strip().splitlines()[-1]), stderr[-2000:]
   assert 'Check failure' not in stderr
+  # Not silent until then: a word at a third of the timeout.
+  assert re.search(r'process 1 of 2 has not answered for \d+ s; this process '
+                   r'stops once it has been silent for 5 s', stderr)
 
 
 def test_the_two_processes_started_again_resume_exactly(two_hosts, tmp_path):
@@ -225,3 +228,7 @@ def test_a_process_whose_peer_never_starts_gives_up_in_one_line(tmp_path):
       '--num_processes.')
   assert 'Traceback' not in stderr and 'Check failure' not in stderr
   assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
+  # It said what it waited for before it gave up (after 3 s).
+  assert re.search(r'mixer_jax\.train: waiting for process 1 of 2 \(this is '
+                   r'process 0\) to join at localhost:\d+; giving up in \d+ '
+                   r's\.', stderr), stderr[-2000:]
