@@ -68,7 +68,10 @@ timm that differ slightly from ours, as timm's own ports of the published
 weights do; config.json's 'mixer_jax' entry says which one was trained.
 """
 
+import contextlib
+import io
 import json
+import logging as std_logging
 import math
 import os
 import shutil
@@ -149,6 +152,26 @@ def to_saved_model(loaded: inference.Loaded, path: str) -> None:
                       signatures={'serving_default': module.serve})
 
 
+@contextlib.contextmanager
+def only_errors_from(*packages: str):
+  """Within: the log handlers drop what the `packages` log below ERROR, and
+  what is printed goes nowhere (jax2onnx logs the plugins it skips, with
+  tracebacks, and prints debug lines); as they were after."""
+  def keep(record):
+    return record.levelno >= std_logging.ERROR or not any(
+        f'/{name}/' in record.pathname for name in packages)
+
+  handlers = list(std_logging.getLogger().handlers)
+  for handler in handlers:
+    handler.addFilter(keep)
+  try:
+    with contextlib.redirect_stdout(io.StringIO()):
+      yield
+  finally:
+    for handler in handlers:
+      handler.removeFilter(keep)
+
+
 def to_onnx(loaded: inference.Loaded, path: str) -> None:
   """An ONNX model at `path` (jax2onnx): input 'images' [B, S, S, 3],
   output 'logits' [B, classes]."""
@@ -158,10 +181,11 @@ def to_onnx(loaded: inference.Loaded, path: str) -> None:
     raise errors.UserError('--format=onnx needs jax2onnx: pip install '
                            'jax2onnx (onnxruntime runs the export).') from None
   size = loaded.image_size
-  model = jax2onnx.to_onnx(
-      logits_fn(loaded), [('B', size, size, loaded.model.in_channels)],
-      model_name='mlp_mixer', input_names=['images'],
-      output_names=['logits'])
+  with only_errors_from('jax2onnx', 'onnx_ir', 'onnx'):
+    model = jax2onnx.to_onnx(
+        logits_fn(loaded), [('B', size, size, loaded.model.in_channels)],
+        model_name='mlp_mixer', input_names=['images'],
+        output_names=['logits'])
   with open(path, 'wb') as f:
     f.write(model.SerializeToString())
 

@@ -3,6 +3,7 @@ logits and a trained run's in its own runtime, at any batch size; the timm
 export is timm's own state dict and config."""
 
 import json
+import logging
 import os
 import pathlib
 import subprocess
@@ -351,3 +352,17 @@ def test_the_command_refuses_in_one_line(tmp_path, output, message):
       else 'mixer_jax.export: error: ')
   assert message in result.stderr and 'Traceback' not in result.stderr
   assert (tmp_path / 'full' / 'model.bin').read_bytes() == b'an earlier export'
+
+
+@NEEDS_ONNX
+def test_the_onnx_export_says_nothing_of_jax2onnx(tmp_path, capsys, caplog):
+  """jax2onnx logs the plugins it skips (with tracebacks) and prints debug
+  lines: none of it reaches the user; errors would."""
+  caplog.set_level(logging.DEBUG)
+  loaded = inference.from_pretrained(str(TESTDATA / 'vit_jax_mixer_tiny.npz'))
+  export.export(loaded, format_name='onnx', output=str(tmp_path))
+  assert capsys.readouterr().out == ''
+  assert not [r.getMessage() for r in caplog.records
+              if '/jax2onnx/' in r.pathname or '/onnx_ir/' in r.pathname]
+  logging.getLogger('jax2onnx').info('after the export')  # Filters removed.
+  assert caplog.records[-1].getMessage() == 'after the export'
