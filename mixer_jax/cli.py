@@ -225,7 +225,15 @@ def drop_closed_event_loop_errors() -> None:
 
 
 def keep_orbax_warnings_only() -> None:
-  """Orbax logs every step of every save at INFO: a command's main keeps
-  its warnings and drops the rest from absl's log."""
-  logging.get_absl_handler().addFilter(
-      lambda r: r.levelno >= std_logging.WARNING or '/orbax/' not in r.pathname)
+  """Orbax logs every step of every save at INFO, and tfds warns of each
+  folder in its data dir that holds no prepared dataset: a command's main
+  drops both from absl's log (orbax's warnings stay)."""
+  logging.get_absl_handler().addFilter(not_a_library_notice)
+
+
+def not_a_library_notice(record: std_logging.LogRecord) -> bool:
+  """False for orbax's INFO records and tfds's 'Variant folder' warnings."""
+  if '/orbax/' in record.pathname and record.levelno < std_logging.WARNING:
+    return False
+  return not ('/tensorflow_datasets/' in record.pathname and
+              str(record.msg).startswith('Variant folder '))

@@ -292,6 +292,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   cli.leave_out_an_absent_tpu()
+  cli.keep_orbax_warnings_only()
   sources.keep_tensorflow_off_accelerators()
   try:
     if FLAGS.suite and (FLAGS.dataset or FLAGS.train_split or

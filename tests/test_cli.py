@@ -1,6 +1,7 @@
 """What the commands share (mixer_jax.cli), as a user's command shows it."""
 
 import importlib.util
+import logging
 import os
 import subprocess
 import sys
@@ -72,3 +73,15 @@ def test_a_config_file_that_fails_is_its_error_alone():
                           "dataset preset 'cifar1000'; known: cifar10, ")
   assert 'Traceback' not in found and '\n' not in found
   assert cli.config_file_error("Unknown command line flag 'x'") is None
+
+
+@pytest.mark.parametrize('path, level, message, kept', [
+    ('/x/orbax/checkpoint/a.py', logging.INFO, 'Saving step 4', False),
+    ('/x/orbax/checkpoint/a.py', logging.WARNING, 'Slow save', True),
+    ('/x/tensorflow_datasets/core/utils/file_utils.py', logging.WARNING,
+     'Variant folder %s has no %s', False),
+    ('/x/tensorflow_datasets/core/load.py', logging.WARNING, 'Other', True),
+    ('/x/mixer_jax/train.py', logging.INFO, 'Variant folder', True)])
+def test_library_notices_are_dropped(path, level, message, kept):
+  record = logging.LogRecord('absl', level, path, 1, message, None, None)
+  assert cli.not_a_library_notice(record) is kept
