@@ -157,6 +157,9 @@ def initialize_distributed(program: str) -> None:
       heartbeat_timeout_seconds=(FLAGS.heartbeat_timeout *
                                  peers.JAX_TIMEOUT_FACTOR))
   joined.set()
+  if FLAGS.num_processes is not None:
+    peers.check_same(program, timeout_s=wait,
+                     num_processes=FLAGS.num_processes)
   peers.watch(program, timeout_s=FLAGS.heartbeat_timeout)
 
 

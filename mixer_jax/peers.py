@@ -25,6 +25,7 @@ process).
 """
 
 import atexit
+import json
 import os
 import sys
 import threading
@@ -36,6 +37,7 @@ from orbax.checkpoint import multihost
 from mixer_jax import errors
 
 _ALIVE = 'mixer_jax/alive'
+_LAUNCH = 'mixer_jax/launch'
 _DONE = 'done'
 # JAX's timeouts, as multiples of ours: JAX heartbeats every half of its
 # timeout or more often, so a lost process is found by JAX 1.5 x ours after
@@ -88,6 +90,31 @@ def say_while_waiting(done: threading.Event, *, seconds: float, program: str,
             file=sys.stderr, flush=True)
       pause = WORD_EVERY_S
   threading.Thread(target=say, daemon=True, name='waiting').start()
+
+
+def check_same(program: str, *, timeout_s: float, **launch) -> None:
+  """Ends this process with one line unless every process of the run was
+  launched with the same `launch` values (--num_processes: the run has
+  process 0's count, whatever the others were told)."""
+  if jax.process_count() == 1:
+    return
+  client = multihost.get_jax_distributed_client()
+  me = jax.process_index()
+  mine = json.dumps(launch, sort_keys=True)
+  client.key_value_set(f'{_LAUNCH}/{me}', mine)
+  differ = []
+  for peer in range(jax.process_count()):
+    theirs = json.loads(client.blocking_key_value_get(
+        f'{_LAUNCH}/{peer}', int(timeout_s * 1000)))
+    differ += [f'--{k}={v} here, {theirs.get(k)} on process {peer}'
+               for k, v in launch.items() if theirs.get(k) != v]
+  # Every process compares before any ends (process 0's end would abort the
+  # others before they could say why).
+  client.wait_at_barrier(_LAUNCH, int(timeout_s * 1000))
+  if differ:
+    end(program, f'the processes of the run were launched differently '
+        f'({"; ".join(differ)}; the run has {jax.process_count()} '
+        'processes): start every process with the same values.')
 
 
 def watch(program: str, *, timeout_s: float) -> None:

@@ -43,7 +43,7 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def start(workdir, i, port, *flags):
+def start(workdir, i, port, *flags, num_processes=2):
   """Process i of a two-process run on localhost, its stderr piped."""
   env = dict(os.environ, JAX_PLATFORMS='cpu',
              XLA_FLAGS=f'{FAST_COMPILE} '
@@ -51,7 +51,7 @@ def start(workdir, i, port, *flags):
   return subprocess.Popen(
       train_command(workdir, *SMALL_DIGITS_FLAGS, *flags,
                     f'--coordinator_address=localhost:{port}',
-                    '--num_processes=2', f'--process_id={i}'),
+                    f'--num_processes={num_processes}', f'--process_id={i}'),
       cwd=ROOT, env=env, text=True, stdout=subprocess.DEVNULL,
       stderr=subprocess.PIPE)
 
@@ -232,3 +232,20 @@ def test_a_process_whose_peer_never_starts_gives_up_in_one_line(tmp_path):
   assert re.search(r'mixer_jax\.train: waiting for process 1 of 2 \(this is '
                    r'process 0\) to join at localhost:\d+; giving up in \d+ '
                    r's\.', stderr), stderr[-2000:]
+
+
+def test_processes_told_different_counts_each_say_so(tmp_path):
+  """Process 1 told 3 processes, process 0 told 2: JAX runs them as 2; both
+  end in one line naming the difference, before anything is written."""
+  port = free_port()
+  running = [start(str(tmp_path / 'run'), i, port, num_processes=n)
+             for i, n in ((0, 2), (1, 3))]
+  for i, (process, theirs) in enumerate(zip(running, (3, 2))):
+    stderr = process.communicate(timeout=120)[1]
+    assert process.returncode == 1
+    assert stderr.strip().splitlines()[-1] == (
+        'mixer_jax.train: error: the processes of the run were launched '
+        f'differently (--num_processes={(2, 3)[i]} here, {theirs} on process '
+        f'{1 - i}; the run has 2 processes): start every process with the '
+        'same values.'), stderr[-2000:]
+  assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
