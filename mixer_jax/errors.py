@@ -29,6 +29,18 @@ class DiskFullError(UserError):
   """The disk filled up; what was written before stays intact."""
 
 
+def check_local(path: str, *, what: str) -> None:
+  """Raises UserError for a URL (gs://, s3://) where a local or shared
+  filesystem path is needed: Python's own file functions would make a local
+  folder named 'gs:' of it on each host."""
+  scheme, sep, _ = path.partition('://')
+  if sep and scheme.replace('+', '').replace('.', '').replace('-', '').isalnum():
+    raise UserError(
+        f'{what} {path}: {scheme}:// is not supported here yet (it would '
+        f'become a local folder named "{scheme}:"); use a local path, or on '
+        'several hosts a shared filesystem (NFS) path every host sees.')
+
+
 def describe(error) -> str:
   """The message of `error` (or of a string) on one line."""
   return ' '.join(str(error).split()) or type(error).__name__

@@ -303,6 +303,7 @@ def check_output(format_name: str, output: str, *, overwrite: bool) -> None:
   if format_name not in FORMATS:
     raise errors.UserError(f'--format={format_name}: one of '
                            f'{", ".join(FORMATS)}.')
+  errors.check_local(output, what='--output')
   if os.path.isfile(output):
     raise errors.UserError(f'--output={output} is a file: give a directory.')
   there = sorted(os.listdir(output)) if os.path.isdir(output) else []

@@ -109,6 +109,7 @@ def acquire(workdir: str) -> str:
 
 def _usable_workdir(workdir: str):
   """Creates `workdir` if needed, or says in one line why it cannot be."""
+  errors.check_local(workdir, what='Workdir')
   try:
     os.makedirs(workdir, exist_ok=True)
   except FileExistsError:
