@@ -139,8 +139,7 @@ class DivergedSteps:
 
 
 def how_to_resume(*, lr: float, last_healthy: Optional[int],
-                  set_aside: tuple[int, ...], aside_dir: str,
-                  lr_flag: str = '--config.lr') -> str:
+                  set_aside: tuple[int, ...], aside_dir: str) -> str:
   """The end of a Diverged message: what was kept and what to run next."""
   steps = ", ".join(map(str, set_aside))
   moved = ((f' The checkpoint of step {steps} holds diverged parameters; it '
@@ -151,4 +150,4 @@ def how_to_resume(*, lr: float, last_healthy: Optional[int],
             f'{last_healthy}, the last healthy one' if last_healthy else
             'run the same command to start again from step 0 (no healthy '
             'checkpoint exists)')
-  return f'{moved} Lower {lr_flag} (now {lr:g}) and {resume}.'
+  return f'{moved} Lower --config.lr (now {lr:g}) and {resume}.'

@@ -324,8 +324,10 @@ def export(loaded: inference.Loaded, *, format_name: str, output: str,
   folder inside `output` first and moved into place at the end: a failed
   export (a full or read-only disk) leaves nothing behind."""
   check_output(format_name, output, overwrite=overwrite)
+  created = not os.path.isdir(output)
   os.makedirs(output, exist_ok=True)
   staging = tempfile.mkdtemp(prefix='.export_', dir=output)
+  names = []
   try:
     names = write_format(loaded, format_name, staging)
     for name in previous_export(output) | set(names):
@@ -338,6 +340,8 @@ def export(loaded: inference.Loaded, *, format_name: str, output: str,
       os.replace(os.path.join(staging, name), os.path.join(output, name))
   finally:
     shutil.rmtree(staging, ignore_errors=True)
+    if created and not names:  # Failed: the folder made here goes too.
+      shutil.rmtree(output, ignore_errors=True)
   return [os.path.join(output, name) for name in names]
 
 

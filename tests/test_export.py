@@ -333,6 +333,10 @@ def test_a_failed_export_leaves_nothing(tmp_path, monkeypatch):
   with pytest.raises(OSError, match='No space left'):
     export.export(loaded, format_name='stablehlo', output=str(tmp_path))
   assert os.listdir(tmp_path) == []
+  with pytest.raises(OSError, match='No space left'):  # Made here, removed.
+    export.export(loaded, format_name='stablehlo',
+                  output=str(tmp_path / 'new'))
+  assert os.listdir(tmp_path) == []
 
 
 @pytest.mark.slow
