@@ -206,9 +206,12 @@ def memory_section(size: dict, matmul: dict) -> dict:
   config.batch_size = config.eval_batch_size = min(
       RECIPE_BATCH, size['max_batch'] * jax.device_count())
   device = jax.devices()[0]
-  stats = device.memory_stats() or {}
-  here = hardware.Chip(device.device_kind,
-                       stats.get('bytes_limit', 0) / 2**30,
+  # The device's memory (a CPU's: the host's), so that `plan` compiles the
+  # step once where it fits; only its memory figures are read here, not its
+  # roofline (hence the placeholder bandwidth).
+  capacity = (device.memory_stats() or {}).get('bytes_limit') or (
+      os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES'))
+  here = hardware.Chip(device.device_kind, capacity / 2**30,
                        matmul['float32'] * 1e12 / jax.device_count(), 1e12)
   compiled = plan.plan(config, jax.devices(), chip=here, num_classes=1000)
   result = dict(config='configs/b16.py', batch=config.batch_size,
@@ -217,7 +220,7 @@ def memory_section(size: dict, matmul: dict) -> dict:
                     'train_hbm_gib_per_chip'] / compiled['devices_per_chip'],
                 compiled_temp_gib_per_device=compiled['temp_gib_per_chip'] /
                 compiled['devices_per_chip'],
-                bytes_limit_gib=stats.get('bytes_limit', 0) / 2**30)
+                capacity_gib_per_device=capacity / 2**30)
   name = tpu_slice_name(device.device_kind, jax.device_count())
   if device.platform != 'tpu':
     result['plan'] = 'skipped: `plan` predicts for TPUs only'
