@@ -62,9 +62,9 @@ import numpy as np
 
 from experiments import official
 from experiments import timing
-from mixer_jax import flops
+from mixer_jax.model import flops
 from mixer_jax import hardware
-from mixer_jax import models
+from mixer_jax.model import models
 
 FLAGS = flags.FLAGS
 
@@ -150,8 +150,8 @@ def draw_dataset(root: str, *, classes: int = 4, per_class: int = 64,
 def fine_tune_section(workdir: str) -> dict:
   """The real trainer, from a saved "pre-trained" checkpoint (a 10-class
   head, replaced for the 4 classes here), on a drawn image folder."""
-  from mixer_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  from mixer_jax import model_config  # pylint: disable=g-import-not-at-top
+  from mixer_jax.model import published  # pylint: disable=g-import-not-at-top
+  from mixer_jax.model import model_config  # pylint: disable=g-import-not-at-top
   from mixer_jax import recipes  # pylint: disable=g-import-not-at-top
   from mixer_jax import train  # pylint: disable=g-import-not-at-top
   data = os.path.join(workdir, 'data')
@@ -166,7 +166,7 @@ def fine_tune_section(workdir: str) -> dict:
                      checkpoint_every=FINE_TUNE_STEPS))
   config.model.num_blocks = 2
   pretrained = os.path.join(workdir, 'pretrained.npz')
-  checkpoint.save(pretrained, models.init_params(
+  published.save(pretrained, models.init_params(
       model_config.model_from_config(config, num_classes=10),
       image_size=16))
   config.pretrained = pretrained

@@ -24,7 +24,7 @@ round times each model once; the figures are medians over rounds):
              random batch already on the devices; timm: the same step in
              PyTorch (torch.optim.SGD), on the CPU threads.
   infer      img/s of the forward pass.
-  MFU        model FLOPs (mixer_jax.flops; a train step counts 3 forward
+  MFU        model FLOPs (mixer_jax.model.flops; a train step counts 3 forward
              passes) per second over the devices' matmul peak, measured here
              as the best of square float matmuls (--dtype) of sizes 1024 to
              8192 (--peak_sizes) on one device, times the device count.
@@ -59,8 +59,8 @@ import numpy as np
 from experiments import official
 from experiments import timing
 from experiments.timing import NUM_CLASSES
-from mixer_jax import flops
-from mixer_jax import models
+from mixer_jax.model import flops
+from mixer_jax.model import models
 
 _VARIANT = flags.DEFINE_string('variant', 'S/32', 'Mixer variant.')
 _BATCH = flags.DEFINE_integer('batch', 32, 'Global batch size.')
@@ -86,7 +86,7 @@ _JSON = flags.DEFINE_string('json', None, 'Also write the results here.')
 
 def input_images_per_second(batches: int) -> float:
   from mixer_jax import recipes  # pylint: disable=g-import-not-at-top
-  from mixer_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from mixer_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
   config = recipes.get_config()
   config.update(dict(dataset=_INPUT_DATASET.value, train_split='train',
                      eval_split='train', image_size=_IMAGE.value,

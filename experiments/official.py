@@ -14,7 +14,7 @@
 """vit_jax's MlpMixer with a variant's widths: put a checkout of
 github.com/google-research/vision_transformer on PYTHONPATH."""
 
-from mixer_jax import models
+from mixer_jax.model import models
 
 
 def mixer(variant: str, *, num_classes: int):

@@ -32,7 +32,7 @@ from mixer_jax import cli
 from mixer_jax import hardware
 from mixer_jax import plan
 from mixer_jax import recipes
-from mixer_jax import sources
+from mixer_jax.data import sources
 
 _CONFIGS = flags.DEFINE_list('configs', ['configs/b16.py'], 'Recipe files.')
 _TOPOLOGIES = flags.DEFINE_list('topologies', ['v3-8', 'v4-8', 'v5e-8',

@@ -36,7 +36,7 @@ import optax
 from experiments import official
 from mixer_jax import cli
 from mixer_jax import hardware
-from mixer_jax import models
+from mixer_jax.model import models
 
 _VARIANTS = flags.DEFINE_list(
     'variants', ['S/32', 'S/16', 'B/32', 'B/16', 'L/32', 'L/16', 'H/14'],

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from mixer_jax import models
+from mixer_jax.model import models
 
 NUM_CLASSES = 1000
 

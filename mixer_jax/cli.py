@@ -28,7 +28,7 @@ from absl import logging
 import jax
 
 from mixer_jax import errors
-from mixer_jax import peers
+from mixer_jax.multihost import peers
 
 FLAGS = flags.FLAGS
 

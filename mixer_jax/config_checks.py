@@ -22,8 +22,8 @@ import math
 import jax.numpy as jnp
 
 from mixer_jax import errors
-from mixer_jax import models
-from mixer_jax import preprocess
+from mixer_jax.model import models
+from mixer_jax.data import preprocess
 
 
 def _positive(x):

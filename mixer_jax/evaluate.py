@@ -40,14 +40,14 @@ import numpy as np
 from mixer_jax import cli
 from mixer_jax import config_checks
 from mixer_jax import errors
-from mixer_jax import inference
-from mixer_jax import input_pipeline
-from mixer_jax import models
-from mixer_jax import optim
+from mixer_jax.evals import inference
+from mixer_jax.data import input_pipeline
+from mixer_jax.model import models
+from mixer_jax.training import optim
 from mixer_jax import recipes
-from mixer_jax import scoring
-from mixer_jax import sources
-from mixer_jax import train_state
+from mixer_jax.evals import scoring
+from mixer_jax.data import sources
+from mixer_jax.training import train_state
 
 FLAGS = flags.FLAGS
 

@@ -83,12 +83,12 @@ import jax
 from jax import export as jax_export  # A submodule: jax 0.7 does not load it.
 import jax.numpy as jnp
 
-from mixer_jax import checkpoint
+from mixer_jax.model import published
 from mixer_jax import cli
 from mixer_jax import errors
-from mixer_jax import inference
-from mixer_jax import metrics
-from mixer_jax import sources
+from mixer_jax.evals import inference
+from mixer_jax.training import metrics
+from mixer_jax.data import sources
 
 FLAGS = flags.FLAGS
 FORMATS = ('stablehlo', 'savedmodel', 'onnx', 'timm')
@@ -122,7 +122,7 @@ def metadata(loaded: inference.Loaded, *, format_name: str) -> dict:
                 'dtype': 'float32', 'layout': 'NHWC', 'range': [-1.0, 1.0]},
       'output': {'shape': ['batch', loaded.model.num_classes],
                  'dtype': 'float32', 'meaning': 'logits'},
-      # mixer_jax.preprocess's eval preprocessing of the image, then
+      # mixer_jax.data.preprocess's eval preprocessing of the image, then
       # (x - 127.5) / 127.5.
       'preprocessing': {'eval_pp': config.eval_pp if config else 'resize',
                         'image_size': size},
@@ -255,7 +255,7 @@ def to_timm(loaded: inference.Loaded, output: str) -> list[str]:
                            'safetensors.') from None
   config = timm_config(loaded)
   with open(os.path.join(output, 'model.safetensors'), 'wb') as f:
-    f.write(safetensors_numpy.save(checkpoint.to_timm(loaded.params)))
+    f.write(safetensors_numpy.save(published.to_timm(loaded.params)))
   metrics.write_json(os.path.join(output, 'config.json'), config)
   return ['model.safetensors', 'config.json']
 

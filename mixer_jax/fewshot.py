@@ -47,10 +47,10 @@ import numpy as np
 from mixer_jax import cli
 from mixer_jax import errors
 from mixer_jax import evaluate as evaluate_cli
-from mixer_jax import input_pipeline
-from mixer_jax import jit_steps
-from mixer_jax import preflight
-from mixer_jax import sources
+from mixer_jax.data import input_pipeline
+from mixer_jax.training import jit_steps
+from mixer_jax.data import preflight
+from mixer_jax.data import sources
 
 BIAS_FEATURE = 100.0
 FLAGS = flags.FLAGS

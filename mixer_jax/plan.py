@@ -38,10 +38,10 @@ from mixer_jax import cli
 from mixer_jax import config_checks
 from mixer_jax import errors
 from mixer_jax import hardware
-from mixer_jax import jit_steps
-from mixer_jax import model_config
-from mixer_jax import optim
-from mixer_jax import sources
+from mixer_jax.training import jit_steps
+from mixer_jax.model import model_config
+from mixer_jax.training import optim
+from mixer_jax.data import sources
 
 FLAGS = flags.FLAGS
 

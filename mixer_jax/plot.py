@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 
 from mixer_jax import cli
 from mixer_jax import errors
-from mixer_jax import metrics
+from mixer_jax.training import metrics
 
 PANELS = (('train_loss', 'train loss'), ('learning_rate', 'learning rate'),
           ('eval_loss', 'eval loss'), ('eval_accuracy', 'eval accuracy'))

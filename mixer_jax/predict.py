@@ -32,8 +32,8 @@ import numpy as np
 
 from mixer_jax import cli
 from mixer_jax import errors
-from mixer_jax import inference
-from mixer_jax import sources
+from mixer_jax.evals import inference
+from mixer_jax.data import sources
 
 FLAGS = flags.FLAGS
 

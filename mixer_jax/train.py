@@ -20,7 +20,7 @@ Starting again with the same workdir resumes from its last checkpoint.
 """
 
 if __name__ == '__main__':  # Before the heavy imports: see supervisor.py.
-  from mixer_jax import supervisor  # pylint: disable=g-import-not-at-top
+  from mixer_jax.multihost import supervisor  # pylint: disable=g-import-not-at-top
   supervisor.supervise('mixer_jax.train')
 
 import json
@@ -36,26 +36,26 @@ import jax
 from ml_collections import config_flags
 import numpy as np
 
-from mixer_jax import checkpoint
+from mixer_jax.model import published
 from mixer_jax import cli
 from mixer_jax import config_checks
-from mixer_jax import divergence
+from mixer_jax.training import divergence
 from mixer_jax import errors
 from mixer_jax import fewshot
 from mixer_jax import hardware
-from mixer_jax import input_pipeline
-from mixer_jax import jit_steps
-from mixer_jax import metrics
-from mixer_jax import model_config
-from mixer_jax import models
-from mixer_jax import optim
+from mixer_jax.data import input_pipeline
+from mixer_jax.training import jit_steps
+from mixer_jax.training import metrics
+from mixer_jax.model import model_config
+from mixer_jax.model import models
+from mixer_jax.training import optim
 from mixer_jax import plot
-from mixer_jax import preemption
-from mixer_jax import preflight
-from mixer_jax import scoring
-from mixer_jax import sources
-from mixer_jax import train_state
-from mixer_jax import workdir_lock
+from mixer_jax.multihost import preemption
+from mixer_jax.data import preflight
+from mixer_jax.evals import scoring
+from mixer_jax.data import sources
+from mixer_jax.training import train_state
+from mixer_jax.multihost import workdir_lock
 
 FLAGS = flags.FLAGS
 
@@ -78,7 +78,7 @@ def initial_params(config, model, *, rng):
   """Fresh parameters, or the pre-trained ones with a fresh head."""
   params = models.init_params(model, image_size=config.image_size, rng=rng)
   if config.pretrained:
-    params = checkpoint.load_pretrained(
+    params = published.load_pretrained(
         init_params=params, pretrained=config.pretrained,
         keep_head=config.keep_head, resolution_factor=config.resolution_factor,
         cache_dir=config.pretrained_cache_dir)
@@ -333,7 +333,7 @@ def _finish(workdir, state, *, trained, results, diverged_steps, seconds):
     params = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)),
                           state.params)
     try:
-      checkpoint.save(os.path.join(workdir, 'params.npz'), params,
+      published.save(os.path.join(workdir, 'params.npz'), params,
                       overwrite=True)
       metrics.write_json(final_path, final)
     except OSError as e:

@@ -48,16 +48,16 @@ import numpy as np
 
 from mixer_jax import cli
 from mixer_jax import config_checks
-from mixer_jax import divergence
+from mixer_jax.training import divergence
 from mixer_jax import errors
 from mixer_jax import evaluate
-from mixer_jax import inference
-from mixer_jax import metrics
-from mixer_jax import models
-from mixer_jax import preemption
-from mixer_jax import preflight
+from mixer_jax.evals import inference
+from mixer_jax.training import metrics
+from mixer_jax.model import models
+from mixer_jax.multihost import preemption
+from mixer_jax.data import preflight
 from mixer_jax import recipes
-from mixer_jax import sources
+from mixer_jax.data import sources
 from mixer_jax import train
 
 FLAGS = flags.FLAGS

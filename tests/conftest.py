@@ -131,7 +131,7 @@ def fixture_digits_run(tmp_path_factory):
 def write_digit_images(folder, count=4):
   """PNGs of the first digits test images, 4x upscaled; returns (files,
   labels)."""
-  from mixer_jax import sources  # pylint: disable=g-import-not-at-top
+  from mixer_jax.data import sources  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
   images, labels = sources.digits_arrays()['test']
   os.makedirs(folder, exist_ok=True)
@@ -147,7 +147,7 @@ def write_digits_folder(root, names=('zero', 'one', 'two')):
   """DIR/{train,test}/<name>/*.png of digits 0, 1, ... (one class each) from
   the first 150 / next 60 digits train images; returns DIR."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  from mixer_jax import sources  # pylint: disable=g-import-not-at-top
+  from mixer_jax.data import sources  # pylint: disable=g-import-not-at-top
   images, labels = sources.digits_arrays()['train']
   for split, part in (('train', slice(0, 150)), ('test', slice(150, 210))):
     for i in np.flatnonzero(labels[part] < len(names)) + part.start:

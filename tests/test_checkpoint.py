@@ -1,4 +1,4 @@
-"""Tests for mixer_jax.checkpoint: the .npz layout, timm, load_pretrained."""
+"""Tests for mixer_jax.model.published: the .npz layout, timm, load_pretrained."""
 
 import pathlib
 import zipfile
@@ -8,8 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from mixer_jax import checkpoint
-from mixer_jax import models
+from mixer_jax.model import published
+from mixer_jax.model import models
 
 TESTDATA = pathlib.Path(__file__).parent / 'testdata'
 FIXTURE = TESTDATA / 'vit_jax_mixer_tiny.npz'
@@ -34,7 +34,7 @@ def assert_trees_equal(a, b):
 
 
 def test_load_reads_the_published_layout():
-  params = checkpoint.load(FIXTURE)
+  params = published.load(FIXTURE)
   raw = np.load(FIXTURE)
   assert set(flat(params)) == set(raw.files)
   np.testing.assert_array_equal(
@@ -49,9 +49,9 @@ def test_save_load_round_trip_with_more_than_ten_blocks(tmp_path):
   params = models.init_params(model, image_size=32,
                               rng=jax.random.PRNGKey(1))
   path = tmp_path / 'ckpt.npz'
-  checkpoint.save(path, params)
+  published.save(path, params)
   assert 'MixerBlock_10/token_mixing/Dense_0/kernel' in np.load(path).files
-  restored = checkpoint.load(path)
+  restored = published.load(path)
   assert_trees_equal(params, restored)
   images = np.random.RandomState(0).randn(2, 32, 32, 3).astype(np.float32)
   np.testing.assert_array_equal(model.apply({'params': params}, images),
@@ -60,34 +60,34 @@ def test_save_load_round_trip_with_more_than_ten_blocks(tmp_path):
 
 def test_save_never_overwrites_by_accident(tmp_path):
   path = tmp_path / 'ckpt.npz'
-  params = checkpoint.load(FIXTURE)
-  checkpoint.save(path, params)
+  params = published.load(FIXTURE)
+  published.save(path, params)
   before = path.read_bytes()
   with pytest.raises(FileExistsError, match='overwrite=True'):
-    checkpoint.save(path, {'head': {'bias': np.zeros(3)}})
+    published.save(path, {'head': {'bias': np.zeros(3)}})
   assert path.read_bytes() == before
-  checkpoint.save(path, {'head': {'bias': np.zeros(3)}}, overwrite=True)
-  assert list(checkpoint.load(path)) == ['head']
+  published.save(path, {'head': {'bias': np.zeros(3)}}, overwrite=True)
+  assert list(published.load(path)) == ['head']
   assert sorted(p.name for p in tmp_path.iterdir()) == ['ckpt.npz']
 
 
 def test_timm_round_trip():
   state_dict = dict(np.load(TESTDATA / 'timm_mixer_tiny.npz'))
-  back = checkpoint.to_timm(checkpoint.convert_timm(state_dict))
+  back = published.to_timm(published.convert_timm(state_dict))
   assert back.keys() == state_dict.keys()
   for k in state_dict:
     np.testing.assert_array_equal(back[k], state_dict[k], err_msg=k)
 
 
 def test_timm_and_official_layouts_give_the_same_tree_shapes():
-  ours = checkpoint.convert_timm(dict(np.load(TESTDATA / 'timm_mixer_tiny.npz')))
-  official = checkpoint.load(FIXTURE)
+  ours = published.convert_timm(dict(np.load(TESTDATA / 'timm_mixer_tiny.npz')))
+  official = published.load(FIXTURE)
   assert jax.tree.map(np.shape, ours) == jax.tree.map(np.shape, official)
 
 
 def test_unknown_timm_parameter_is_a_clear_error():
-  with pytest.raises(checkpoint.CheckpointError, match='blocks.0.gamma'):
-    checkpoint.convert_timm({'blocks.0.gamma.weight': np.zeros(3)})
+  with pytest.raises(published.CheckpointError, match='blocks.0.gamma'):
+    published.convert_timm({'blocks.0.gamma.weight': np.zeros(3)})
 
 
 ################################################################################
@@ -97,33 +97,33 @@ def test_unknown_timm_parameter_is_a_clear_error():
 def test_load_pretrained_replaces_the_head_with_the_fresh_one():
   model = tiny_model(num_classes=7)
   init = models.init_params(model, image_size=32)
-  params = checkpoint.load_pretrained(init_params=init, pretrained=str(FIXTURE))
+  params = published.load_pretrained(init_params=init, pretrained=str(FIXTURE))
   assert params['head']['kernel'].shape == (64, 7)
   assert not np.any(params['head']['kernel'])
   assert_trees_equal({k: v for k, v in params.items() if k != 'head'},
-                     {k: v for k, v in checkpoint.load(FIXTURE).items()
+                     {k: v for k, v in published.load(FIXTURE).items()
                       if k != 'head'})
 
 
 def test_load_pretrained_keeps_the_head_when_asked_and_it_fits():
   model = tiny_model()
   init = models.init_params(model, image_size=32)
-  fixture = checkpoint.load(FIXTURE)
-  kept = checkpoint.load_pretrained(init_params=init, pretrained=FIXTURE,
+  fixture = published.load(FIXTURE)
+  kept = published.load_pretrained(init_params=init, pretrained=FIXTURE,
                                     keep_head=True)
   assert_trees_equal(kept, fixture)
-  fresh = checkpoint.load_pretrained(init_params=init, pretrained=FIXTURE)
+  fresh = published.load_pretrained(init_params=init, pretrained=FIXTURE)
   assert not np.any(fresh['head']['kernel'])
   bigger = models.init_params(tiny_model(num_classes=11), image_size=32)
-  with pytest.raises(checkpoint.CheckpointError,
+  with pytest.raises(published.CheckpointError,
                      match=r"'head/kernel'.*\(64, 11\).*\(64, 10\)"):
-    checkpoint.load_pretrained(init_params=bigger, pretrained=FIXTURE,
+    published.load_pretrained(init_params=bigger, pretrained=FIXTURE,
                                keep_head=True)
 
 
 def test_load_pretrained_into_a_model_without_head():
   init = models.init_params(tiny_model(num_classes=None), image_size=32)
-  params = checkpoint.load_pretrained(init_params=init, pretrained=FIXTURE)
+  params = published.load_pretrained(init_params=init, pretrained=FIXTURE)
   assert 'head' not in params
 
 
@@ -132,7 +132,7 @@ def test_load_pretrained_then_logits_follow_the_readme():
   model = models.create_model('Ti/4', num_classes=10, **{
       k: v for k, v in TINY.items() if k != 'patch_size'})
   init = models.init_params(model, image_size=32)
-  params = checkpoint.load_pretrained(init_params=init, pretrained=FIXTURE,
+  params = published.load_pretrained(init_params=init, pretrained=FIXTURE,
                                       keep_head=True)
   images, logits = (np.load(TESTDATA / 'vit_jax_mixer_tiny_io.npz')[k]
                     for k in ('input', 'logits'))
@@ -152,28 +152,28 @@ def test_load_pretrained_then_logits_follow_the_readme():
 def test_a_checkpoint_that_does_not_fit_names_parameter_and_shapes(
     overrides, message):
   init = models.init_params(tiny_model(**overrides), image_size=32)
-  with pytest.raises(checkpoint.CheckpointError, match=message):
-    checkpoint.load_pretrained(init_params=init, pretrained=FIXTURE)
+  with pytest.raises(published.CheckpointError, match=message):
+    published.load_pretrained(init_params=init, pretrained=FIXTURE)
 
 
 def test_a_checkpoint_for_another_image_size_says_how_to_fine_tune_there():
   init = models.init_params(tiny_model(), image_size=64)
   with pytest.raises(
-      checkpoint.CheckpointError,
+      published.CheckpointError,
       match=r"token_mixing/Dense_0/kernel'.*\(256, 32\).*\(64, 32\).*"
       r'set resolution_factor=2'):
-    checkpoint.load_pretrained(init_params=init, pretrained=FIXTURE)
+    published.load_pretrained(init_params=init, pretrained=FIXTURE)
   init = models.init_params(tiny_model(), image_size=48)
-  with pytest.raises(checkpoint.CheckpointError, match='another image size'):
-    checkpoint.load_pretrained(init_params=init, pretrained=FIXTURE)
+  with pytest.raises(published.CheckpointError, match='another image size'):
+    published.load_pretrained(init_params=init, pretrained=FIXTURE)
 
 
 def test_another_patch_size_is_the_first_hint_and_no_other_misleads():
   """Patch 2 at 32 px has 4x the tokens of patch 4: the patch explains it,
   resolution_factor would not."""
   init = models.init_params(tiny_model(patch_size=2), image_size=32)
-  with pytest.raises(checkpoint.CheckpointError) as e:
-    checkpoint.load_pretrained(init_params=init, pretrained=FIXTURE)
+  with pytest.raises(published.CheckpointError) as e:
+    published.load_pretrained(init_params=init, pretrained=FIXTURE)
   first = str(e.value).splitlines()[1]
   assert "'stem/kernel'" in first and 'patch 2 in the model, 4' in first
   assert 'resolution_factor' not in str(e.value)
@@ -186,42 +186,42 @@ def test_another_patch_size_is_the_first_hint_and_no_other_misleads():
 
 def test_missing_file(tmp_path):
   with pytest.raises(FileNotFoundError, match='nope.npz'):
-    checkpoint.load(tmp_path / 'nope.npz')
+    published.load(tmp_path / 'nope.npz')
 
 
 def test_truncated_file(tmp_path):
   path = tmp_path / 'truncated.npz'
   path.write_bytes(FIXTURE.read_bytes()[:50_000])
-  with pytest.raises(checkpoint.CheckpointError, match='truncated.npz is not'):
-    checkpoint.load(path)
+  with pytest.raises(published.CheckpointError, match='truncated.npz is not'):
+    published.load(path)
 
 
 @pytest.mark.parametrize('content', [b'', b'hello, not a zip', b'\x93NUMPY'])
 def test_not_an_npz(tmp_path, content):
   path = tmp_path / 'weights.npz'
   path.write_bytes(content)
-  with pytest.raises(checkpoint.CheckpointError, match='not a readable .npz'):
-    checkpoint.load(path)
+  with pytest.raises(published.CheckpointError, match='not a readable .npz'):
+    published.load(path)
 
 
 def test_an_npz_with_a_corrupt_array(tmp_path):
   path = tmp_path / 'corrupt.npz'
   with zipfile.ZipFile(path, 'w') as z:
     z.writestr('stem/kernel.npy', b'\x93NUMPY garbage')
-  with pytest.raises(checkpoint.CheckpointError, match='corrupt.npz'):
-    checkpoint.load(path)
+  with pytest.raises(published.CheckpointError, match='corrupt.npz'):
+    published.load(path)
 
 
 def test_missing_and_misshaped_arrays_are_all_listed(tmp_path):
-  params = checkpoint.load(FIXTURE)
+  params = published.load(FIXTURE)
   del params['MixerBlock_0']['LayerNorm_0']
   params['pre_head_layer_norm']['scale'] = np.ones(5, np.float32)
   params['extra'] = {'kernel': np.ones(2, np.float32)}
   path = tmp_path / 'bad.npz'
-  checkpoint.save(path, params)
+  published.save(path, params)
   init = models.init_params(tiny_model(), image_size=32)
-  with pytest.raises(checkpoint.CheckpointError) as error:
-    checkpoint.load_pretrained(init_params=init, pretrained=path)
+  with pytest.raises(published.CheckpointError) as error:
+    published.load_pretrained(init_params=init, pretrained=path)
   message = str(error.value)
   assert 'bad.npz does not fit the model' in message
   assert "missing parameter 'MixerBlock_0/LayerNorm_0/bias'" in message
@@ -235,18 +235,18 @@ def test_missing_and_misshaped_arrays_are_all_listed(tmp_path):
 
 
 def test_published_table():
-  assert len(checkpoint.PUBLISHED) == 11
-  for name, (variant, classes, _) in checkpoint.PUBLISHED.items():
+  assert len(published.PUBLISHED) == 11
+  for name, (variant, classes, _) in published.PUBLISHED.items():
     models.parse_variant(variant)
     assert classes == (21843 if name.startswith('imagenet21k/') else 1000)
-    assert checkpoint.published_url(name) == (
+    assert published.published_url(name) == (
         f'https://storage.googleapis.com/mixer_models/{name}.npz')
     assert name.endswith(variant.replace('/', '_'))
 
 
 def test_unknown_name_lists_the_published_ones():
   with pytest.raises(FileNotFoundError, match='neither a published name.*imagenet21k/Mixer-B_16.*gsam/Mixer-S_8'):
-    checkpoint.fetch('imagenet21k/Mixer-S_16')
+    published.fetch('imagenet21k/Mixer-S_16')
 
 
 def test_published_name_uses_the_cache_without_network(tmp_path):
@@ -255,27 +255,27 @@ def test_published_name_uses_the_cache_without_network(tmp_path):
   cached.parent.mkdir(parents=True)
   cached.write_bytes(FIXTURE.read_bytes())
   for name in ('gsam/Mixer-S_32', 'gsam/Mixer-S_32.npz',
-               checkpoint.published_url('gsam/Mixer-S_32')):
-    assert checkpoint.fetch(name, cache_dir=tmp_path) == epath.Path(cached)
+               published.published_url('gsam/Mixer-S_32')):
+    assert published.fetch(name, cache_dir=tmp_path) == epath.Path(cached)
 
 
 def test_cache_root_honours_the_environment(monkeypatch, tmp_path):
   monkeypatch.setenv('MIXER_JAX_CACHE', str(tmp_path))
-  assert checkpoint.cache_root() == epath.Path(tmp_path)
+  assert published.cache_root() == epath.Path(tmp_path)
   monkeypatch.delenv('MIXER_JAX_CACHE')
   monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'xdg'))
-  assert checkpoint.cache_root() == epath.Path(tmp_path / 'xdg/mixer_jax')
+  assert published.cache_root() == epath.Path(tmp_path / 'xdg/mixer_jax')
 
 
 def test_url_is_downloaded_once_into_the_cache(http_server, tmp_path):
   url, served, requests = http_server
   (served / 'w.npz').write_bytes(FIXTURE.read_bytes())
   cache = tmp_path / 'cache'
-  first = checkpoint.fetch(f'{url}/w.npz', cache_dir=cache)
-  second = checkpoint.fetch(f'{url}/w.npz', cache_dir=cache)
+  first = published.fetch(f'{url}/w.npz', cache_dir=cache)
+  second = published.fetch(f'{url}/w.npz', cache_dir=cache)
   assert first == second and requests == ['/w.npz']
   assert first.read_bytes() == FIXTURE.read_bytes()
-  assert_trees_equal(checkpoint.load(first), checkpoint.load(FIXTURE))
+  assert_trees_equal(published.load(first), published.load(FIXTURE))
 
 
 def test_failed_download_says_where_to_put_the_file(http_server, tmp_path):
@@ -283,10 +283,10 @@ def test_failed_download_says_where_to_put_the_file(http_server, tmp_path):
   cache = tmp_path / 'cache'
   with pytest.raises(FileNotFoundError,
                      match=r'put it at .*cache/127.0.0.1:\d+/missing.npz'):
-    checkpoint.fetch(f'{url}/missing.npz', cache_dir=cache)
+    published.fetch(f'{url}/missing.npz', cache_dir=cache)
   assert not [p for p in cache.rglob('*') if p.is_file()]
 
 
 def test_remote_paths_are_passed_to_the_file_api_untouched():
-  path = checkpoint.fetch('gs://some-bucket/Mixer-B_16.npz')
+  path = published.fetch('gs://some-bucket/Mixer-B_16.npz')
   assert isinstance(path, epath.Path) and str(path).startswith('gs://')

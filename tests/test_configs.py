@@ -8,9 +8,9 @@ from absl import flags
 from ml_collections import config_flags
 import pytest
 
-from mixer_jax import checkpoint
+from mixer_jax.model import published
 from mixer_jax import errors
-from mixer_jax import models
+from mixer_jax.model import models
 from mixer_jax import recipes
 
 ROOT = pathlib.Path(__file__).parent.parent
@@ -42,8 +42,8 @@ def test_recipe_loads_and_is_consistent(name):
   assert set(config.model.keys()) == set(recipes.get_config().model.keys())
   models.parse_variant(config.model.variant)
   if config.pretrained:
-    assert config.pretrained in checkpoint.PUBLISHED
-    variant = checkpoint.PUBLISHED[config.pretrained][0]
+    assert config.pretrained in published.PUBLISHED
+    variant = published.PUBLISHED[config.pretrained][0]
     assert models.parse_variant(variant) == models.parse_variant(
         config.model.variant)
   assert config.total_steps > config.warmup_steps >= 0

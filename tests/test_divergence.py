@@ -1,4 +1,4 @@
-"""Tests for mixer_jax.divergence: skipped steps, the stop, the saved state."""
+"""Tests for mixer_jax.training.divergence: skipped steps, the stop, the saved state."""
 
 import os
 import re
@@ -7,8 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from mixer_jax import checkpoint
-from mixer_jax import divergence
+from mixer_jax.model import published
+from mixer_jax.training import divergence
 from mixer_jax import recipes
 from mixer_jax import train
 from tests.conftest import DIGITS_RUN
@@ -78,8 +78,8 @@ def test_an_exploding_run_keeps_no_poisoned_checkpoint_and_reruns_normally(
                                    workdir)
   assert final['eval_accuracy'] == digits_run[1]['eval_accuracy']
   jax.tree.map(np.testing.assert_array_equal,
-               checkpoint.load(os.path.join(digits_run[0], 'params.npz')),
-               checkpoint.load(os.path.join(workdir, 'params.npz')))
+               published.load(os.path.join(digits_run[0], 'params.npz')),
+               published.load(os.path.join(workdir, 'params.npz')))
 
 
 @pytest.mark.slow
@@ -98,7 +98,7 @@ def test_a_diverging_run_resumes_from_its_last_healthy_checkpoint(tmp_path):
   config.lr = 3e-3
   final = train.train_and_evaluate(config, workdir)
   assert final['step'] == 20 and np.isfinite(final['eval_loss'])
-  assert divergence.all_finite(checkpoint.load(os.path.join(workdir,
+  assert divergence.all_finite(published.load(os.path.join(workdir,
                                                             'params.npz')))
 
 

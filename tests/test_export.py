@@ -17,12 +17,12 @@ import pytest
 from safetensors import numpy as safetensors_numpy
 import tensorflow as tf
 
-from mixer_jax import checkpoint
+from mixer_jax.model import published
 from mixer_jax import errors
 from mixer_jax import export
-from mixer_jax import inference
-from mixer_jax import models
-from mixer_jax import sources
+from mixer_jax.evals import inference
+from mixer_jax.model import models
+from mixer_jax.data import sources
 from tests.conftest import ROOT
 from tests.conftest import optional_module
 
@@ -148,7 +148,7 @@ def test_a_trained_run_in_the_other_runtimes(digits_run, tmp_path,
 def timm_fixture() -> inference.Loaded:
   """The model timm 1.0.31 computed testdata/timm_mixer_tiny_io.npz with
   (exact GELU), read from its state dict."""
-  params = checkpoint.convert_timm(dict(np.load(TESTDATA /
+  params = published.convert_timm(dict(np.load(TESTDATA /
                                                 'timm_mixer_tiny.npz')))
   model, size = inference.model_from_params(params)
   return inference.Loaded(model.clone(approximate_gelu=False), params, size,

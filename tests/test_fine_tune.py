@@ -7,8 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from mixer_jax import checkpoint
-from mixer_jax import models
+from mixer_jax.model import published
+from mixer_jax.model import models
 from mixer_jax import recipes
 from mixer_jax import train
 from tests import test_configs
@@ -44,7 +44,7 @@ def publish(path, variant, *, image_size, seed=0, **overrides):
   params = jax.tree.map(np.asarray, params)
   params['head']['kernel'] = np.random.RandomState(seed).normal(
       size=params['head']['kernel'].shape).astype(np.float32)
-  checkpoint.save(path, params)
+  published.save(path, params)
   return str(path)
 
 
@@ -64,7 +64,7 @@ def test_a_fine_tune_recipe_runs_on_the_offline_path(tmp_path):
   assert final['step'] == 2 and final['eval_examples'] == 100
   assert all(np.isfinite(losses(str(tmp_path / 'run'))))
   # The body came from the checkpoint; the head is new (10 classes).
-  tuned = checkpoint.load(tmp_path / 'run' / 'params.npz')
+  tuned = published.load(tmp_path / 'run' / 'params.npz')
   assert tuned['head']['kernel'].shape[-1] == 10
 
 
@@ -137,7 +137,7 @@ def test_fine_tuning_at_twice_the_resolution(pretrained_on_digits, tmp_path):
   assert at_16['eval_examples'] == 360
   config.update(dict(total_steps=5, keep_head=False))
   train.train_and_evaluate(config, str(tmp_path / 'tune16'))
-  tuned = checkpoint.load(tmp_path / 'tune16' / 'params.npz')
+  tuned = published.load(tmp_path / 'tune16' / 'params.npz')
   assert tuned['MixerBlock_0']['token_mixing']['Dense_0']['kernel'].shape == (
       64, 32 * 4)
 
@@ -151,11 +151,11 @@ def test_fine_tuning_at_twice_the_resolution(pretrained_on_digits, tmp_path):
     (dict(image_size=10, resolution_factor=2), ValueError,
      'image_size 10 is not 2 times a pre-training size'),
     # The 8 px checkpoint in a 16 px model, without the factor set.
-    (dict(image_size=16), checkpoint.CheckpointError,
+    (dict(image_size=16), published.CheckpointError,
      r'token_mixing/Dense_0/kernel.*\(64, 32\).*\(16, 32\).*'
      'set resolution_factor=2'),
     # Another variant's weights.
-    (dict(model={'hidden_dim': 32}), checkpoint.CheckpointError,
+    (dict(model={'hidden_dim': 32}), published.CheckpointError,
      r"'stem/kernel'.*\(2, 2, 3, 32\).*\(2, 2, 3, 64\)"),
 ])
 def test_bad_fine_tuning_input(pretrained_on_digits, tmp_path, overrides,

@@ -1,9 +1,9 @@
-"""Tests for mixer_jax.flops: the forward pass's matmuls, by shape."""
+"""Tests for mixer_jax.model.flops: the forward pass's matmuls, by shape."""
 
 import pytest
 
-from mixer_jax import flops
-from mixer_jax import models
+from mixer_jax.model import flops
+from mixer_jax.model import models
 
 
 @pytest.mark.parametrize('variant,image_size,num_classes', [

@@ -15,8 +15,8 @@ from absl import flags
 import jax
 import mixer_jax
 dispatch = jax.config.values['jax_cpu_enable_async_dispatch']
-for module in pkgutil.iter_modules(mixer_jax.__path__):
-  importlib.import_module(f'mixer_jax.{module.name}')
+for module in pkgutil.walk_packages(mixer_jax.__path__, 'mixer_jax.'):
+  importlib.import_module(module.name)
 ours = [name for name in flags.FLAGS if (flags.FLAGS.find_module_defining_flag(
     name) or '').startswith('mixer_jax')]
 print(ours,

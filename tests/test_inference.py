@@ -1,10 +1,10 @@
-"""mixer_jax.inference: reading images of every kind a user has."""
+"""mixer_jax.evals.inference: reading images of every kind a user has."""
 
 import numpy as np
 from PIL import Image
 import pytest
 
-from mixer_jax import inference
+from mixer_jax.evals import inference
 
 RAMP = np.linspace(0, 1, 64 * 64).reshape(64, 64)
 

@@ -1,4 +1,4 @@
-"""Tests for mixer_jax.input_pipeline: sources, sharding, resume, errors."""
+"""Tests for mixer_jax.data.input_pipeline: sources, sharding, resume, errors."""
 
 import collections
 import dataclasses
@@ -15,10 +15,10 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from mixer_jax import errors
-from mixer_jax import input_pipeline
-from mixer_jax import preflight
+from mixer_jax.data import input_pipeline
+from mixer_jax.data import preflight
 from mixer_jax import recipes
-from mixer_jax import sources
+from mixer_jax.data import sources
 from tests.conftest import ROOT
 from tests.conftest import examples
 from tests.conftest import synthetic_cifar10_manual_dir
@@ -325,7 +325,7 @@ def counting(path, log):
   logged = tf.numpy_function(lambda p: log.append(p.decode()) or p,
                              [path], tf.string, stateful=True)
   return read_file(tf.ensure_shape(logged, []))
-from mixer_jax import input_pipeline
+from mixer_jax.data import input_pipeline
 from tests.test_input_pipeline import make_config
 config = make_config(dataset=sys.argv[1], train_split='train[:120]',
                      batch_size=24)

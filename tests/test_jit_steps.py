@@ -1,4 +1,4 @@
-"""Tests for mixer_jax.jit_steps: the accumulation search, memory
+"""Tests for mixer_jax.training.jit_steps: the accumulation search, memory
 accounting and the automatic accum_steps."""
 
 import jax
@@ -7,8 +7,8 @@ import optax
 import pytest
 
 from mixer_jax import errors
-from mixer_jax import jit_steps
-from mixer_jax import models
+from mixer_jax.training import jit_steps
+from mixer_jax.model import models
 from tests.conftest import small_digits_config
 
 
@@ -57,7 +57,7 @@ def _config_model_tx(**overrides):
 
 
 def test_abstract_state_is_the_real_states_layout():
-  from mixer_jax import train_state  # pylint: disable=g-import-not-at-top
+  from mixer_jax.training import train_state  # pylint: disable=g-import-not-at-top
   config, model, tx = _config_model_tx()
   mesh = jit_steps.make_mesh(None)
   replicated, _ = jit_steps.shardings(mesh)

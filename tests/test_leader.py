@@ -1,4 +1,4 @@
-"""Tests for mixer_jax.leader: on two processes sharing a cache, process 0
+"""Tests for mixer_jax.multihost.leader: on two processes sharing a cache, process 0
 downloads a checkpoint and the other uses its file; a failure there is one
 line on both."""
 
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from mixer_jax import leader
+from mixer_jax.multihost import leader
 from tests.conftest import ROOT
 
 FIXTURE_NPZ = (pathlib.Path(__file__).parent / 'testdata' /
@@ -23,9 +23,10 @@ import sys
 import jax
 index, port, url, cache = sys.argv[1:]
 jax.distributed.initialize(f'localhost:{port}', 2, int(index))
-from mixer_jax import checkpoint, errors
+from mixer_jax import errors
+from mixer_jax.model import published
 try:
-  path = checkpoint.fetch(url, cache_dir=cache)
+  path = published.fetch(url, cache_dir=cache)
 except errors.UserError as e:
   print('error:', e)
 else:

@@ -1,4 +1,4 @@
-"""Tests for mixer_jax.metrics: durable records, none twice after a resume."""
+"""Tests for mixer_jax.training.metrics: durable records, none twice after a resume."""
 
 import collections
 import json
@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from tensorboard.compat.proto import event_pb2
 
-from mixer_jax import metrics
+from mixer_jax.training import metrics
 from mixer_jax import train
 from tests.conftest import read_jsonl
 from tests.conftest import small_digits_config

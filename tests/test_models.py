@@ -1,4 +1,4 @@
-"""Tests for mixer_jax.models: variants, parity with vit_jax and timm, options."""
+"""Tests for mixer_jax.model.models: variants, parity with vit_jax and timm, options."""
 
 import pathlib
 
@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixer_jax import checkpoint
-from mixer_jax import models
+from mixer_jax.model import published
+from mixer_jax.model import models
 
 TESTDATA = pathlib.Path(__file__).parent / 'testdata'
 # The fixtures' geometry (testdata/FIXTURES.md).
@@ -86,7 +86,7 @@ def max_delta(params, images, logits, *, approximate_gelu):
 
 def test_matches_official_vit_jax():
   """The official module's logits, through the published-layout loader."""
-  params = checkpoint.load(TESTDATA / 'vit_jax_mixer_tiny.npz')
+  params = published.load(TESTDATA / 'vit_jax_mixer_tiny.npz')
   images, logits = load_io('vit_jax_mixer_tiny')
   tanh = max_delta(params, images, logits, approximate_gelu=True)
   erf = max_delta(params, images, logits, approximate_gelu=False)
@@ -95,7 +95,7 @@ def test_matches_official_vit_jax():
 
 def test_matches_timm():
   """timm's logits (exact GELU), through the timm state-dict converter."""
-  params = checkpoint.convert_timm(
+  params = published.convert_timm(
       dict(np.load(TESTDATA / 'timm_mixer_tiny.npz')))
   images_nchw, logits = load_io('timm_mixer_tiny')
   images = images_nchw.transpose(0, 2, 3, 1)
@@ -106,7 +106,7 @@ def test_matches_timm():
 
 def test_init_params_match_the_published_tree():
   params = models.init_params(tiny_model(), image_size=32)
-  fixture = checkpoint.load(TESTDATA / 'vit_jax_mixer_tiny.npz')
+  fixture = published.load(TESTDATA / 'vit_jax_mixer_tiny.npz')
   shapes = lambda tree: jax.tree.map(np.shape, tree)
   assert shapes(params) == shapes(fixture)
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
@@ -126,19 +126,19 @@ def test_no_head_returns_pooled_features(num_classes):
   model = tiny_model(num_classes=num_classes)
   params = models.init_params(model, image_size=32)
   assert 'head' not in params
-  fixture = checkpoint.load(TESTDATA / 'vit_jax_mixer_tiny.npz')
+  fixture = published.load(TESTDATA / 'vit_jax_mixer_tiny.npz')
   del fixture['head']
   images, logits = load_io('vit_jax_mixer_tiny')
   features = model.apply({'params': fixture}, images)
   assert features.shape == (3, 64)
   # The head is affine on the pooled features.
-  full = checkpoint.load(TESTDATA / 'vit_jax_mixer_tiny.npz')
+  full = published.load(TESTDATA / 'vit_jax_mixer_tiny.npz')
   recomputed = features @ full['head']['kernel'] + full['head']['bias']
   np.testing.assert_allclose(recomputed, logits, atol=1e-4)
 
 
 def test_bfloat16_compute_keeps_float32_params_and_close_logits():
-  params = checkpoint.load(TESTDATA / 'vit_jax_mixer_tiny.npz')
+  params = published.load(TESTDATA / 'vit_jax_mixer_tiny.npz')
   images, logits = load_io('vit_jax_mixer_tiny')
   model = tiny_model(dtype=jnp.bfloat16)
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(
@@ -151,7 +151,7 @@ def test_bfloat16_compute_keeps_float32_params_and_close_logits():
 
 
 def test_train_mode_without_dropout_is_deterministic_and_equal_to_eval():
-  params = checkpoint.load(TESTDATA / 'vit_jax_mixer_tiny.npz')
+  params = published.load(TESTDATA / 'vit_jax_mixer_tiny.npz')
   images, _ = load_io('vit_jax_mixer_tiny')
   model = tiny_model()
   np.testing.assert_array_equal(
@@ -160,7 +160,7 @@ def test_train_mode_without_dropout_is_deterministic_and_equal_to_eval():
 
 
 def test_dropout_needs_an_rng_and_changes_only_training():
-  params = checkpoint.load(TESTDATA / 'vit_jax_mixer_tiny.npz')
+  params = published.load(TESTDATA / 'vit_jax_mixer_tiny.npz')
   images, logits = load_io('vit_jax_mixer_tiny')
   model = tiny_model(dropout_rate=0.5)
   np.testing.assert_allclose(model.apply({'params': params}, images), logits,
@@ -175,7 +175,7 @@ def test_dropout_needs_an_rng_and_changes_only_training():
 def test_stochastic_depth_grows_linearly_and_drops_whole_branches():
   # Two blocks at stochastic_depth=1: block 0 keeps rate 0, the last block
   # rate 1, so in training the model is exactly its first block.
-  params = checkpoint.load(TESTDATA / 'vit_jax_mixer_tiny.npz')
+  params = published.load(TESTDATA / 'vit_jax_mixer_tiny.npz')
   images, logits = load_io('vit_jax_mixer_tiny')
   model = tiny_model(stochastic_depth=1.0)
   train = model.apply({'params': params}, images, train=True,
@@ -212,7 +212,7 @@ def test_stochastic_depth_rescales_kept_branches():
     ((32, 32, 3), 'NHWC images'),
 ])
 def test_bad_images_are_a_clear_error(shape, message):
-  params = checkpoint.load(TESTDATA / 'vit_jax_mixer_tiny.npz')
+  params = published.load(TESTDATA / 'vit_jax_mixer_tiny.npz')
   with pytest.raises(ValueError, match=message):
     tiny_model().apply({'params': params}, np.zeros(shape, np.float32))
 

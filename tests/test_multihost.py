@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from mixer_jax import checkpoint
+from mixer_jax.model import published
 from mixer_jax import train
 from tests.conftest import FAST_COMPILE
 from tests.conftest import ROOT
@@ -67,7 +67,7 @@ def launch(workdir):
 
 
 def load_params(workdir):
-  return checkpoint.load(os.path.join(workdir, 'params.npz'))
+  return published.load(os.path.join(workdir, 'params.npz'))
 
 
 @pytest.fixture(name='two_hosts', scope='module')

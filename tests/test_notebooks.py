@@ -16,9 +16,9 @@ import jax
 import numpy as np
 import pytest
 
-from mixer_jax import checkpoint
-from mixer_jax import input_pipeline
-from mixer_jax import models
+from mixer_jax.model import published
+from mixer_jax.data import input_pipeline
+from mixer_jax.model import models
 from mixer_jax import recipes
 from tests.conftest import FAST_COMPILE
 from tests.conftest import ROOT
@@ -72,7 +72,7 @@ def test_inference_runs_online_against_a_local_server(tmp_path, http_server):
                           hidden_dim=32, tokens_mlp_dim=16,
                           channels_mlp_dim=64)
   (served / 'imagenet1k').mkdir()
-  checkpoint.save(str(served / 'imagenet1k' / 'Mixer-B_16.npz'),
+  published.save(str(served / 'imagenet1k' / 'Mixer-B_16.npz'),
                   models.init_params(model, image_size=224))
   printed, images = run_notebook(
       'inference', tmp_path, MIXER_JAX_NOTEBOOK_OFFLINE='0',
@@ -94,7 +94,7 @@ def test_fine_tune_runs_online_against_local_stand_ins(tmp_path, monkeypatch,
   shapes = jax.eval_shape(lambda: models.init_params(
       models.create_model('B/32', num_classes=1000), image_size=224))
   rng = np.random.default_rng(0)
-  checkpoint.save(str(served / 'gsam' / 'Mixer-B_32.npz'), jax.tree.map(
+  published.save(str(served / 'gsam' / 'Mixer-B_32.npz'), jax.tree.map(
       lambda x: 0.02 * rng.standard_normal(x.shape, np.float32), shapes))
   manual_dir, _ = synthetic_cifar10_manual_dir(tmp_path, monkeypatch, test=8)
   config = recipes.with_dataset(recipes.get_config(), 'cifar10')

@@ -1,11 +1,11 @@
-"""Tests for mixer_jax.optim: schedules, the optax chain, accumulation."""
+"""Tests for mixer_jax.training.optim: schedules, the optax chain, accumulation."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixer_jax import optim
+from mixer_jax.training import optim
 from mixer_jax import recipes
 
 

@@ -1,9 +1,9 @@
-"""mixer_jax.peers: what a waiting process says it waits for (the waits
+"""mixer_jax.multihost.peers: what a waiting process says it waits for (the waits
 themselves run in test_multihost)."""
 
 import pytest
 
-from mixer_jax import peers
+from mixer_jax.multihost import peers
 
 
 @pytest.mark.parametrize('me, count, said', [

@@ -1,4 +1,4 @@
-"""Tests for mixer_jax.predict and mixer_jax.inference: runs, published
+"""Tests for mixer_jax.predict and mixer_jax.evals.inference: runs, published
 checkpoints (the model from its shapes, ImageNet names), images, errors."""
 
 import json
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mixer_jax import checkpoint
+from mixer_jax.model import published
 from mixer_jax import errors
-from mixer_jax import inference
-from mixer_jax import models
+from mixer_jax.evals import inference
+from mixer_jax.model import models
 from mixer_jax import predict
 from tests.conftest import ROOT
 from tests.conftest import write_digit_images
@@ -50,7 +50,7 @@ def test_a_published_layout_checkpoint_gives_its_model_and_imagenet_names(
   params['head']['kernel'] = np.asarray(jax.random.normal(
       jax.random.PRNGKey(1), params['head']['kernel'].shape))
   path = str(tmp_path / 'standin.npz')
-  checkpoint.save(path, params)
+  published.save(path, params)
   loaded = inference.from_pretrained(path)
   assert loaded.image_size == 16
   assert (loaded.model.patch_size, loaded.model.num_blocks,
@@ -96,7 +96,7 @@ def test_a_bad_image_is_named(digits_run, tmp_path):
 
 def test_a_checkpoint_that_fits_no_mixer_is_a_clear_error(tmp_path):
   path = str(tmp_path / 'other.npz')
-  checkpoint.save(path, {'dense': {'kernel': np.zeros((3, 4), np.float32)}})
+  published.save(path, {'dense': {'kernel': np.zeros((3, 4), np.float32)}})
   with pytest.raises(errors.UserError, match=f'{path}: The parameters fit no '
                      'Mixer'):
     inference.from_pretrained(path)

@@ -1,4 +1,4 @@
-"""Tests for mixer_jax.preemption: SIGTERM / SIGINT save the step and stop."""
+"""Tests for mixer_jax.multihost.preemption: SIGTERM / SIGINT save the step and stop."""
 
 import os
 import signal
@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from mixer_jax import checkpoint
+from mixer_jax.model import published
 from mixer_jax import train
 from tests.conftest import ROOT
 from tests.conftest import SMALL_DIGITS_FLAGS
@@ -75,8 +75,8 @@ def test_sigterm_saves_the_step_and_the_run_resumes_exactly(tmp_path,
   assert 'Resuming from step 1' in caplog.text
   whole = str(tmp_path / 'whole')
   train.train_and_evaluate(small_digits_config(**RANDOM), whole)
-  a = checkpoint.load(os.path.join(whole, 'params.npz'))
-  b = checkpoint.load(os.path.join(workdir, 'params.npz'))
+  a = published.load(os.path.join(whole, 'params.npz'))
+  b = published.load(os.path.join(workdir, 'params.npz'))
   jax.tree.map(np.testing.assert_array_equal, a, b)
 
 

@@ -1,11 +1,11 @@
-"""Tests for mixer_jax.preflight: what a run cannot fetch, listed at once."""
+"""Tests for mixer_jax.data.preflight: what a run cannot fetch, listed at once."""
 
 import os
 
 import pytest
 
 from mixer_jax import errors
-from mixer_jax import preflight
+from mixer_jax.data import preflight
 from mixer_jax import recipes
 from mixer_jax import train
 from tests.conftest import ROOT

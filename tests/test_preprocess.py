@@ -1,10 +1,10 @@
-"""Tests for mixer_jax.preprocess: crops, resizes, flips, RandAugment."""
+"""Tests for mixer_jax.data.preprocess: crops, resizes, flips, RandAugment."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from mixer_jax import preprocess
+from mixer_jax.data import preprocess
 from mixer_jax import recipes
 
 RNG = np.random.RandomState(0)

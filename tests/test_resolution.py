@@ -1,4 +1,4 @@
-"""Tests for mixer_jax.resolution: fine-tuning at K times the resolution."""
+"""Tests for mixer_jax.model.resolution: fine-tuning at K times the resolution."""
 
 import pathlib
 
@@ -6,9 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from mixer_jax import checkpoint
-from mixer_jax import models
-from mixer_jax import resolution
+from mixer_jax.model import published
+from mixer_jax.model import models
+from mixer_jax.model import resolution
 
 FIXTURE = pathlib.Path(__file__).parent / 'testdata' / 'vit_jax_mixer_tiny.npz'
 TINY = dict(num_classes=10, patch_size=4, num_blocks=2, hidden_dim=64,
@@ -32,13 +32,13 @@ def test_widened_model_on_tiles_is_the_mean_of_the_tiles(factor):
   tiles the logits are exactly the mean of the original logits on the tiles.
   """
   base = models.MlpMixer(**TINY)
-  params = checkpoint.load(FIXTURE)  # Random weights, non-zero head.
+  params = published.load(FIXTURE)  # Random weights, non-zero head.
   wide = resolution.widen_model(base, factor=factor)
   side = 32 * factor
   assert resolution.pretraining_image_size(
       side, factor=factor, patch_size=4) == 32
   init = models.init_params(wide, image_size=side)
-  wide_params = checkpoint.load_pretrained(
+  wide_params = published.load_pretrained(
       init_params=init, pretrained=FIXTURE, keep_head=True,
       resolution_factor=factor)
   assert wide_params['MixerBlock_0']['token_mixing']['Dense_0'][
@@ -58,24 +58,24 @@ def test_widened_model_on_tiles_is_the_mean_of_the_tiles(factor):
 
 
 def test_factor_one_is_the_identity():
-  params = checkpoint.load(FIXTURE)
+  params = published.load(FIXTURE)
   assert resolution.widen_token_mixing(params, factor=1) is params
 
 
 @pytest.mark.parametrize('factor', [0, -2, 1.5, '2', True])
 def test_factor_must_be_an_integer_of_at_least_one(factor):
   with pytest.raises(ValueError, match='integer >= 1'):
-    resolution.widen_token_mixing(checkpoint.load(FIXTURE), factor=factor)
+    resolution.widen_token_mixing(published.load(FIXTURE), factor=factor)
 
 
 def test_factor_that_does_not_match_the_image_size_names_the_shapes():
   # Checkpoint at 32 px, model at 64 px, but factor 3 claimed.
   model = resolution.widen_model(models.MlpMixer(**TINY), factor=3)
   init = models.init_params(model, image_size=64)
-  with pytest.raises(checkpoint.CheckpointError,
+  with pytest.raises(published.CheckpointError,
                      match=r'token_mixing/Dense_0/kernel.*\(256, 288\).*'
                      r'\(576, 288\).*another image size'):
-    checkpoint.load_pretrained(init_params=init, pretrained=FIXTURE,
+    published.load_pretrained(init_params=init, pretrained=FIXTURE,
                                resolution_factor=3)
 
 
@@ -88,7 +88,7 @@ def test_image_size_must_be_a_multiple_of_a_pretraining_size(image_size,
 
 
 def test_widening_is_only_for_square_grids():
-  params = jax.tree.map(np.asarray, checkpoint.load(FIXTURE))
+  params = jax.tree.map(np.asarray, published.load(FIXTURE))
   block = params['MixerBlock_0']['token_mixing']
   block['Dense_0']['kernel'] = block['Dense_0']['kernel'][:60]
   with pytest.raises(ValueError, match='60 tokens.*square'):

@@ -1,4 +1,4 @@
-"""Tests for mixer_jax.scoring: ImageNet ReaL on a stand-in with known labels,
+"""Tests for mixer_jax.evals.scoring: ImageNet ReaL on a stand-in with known labels,
 one host and two, in evaluate and in the train loop."""
 
 from unittest import mock
@@ -11,10 +11,10 @@ import tensorflow_datasets as tfds
 
 from mixer_jax import errors
 from mixer_jax import evaluate
-from mixer_jax import input_pipeline
-from mixer_jax import jit_steps
-from mixer_jax import scoring
-from mixer_jax import steps
+from mixer_jax.data import input_pipeline
+from mixer_jax.training import jit_steps
+from mixer_jax.evals import scoring
+from mixer_jax.training import steps
 from mixer_jax import train
 from tests.conftest import read_jsonl
 from tests.conftest import small_digits_config

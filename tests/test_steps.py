@@ -1,4 +1,4 @@
-"""Tests for mixer_jax.steps: mixup, accumulation, eval sums, skipped steps."""
+"""Tests for mixer_jax.training.steps: mixup, accumulation, eval sums, skipped steps."""
 
 import jax
 import jax.numpy as jnp
@@ -6,8 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from mixer_jax import steps
-from mixer_jax import train_state
+from mixer_jax.training import steps
+from mixer_jax.training import train_state
 
 
 def test_mixup_keeps_the_larger_share_and_label_mass():

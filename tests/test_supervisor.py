@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from mixer_jax import supervisor
+from mixer_jax.multihost import supervisor
 from tests.conftest import ROOT
 
 # JAX's fatal messages (xla/pjrt/distributed/client.h), as jax 0.10.2 prints
@@ -79,7 +79,7 @@ def test_lost_process_names_what_jax_lost(fatal, expected):
 # writes a line to stderr, prints its pid and ends as its last argument asks.
 CHILD = f"""
 import os, signal, sys, time
-from mixer_jax import supervisor
+from mixer_jax.multihost import supervisor
 supervisor.supervise('prog')
 signal.signal(signal.SIGTERM, lambda *_: (print('SIGTERM', file=sys.stderr),
                                           sys.exit(143)))

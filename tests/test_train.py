@@ -8,14 +8,14 @@ import jax
 import numpy as np
 import pytest
 
-from mixer_jax import checkpoint
+from mixer_jax.model import published
 from mixer_jax import errors
-from mixer_jax import input_pipeline
-from mixer_jax import jit_steps
-from mixer_jax import model_config
+from mixer_jax.data import input_pipeline
+from mixer_jax.training import jit_steps
+from mixer_jax.model import model_config
 from mixer_jax import recipes
 from mixer_jax import train
-from mixer_jax import train_state
+from mixer_jax.training import train_state
 from tests.conftest import ROOT
 from tests.conftest import read_jsonl
 from tests.conftest import small_digits_config
@@ -51,7 +51,7 @@ def test_workdir_has_checkpoints_logs_and_metrics(trained):
   records = read_jsonl(workdir)
   assert {'learning_rate', 'img_per_s', 'train_loss'} <= set(records[0])
   assert [r['step'] for r in records if 'eval_accuracy' in r] == [50, 100]
-  assert set(checkpoint.load(os.path.join(workdir, 'params.npz'))) >= {
+  assert set(published.load(os.path.join(workdir, 'params.npz'))) >= {
       'stem', 'head', 'MixerBlock_1'}
 
 
@@ -61,7 +61,7 @@ def test_eval_scores_every_example_exactly_once(trained):
   assert final['eval_examples'] == 360
   info = input_pipeline.get_info(config)
   model = model_config.model_from_config(config, num_classes=info.num_classes)
-  params = checkpoint.load(os.path.join(workdir, 'params.npz'))
+  params = published.load(os.path.join(workdir, 'params.npz'))
   correct, losses, seen = 0, [], 0
   for batch in input_pipeline.eval_iterator(config):
     logits = np.asarray(model.apply({'params': params}, batch['image']))
@@ -90,8 +90,8 @@ def test_one_and_eight_devices_give_the_same_parameters(tmp_path):
   eight = str(tmp_path / 'eight')
   train.train_and_evaluate(config, one, devices=jax.devices()[:1])
   train.train_and_evaluate(config, eight)
-  a = checkpoint.load(os.path.join(one, 'params.npz'))
-  b = checkpoint.load(os.path.join(eight, 'params.npz'))
+  a = published.load(os.path.join(one, 'params.npz'))
+  b = published.load(os.path.join(eight, 'params.npz'))
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_allclose(x, y, atol=2e-5, rtol=1e-4)
   # Training moved the parameters: the comparison is not of two inits.
@@ -108,8 +108,8 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path):
   train.train_and_evaluate(config, str(tmp_path / 'full'))
   config.accum_steps = 4
   train.train_and_evaluate(config, str(tmp_path / 'accum'))
-  a = checkpoint.load(str(tmp_path / 'full' / 'params.npz'))
-  b = checkpoint.load(str(tmp_path / 'accum' / 'params.npz'))
+  a = published.load(str(tmp_path / 'full' / 'params.npz'))
+  b = published.load(str(tmp_path / 'accum' / 'params.npz'))
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_allclose(x, y, atol=2e-5, rtol=1e-4)
 
@@ -197,7 +197,7 @@ def test_auto_accum_steps_trains_as_the_accumulation_it_picks(
 
 def test_a_full_disk_at_the_final_write_is_one_error_and_leaves_no_partial(
     tmp_path, monkeypatch):
-  write_bytes = checkpoint.epath.Path.write_bytes
+  write_bytes = published.epath.Path.write_bytes
 
   def full_disk(self, data):
     if not str(self).startswith(str(tmp_path)):  # JAX's compilation cache.
@@ -205,7 +205,7 @@ def test_a_full_disk_at_the_final_write_is_one_error_and_leaves_no_partial(
     with open(self, 'wb') as f:
       f.write(data[:len(data) // 2])
     raise OSError(28, os.strerror(28))
-  monkeypatch.setattr(checkpoint.epath.Path, 'write_bytes', full_disk)
+  monkeypatch.setattr(published.epath.Path, 'write_bytes', full_disk)
   state = types.SimpleNamespace(step=jax.numpy.asarray(8),
                                 params={'w': jax.numpy.ones(3)})
   with pytest.raises(errors.DiskFullError,

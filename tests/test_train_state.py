@@ -1,4 +1,4 @@
-"""Tests for mixer_jax.train_state: a damaged checkpoint never blocks a run."""
+"""Tests for mixer_jax.training.train_state: a damaged checkpoint never blocks a run."""
 
 import glob
 import os
@@ -8,10 +8,10 @@ import jax
 import numpy as np
 import pytest
 
-from mixer_jax import checkpoint
+from mixer_jax.model import published
 from mixer_jax import errors
 from mixer_jax import train
-from mixer_jax import train_state
+from mixer_jax.training import train_state
 from tests.conftest import small_digits_config
 
 
@@ -59,8 +59,8 @@ def test_a_damaged_newest_checkpoint_is_moved_aside_and_an_older_one_used(
   assert os.listdir(os.path.join(workdir, 'checkpoints_damaged')) == ['8']
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['4', '8']
   # Steps 5-8 trained again from the checkpoint of step 4: the same weights.
-  a = checkpoint.load(os.path.join(pristine, 'params.npz'))
-  b = checkpoint.load(os.path.join(workdir, 'params.npz'))
+  a = published.load(os.path.join(pristine, 'params.npz'))
+  b = published.load(os.path.join(workdir, 'params.npz'))
   jax.tree.map(np.testing.assert_array_equal, a, b)
 
 

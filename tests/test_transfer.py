@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from mixer_jax import errors
-from mixer_jax import inference
-from mixer_jax import model_config
-from mixer_jax import preemption
+from mixer_jax.evals import inference
+from mixer_jax.model import model_config
+from mixer_jax.multihost import preemption
 from mixer_jax import recipes
 from mixer_jax import transfer
 from tests.conftest import ROOT

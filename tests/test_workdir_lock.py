@@ -1,4 +1,4 @@
-"""Tests for mixer_jax.workdir_lock: one live run per workdir."""
+"""Tests for mixer_jax.multihost.workdir_lock: one live run per workdir."""
 
 import json
 import os
@@ -10,7 +10,7 @@ import pytest
 
 from mixer_jax import errors
 from mixer_jax import train
-from mixer_jax import workdir_lock
+from mixer_jax.multihost import workdir_lock
 from tests.conftest import small_digits_config
 
 

@@ -26,7 +26,7 @@ import urllib.parse
 
 import tensorflow_datasets as tfds
 
-from mixer_jax import checkpoint
+from mixer_jax.model import published
 from mixer_jax import errors
 
 
@@ -86,7 +86,7 @@ def missing_checkpoint(config):
   """What is missing of a published checkpoint not yet cached, or None."""
   if not config.pretrained:
     return None
-  found = checkpoint.remote(config.pretrained,
+  found = published.remote(config.pretrained,
                             cache_dir=config.pretrained_cache_dir)
   if found is None or found[1].exists():
     return None

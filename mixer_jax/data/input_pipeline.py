@@ -41,8 +41,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from mixer_jax import errors
-from mixer_jax import preprocess
-from mixer_jax import sources
+from mixer_jax.data import preprocess
+from mixer_jax.data import sources
 
 Batch = dict[str, np.ndarray]
 # Stream ids folded into the seed: shuffling and augmentation draw apart.

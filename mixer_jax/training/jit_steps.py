@@ -28,9 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from mixer_jax import errors
-from mixer_jax import models
-from mixer_jax import steps
-from mixer_jax import train_state
+from mixer_jax.model import models
+from mixer_jax.training import steps
+from mixer_jax.training import train_state
 
 
 def make_mesh(devices) -> jax.sharding.Mesh:

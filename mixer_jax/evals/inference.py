@@ -32,12 +32,12 @@ from ml_collections import config_dict
 import numpy as np
 from PIL import Image
 
-from mixer_jax import checkpoint
+from mixer_jax.model import published
 from mixer_jax import errors
-from mixer_jax import model_config
-from mixer_jax import models
-from mixer_jax import preprocess as preprocess_lib
-from mixer_jax import train_state
+from mixer_jax.model import model_config
+from mixer_jax.model import models
+from mixer_jax.data import preprocess as preprocess_lib
+from mixer_jax.training import train_state
 
 # What PIL reads here: grey, RGBA and palette images become RGB.
 IMAGE_TYPES = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.gif')
@@ -58,7 +58,7 @@ def imagenet_names(num_classes: int) -> tuple[str, ...]:
   name = {1000: 'imagenet1k', 21843: 'imagenet21k'}.get(num_classes)
   if name is None:
     return ()
-  data = importlib.resources.files('mixer_jax') / 'data' / f'{name}.tsv.gz'
+  data = importlib.resources.files('mixer_jax.data') / f'{name}.tsv.gz'
   with data.open('rb') as f:
     lines = gzip.decompress(f.read()).decode().splitlines()
   return tuple(line.split('\t', 1)[1] for line in lines)
@@ -74,11 +74,11 @@ def model_from_params(params, **options) -> tuple[models.MlpMixer, int]:
     channels_mlp = block['channel_mixing']['Dense_0']['kernel'].shape[1]
     head = params['head']['kernel'].shape[1] if 'head' in params else None
   except (KeyError, TypeError, ValueError) as e:
-    raise checkpoint.CheckpointError(
+    raise published.CheckpointError(
         f'The parameters fit no Mixer (missing or misshapen {e}).') from None
   grid = int(round(tokens**0.5))
   if grid * grid != tokens:
-    raise checkpoint.CheckpointError(
+    raise published.CheckpointError(
         f'The parameters fit no Mixer: {tokens} tokens is no square grid.')
   model = models.MlpMixer(
       patch_size=p, num_classes=head, num_blocks=blocks, hidden_dim=hidden,
@@ -89,16 +89,16 @@ def model_from_params(params, **options) -> tuple[models.MlpMixer, int]:
 
 def from_pretrained(pretrained: str, *, cache_dir=None) -> Loaded:
   """A published name, a path or a URL; the model from the shapes."""
-  params = checkpoint.load(checkpoint.fetch(pretrained, cache_dir=cache_dir))
+  params = published.load(published.fetch(pretrained, cache_dir=cache_dir))
   try:
     model, image_size = model_from_params(params)
-  except checkpoint.CheckpointError as e:
-    raise checkpoint.CheckpointError(f'{pretrained}: {e}') from None
+  except published.CheckpointError as e:
+    raise published.CheckpointError(f'{pretrained}: {e}') from None
   try:
     model.apply({'params': params}, jnp.zeros((1, image_size, image_size,
                                                model.in_channels)))
   except Exception as e:  # pylint: disable=broad-except
-    raise checkpoint.CheckpointError(
+    raise published.CheckpointError(
         f'{pretrained} fits no Mixer: {errors.describe(e)[:300]}') from None
   return Loaded(model, params, image_size,
                 imagenet_names(model.num_classes or 0))
@@ -113,7 +113,7 @@ def from_run(workdir: str) -> Loaded:
       raise errors.MissingError(
           f'{workdir} is no finished run: {path} is missing.')
   config = config_dict.ConfigDict(train_state.read_config(workdir))
-  params = checkpoint.load(params_path)
+  params = published.load(params_path)
   names = train_state.read_class_names(workdir)
   num_classes = params['head']['kernel'].shape[1]
   model = model_config.model_from_config(config, num_classes=num_classes)

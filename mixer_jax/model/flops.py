@@ -15,7 +15,7 @@
 
 from typing import NamedTuple
 
-from mixer_jax import models
+from mixer_jax.model import models
 
 
 class Matmul(NamedTuple):

@@ -16,7 +16,7 @@
 A checkpoint holds everything a run needs to continue bit for bit: params,
 optimizer state, step and the base RNG key; the input restarts exactly from
 the step (the train stream is a function of it). Published-layout weights
-(`.npz`) are `checkpoint.py`'s.
+(`.npz`) are `model/published.py`'s.
 """
 
 import json

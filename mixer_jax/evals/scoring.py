@@ -19,9 +19,9 @@ import jax.numpy as jnp
 from ml_collections import config_dict
 import numpy as np
 
-from mixer_jax import input_pipeline
-from mixer_jax import jit_steps
-from mixer_jax import steps
+from mixer_jax.data import input_pipeline
+from mixer_jax.training import jit_steps
+from mixer_jax.training import steps
 
 
 def evaluate(eval_step, params, config, sharding) -> dict:

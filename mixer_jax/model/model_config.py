@@ -16,8 +16,8 @@ that load a trained run."""
 
 import jax.numpy as jnp
 
-from mixer_jax import models
-from mixer_jax import resolution
+from mixer_jax.model import models
+from mixer_jax.model import resolution
 
 _MODEL_OVERRIDES = ('num_blocks', 'hidden_dim', 'tokens_mlp_dim',
                     'channels_mlp_dim')
