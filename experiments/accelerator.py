@@ -153,7 +153,7 @@ def fine_tune_section(workdir: str) -> dict:
   from mixer_jax.model import published  # pylint: disable=g-import-not-at-top
   from mixer_jax.model import model_config  # pylint: disable=g-import-not-at-top
   from mixer_jax import recipes  # pylint: disable=g-import-not-at-top
-  from mixer_jax import train  # pylint: disable=g-import-not-at-top
+  from mixer_jax import trainer  # pylint: disable=g-import-not-at-top
   data = os.path.join(workdir, 'data')
   draw_dataset(data)
   config = recipes.digits()
@@ -171,7 +171,7 @@ def fine_tune_section(workdir: str) -> dict:
       image_size=16))
   config.pretrained = pretrained
   start = time.monotonic()
-  final = train.train_and_evaluate(config, os.path.join(workdir, 'run'))
+  final = trainer.train_and_evaluate(config, os.path.join(workdir, 'run'))
   seconds = time.monotonic() - start
   with open(os.path.join(workdir, 'run', 'metrics.jsonl')) as f:
     losses = [r['train_loss'] for r in map(json.loads, f) if 'train_loss' in r]
@@ -199,7 +199,7 @@ def tpu_slice_name(device_kind: str, count: int) -> str | None:
 def memory_section(size: dict, matmul: dict) -> dict:
   """configs/b16.py's train step compiled as `plan` compiles it, here; on a
   TPU also `plan`'s compile for the described slice of the same chips."""
-  from mixer_jax import plan  # pylint: disable=g-import-not-at-top
+  from mixer_jax.training import planning  # pylint: disable=g-import-not-at-top
   from mixer_jax import recipes  # pylint: disable=g-import-not-at-top
   config = recipes.load_file('configs/b16.py')
   config.image_size = size['image_size']
@@ -213,7 +213,7 @@ def memory_section(size: dict, matmul: dict) -> dict:
       os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES'))
   here = hardware.Chip(device.device_kind, capacity / 2**30,
                        matmul['float32'] * 1e12 / jax.device_count(), 1e12)
-  compiled = plan.plan(config, jax.devices(), chip=here, num_classes=1000)
+  compiled = planning.plan(config, jax.devices(), chip=here, num_classes=1000)
   result = dict(config='configs/b16.py', batch=config.batch_size,
                 image_size=config.image_size,
                 compiled_train_gib_per_device=compiled[
@@ -228,7 +228,7 @@ def memory_section(size: dict, matmul: dict) -> dict:
     result['plan'] = f'skipped: no slice known for {device.device_kind}'
   else:
     tpu_slice = hardware.parse(name)
-    predicted = plan.plan(config, hardware.devices(tpu_slice),
+    predicted = planning.plan(config, hardware.devices(tpu_slice),
                           chip=tpu_slice.chip, num_classes=1000)
     result['plan'] = {'topology': name, **predicted}
   return result

@@ -30,7 +30,7 @@ from absl import flags
 
 from mixer_jax import cli
 from mixer_jax import hardware
-from mixer_jax import plan
+from mixer_jax.training import planning
 from mixer_jax import recipes
 from mixer_jax.data import sources
 
@@ -57,7 +57,7 @@ def main(argv):
     num_classes = sources.num_classes(config)
     for topology in _TOPOLOGIES.value:
       tpu_slice = hardware.parse(topology)
-      result = plan.plan(config, hardware.devices(tpu_slice),
+      result = planning.plan(config, hardware.devices(tpu_slice),
                          chip=tpu_slice.chip, num_classes=num_classes)
       rows.append({'config': path, 'topology': topology, **result})
       fmt = lambda x, f: '-' if x is None else format(x, f)

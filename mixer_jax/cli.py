@@ -14,6 +14,8 @@
 """What the commands share: one-line errors, config flags, several processes.
 
 Only a command's `main` calls these (they read flags and end the process).
+Importing this module loads no jax: a command's flags parse, and --help
+answers, before the library loads.
 """
 
 import glob
@@ -25,10 +27,8 @@ import threading
 
 from absl import flags
 from absl import logging
-import jax
 
 from mixer_jax import errors
-from mixer_jax.multihost import peers
 
 FLAGS = flags.FLAGS
 
@@ -94,6 +94,13 @@ def config_file_error(message: str):
   return f'{flag}: {text}'
 
 
+def config_overrides(flag_values) -> dict:
+  """{'eval_batch_size': 64, 'model.dtype': ...}: the --config.x given."""
+  return {name[len('config.'):]: flag_values[name].value
+          for name in flag_values if name.startswith('config.') and
+          flag_values[name].present}
+
+
 def define_distributed_flags():
   """The launch flags of a run on several processes."""
   flags.DEFINE_bool(
@@ -123,6 +130,8 @@ def define_distributed_flags():
 
 def initialize_distributed(program: str) -> None:
   """jax.distributed.initialize() as the launch flags ask; nothing without."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from mixer_jax.multihost import peers  # pylint: disable=g-import-not-at-top
   explicit = dict(coordinator_address=FLAGS.coordinator_address,
                   num_processes=FLAGS.num_processes,
                   process_id=FLAGS.process_id)
@@ -189,6 +198,7 @@ def leave_out_an_absent_tpu() -> None:
     return
   if a_tpu_is_attached() or any(map(os.path.exists, GPU_DEVICE_NODES)):
     return
+  import jax  # pylint: disable=g-import-not-at-top
   jax.config.update('jax_platforms', 'cpu')
 
 
@@ -205,6 +215,7 @@ def compile_only_for_tpu() -> None:
   compilation cache (JAX_COMPILATION_CACHE_DIR) is not used: an executable
   compiled for a slice without its devices cannot be loaded back, and each
   entry read would only warn."""
+  import jax  # pylint: disable=g-import-not-at-top
   jax.config.update('jax_platforms', 'cpu')
   jax.config.update('jax_enable_compilation_cache', False)
   for name, value in TPU_COMPILE_ENV.items():

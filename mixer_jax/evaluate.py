@@ -28,26 +28,14 @@ The loss and accuracy are the train loop's own final evaluation's.
 """
 
 import json
-from typing import Any
 
 from absl import app
 from absl import flags
-import jax
-from ml_collections import config_dict
 from ml_collections import config_flags
-import numpy as np
 
 from mixer_jax import cli
-from mixer_jax import config_checks
 from mixer_jax import errors
-from mixer_jax.evals import inference
-from mixer_jax.data import input_pipeline
-from mixer_jax.model import models
-from mixer_jax.training import optim
 from mixer_jax import recipes
-from mixer_jax.evals import scoring
-from mixer_jax.data import sources
-from mixer_jax.training import train_state
 
 FLAGS = flags.FLAGS
 
@@ -66,85 +54,6 @@ def define_flags():
                                   'Overrides: --config.<field>=<value>.')
 
 
-def overrides(flag_values) -> dict:
-  """{'eval_batch_size': 64, 'model.dtype': ...}: the --config.x given."""
-  return {name[len('config.'):]: flag_values[name].value
-          for name in flag_values if name.startswith('config.') and
-          flag_values[name].present}
-
-
-def apply(config, values: dict):
-  for dotted, value in values.items():
-    *parents, last = dotted.split('.')
-    node = config
-    for parent in parents:
-      node = node[parent]
-    node[last] = value
-  return config
-
-
-def model_and_config(*, workdir=None, step=None, pretrained=None,
-                     dataset=None, split=None,
-                     values=None) -> tuple[inference.Loaded, Any]:
-  """The model to evaluate, and the config of the data to evaluate it on."""
-  loaded = inference.from_run_or_pretrained(workdir=workdir,
-                                            pretrained=pretrained)
-  if pretrained:
-    config = recipes.get_config()
-    config.image_size = loaded.image_size
-  else:
-    config = config_dict.ConfigDict(loaded.config.to_dict())
-  own_dataset = config.dataset
-  apply(config, {**({'dataset': dataset} if dataset else {}),
-                 **({'eval_split': split} if split else {}), **(values or {})})
-  if dataset and dataset != own_dataset:
-    if not split:
-      config.eval_split = default_split(config)
-    config.train_split = config.eval_split  # Another dataset's splits.
-  config_checks.check(config, only=set(values or ()))
-  if step is not None:
-    if not workdir:
-      raise errors.UserError('--step needs --workdir.')
-    loaded.params = checkpoint_params(workdir, loaded, step)
-  return loaded, config
-
-
-def default_split(config) -> str:
-  """'test', or 'validation' for a dataset without a test split (ImageNet,
-  ImageNet ReaL)."""
-  splits = sources.get_source(config).splits
-  return 'validation' if 'test' not in splits and 'validation' in splits \
-      else 'test'
-
-
-def checkpoint_params(workdir, loaded: inference.Loaded, step: int):
-  """The params of the run's orbax checkpoint of `step`."""
-  config = loaded.config
-  tx, _ = optim.create_optimizer(config)
-  like = jax.eval_shape(lambda: train_state.TrainState.create(
-      params=models.init_params(loaded.model, image_size=config.image_size,
-                                abstract=True), tx=tx,
-      rng=jax.random.PRNGKey(0)))
-  checkpoints = train_state.Checkpoints(workdir, config=config, max_to_keep=1)
-  try:
-    return jax.device_get(checkpoints.restore_step(like, step).params)
-  finally:
-    checkpoints.close()
-
-
-def run(loaded: inference.Loaded, config) -> dict:
-  info = input_pipeline.get_info(config)
-  head = loaded.model.num_classes
-  if head != info.num_classes:
-    raise errors.UserError(
-        f'The model has {head} classes and {config.dataset} has '
-        f'{info.num_classes}: evaluate it on a dataset of its classes.')
-  results = scoring.evaluate_in_detail(
-      loaded.model, loaded.params, config, num_classes=head)
-  return {'dataset': config.dataset, 'split': config.eval_split,
-          **results, 'class_names': list(info.class_names)}
-
-
 def format_summary(results) -> str:
   lines = [f'{results["dataset"]} {results["split"]}: '
            f'{results["eval_examples"]} examples, loss '
@@ -155,7 +64,7 @@ def format_summary(results) -> str:
               f'({results["eval_real_examples"]} with ReaL labels)'
               if 'eval_real_accuracy' in results else '')]
   names = results['class_names']
-  confusion = np.asarray(results['confusion_matrix'])
+  confusion = results['confusion_matrix']
   if len(confusion) <= 20:
     width = max(len(n) for n in names)
     lines.append('per class (accuracy, then predictions per class):')
@@ -169,15 +78,19 @@ def format_summary(results) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  # The library (jax, TensorFlow, orbax) loads once the flags are good.
+  from mixer_jax.data import sources  # pylint: disable=g-import-not-at-top
+  from mixer_jax.evals import evaluation  # pylint: disable=g-import-not-at-top
   cli.leave_out_an_absent_tpu()
   sources.keep_tensorflow_off_accelerators()
   cli.keep_orbax_warnings_only()  # --step restores an orbax checkpoint.
   cli.drop_closed_event_loop_errors()
   try:
-    loaded, config = model_and_config(
+    loaded, config = evaluation.model_and_config(
         workdir=FLAGS.workdir, step=FLAGS.step, pretrained=FLAGS.pretrained,
-        dataset=FLAGS.dataset, split=FLAGS.split, values=overrides(FLAGS))
-    results = run(loaded, config)
+        dataset=FLAGS.dataset, split=FLAGS.split,
+        values=cli.config_overrides(FLAGS))
+    results = evaluation.run(loaded, config)
   except errors.UserError as e:
     cli.exit_with_error('mixer_jax.evaluate', e)
   print(format_summary(results))

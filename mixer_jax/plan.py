@@ -31,21 +31,12 @@ import json
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from mixer_jax import cli
-from mixer_jax import config_checks
 from mixer_jax import errors
-from mixer_jax import hardware
-from mixer_jax.training import jit_steps
-from mixer_jax.model import model_config
-from mixer_jax.training import optim
-from mixer_jax.data import sources
 
 FLAGS = flags.FLAGS
-
-GIB = 2**30
 
 
 def define_flags():
@@ -58,106 +49,6 @@ def define_flags():
   flags.DEFINE_string('json', None, 'Also write the plan here.')
   flags.DEFINE_integer('num_classes', None, 'Head size (default: the '
                        "dataset's, read from its tfds builder or folder).")
-
-
-def plan(config, devices, *, chip: hardware.Chip, num_classes: int) -> dict:
-  """Compiles the run's steps for `devices` (of `chip`); returns the plan.
-
-  Memory is what the compiler reserves per device, plus the input batches
-  prefetched onto it; "fits" means within hardware.USABLE_FRACTION of HBM.
-  With config.accum_steps = 0 the plan is for the smallest accumulation
-  that fits, as `train` would pick it. Figures the compiler could not give
-  (it ran out of memory) are None, and `compiler_error` says why.
-  """
-  config_checks.check(config)
-  mesh = jit_steps.make_mesh(devices)
-  config_checks.check_batch_sizes(config, num_devices=mesh.size)
-  model = model_config.model_from_config(config, num_classes=num_classes)
-  tx, _ = optim.create_optimizer(config)
-  replicated, _ = jit_steps.shardings(mesh)
-  state = jit_steps.abstract_state(config, model, tx, replicated)
-  per_chip = hardware.devices_per_chip(devices)
-  limit = hardware.USABLE_FRACTION * chip.hbm_bytes / per_chip
-  costs = {}
-
-  def train_cost(accum_steps):  # A StepCost, or the OutOfMemory error.
-    if accum_steps not in costs:
-      logging.info('Compiling the train step, accum_steps=%d.', accum_steps)
-      try:
-        costs[accum_steps] = jit_steps.train_step_cost(
-            config, model, tx, mesh, num_classes=num_classes,
-            accum_steps=accum_steps, state=state)
-      except jit_steps.OutOfMemory as e:
-        costs[accum_steps] = e
-    return costs[accum_steps]
-
-  def train_bytes(accum_steps):
-    cost = train_cost(accum_steps)
-    if isinstance(cost, jit_steps.OutOfMemory):
-      return None
-    return jit_steps.train_device_bytes(config, mesh, cost)
-
-  def fits(accum_steps):
-    need = train_bytes(accum_steps)
-    return need is not None and need <= limit
-
-  min_accum = jit_steps.smallest_fitting(
-      jit_steps.accum_candidates(config.batch_size, mesh.size), fits)
-  accum = config.accum_steps or min_accum or 1
-  cost = train_cost(accum)
-  logging.info('Compiling the eval step.')
-  try:
-    eval_cost = jit_steps.eval_step_cost(config, model, mesh,
-                                         num_classes=num_classes, state=state)
-    eval_bytes = jit_steps.eval_device_bytes(config, mesh, eval_cost, state)
-  except jit_steps.OutOfMemory as e:
-    eval_cost, eval_bytes = e, None
-  errors_seen = [str(c) for c in (cost, eval_cost)
-                 if isinstance(c, jit_steps.OutOfMemory)]
-
-  device_flops = chip.peak_flops / per_chip
-  device_bandwidth = chip.hbm_bandwidth / per_chip
-
-  def seconds(c):  # The roofline time of a compiled step.
-    return max(c.flops / device_flops, c.hbm_bytes / device_bandwidth)
-
-  def chip_gib(n):
-    return None if n is None else n * per_chip / GIB
-
-  train_ok = not isinstance(cost, jit_steps.OutOfMemory)
-  eval_ok = eval_bytes is not None
-  need = [b for b in (train_bytes(accum), eval_bytes) if b is not None]
-  per_device_batch = config.batch_size / mesh.size
-  return {
-      'chip': chip.name, 'chips': mesh.size // per_chip,
-      'devices': mesh.size, 'devices_per_chip': per_chip,
-      'hosts': len({d.process_index for d in devices}),
-      'variant': config.model.variant, 'dtype': config.model.dtype,
-      'image_size': config.image_size, 'batch_size': config.batch_size,
-      'accum_steps': accum, 'min_accum_steps': min_accum,
-      'fits': fits(accum) and eval_ok and eval_bytes <= limit,
-      'eval_fits': eval_ok and eval_bytes <= limit,
-      'compiler_error': '; '.join(errors_seen) or None,
-      'params_gib_per_chip': chip_gib(jit_steps.tree_bytes(state.params)),
-      'opt_state_gib_per_chip': chip_gib(
-          jit_steps.tree_bytes(state.opt_state)),
-      'temp_gib_per_chip': chip_gib(cost.temp_bytes) if train_ok else None,
-      'train_hbm_gib_per_chip': chip_gib(train_bytes(accum)),
-      'eval_hbm_gib_per_chip': chip_gib(eval_bytes),
-      'hbm_gib_per_chip': chip_gib(max(need)) if len(need) == 2 else None,
-      'capacity_gib': chip.hbm_gib,
-      'usable_gib': chip_gib(limit),
-      'tflop_per_chip_step': cost.flops * per_chip / 1e12 if train_ok
-                             else None,
-      'hbm_gb_per_chip_step': cost.hbm_bytes * per_chip / 1e9 if train_ok
-                              else None,
-      'est_step_seconds': seconds(cost) if train_ok else None,
-      'est_img_per_s_per_chip': per_device_batch * per_chip / seconds(cost)
-                                if train_ok else None,
-      'est_infer_img_per_s_per_chip':
-          config.eval_batch_size / mesh.size * per_chip / seconds(eval_cost)
-          if eval_ok else None,
-  }
 
 
 def describe(result: dict, *, config_name: str, topology: str) -> str:
@@ -226,14 +117,18 @@ def failure(result: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  # The library (jax, TensorFlow) loads once the flags are good.
+  from mixer_jax import hardware  # pylint: disable=g-import-not-at-top
+  from mixer_jax.data import sources  # pylint: disable=g-import-not-at-top
+  from mixer_jax.training import planning  # pylint: disable=g-import-not-at-top
   cli.compile_only_for_tpu()
   sources.keep_tensorflow_off_accelerators()  # tfds reads the class count.
   try:
     tpu_slice = hardware.parse(FLAGS.topology)
     config = FLAGS.config
     num_classes = FLAGS.num_classes or sources.num_classes(config)
-    result = plan(config, hardware.devices(tpu_slice), chip=tpu_slice.chip,
-                  num_classes=num_classes)
+    result = planning.plan(config, hardware.devices(tpu_slice),
+                           chip=tpu_slice.chip, num_classes=num_classes)
   except errors.UserError as e:
     cli.exit_with_error('mixer_jax.plan', e)
   config_name = flags.FLAGS['config'].serialize().split('=', 1)[-1]

@@ -23,60 +23,17 @@ The train command draws it at the end of every run.
 import os
 
 from absl import app
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from mixer_jax import cli
 from mixer_jax import errors
-from mixer_jax.training import metrics
-
-PANELS = (('train_loss', 'train loss'), ('learning_rate', 'learning rate'),
-          ('eval_loss', 'eval loss'), ('eval_accuracy', 'eval accuracy'))
-
-
-def curves(workdir: str) -> dict[str, tuple[list, list]]:
-  """{metric: (steps, values)} of a run's metrics.jsonl."""
-  path = os.path.join(workdir, 'metrics.jsonl')
-  if not os.path.exists(path):
-    raise errors.MissingError(f'{workdir} has no metrics.jsonl.')
-  found = {name: ([], []) for name, _ in PANELS}
-  for record in metrics.read_jsonl(path):
-    for name in found:
-      if name in record:
-        found[name][0].append(record['step'])
-        found[name][1].append(record[name])
-  return found
-
-
-def draw(workdirs, path: str) -> str:
-  """Draws the runs' curves into `path` (PNG); returns it."""
-  runs = {w: curves(w) for w in workdirs}
-  figure = Figure(figsize=(10, 7), layout='constrained')
-  FigureCanvasAgg(figure)  # No pyplot: nothing global changes.
-  for axes, (name, title) in zip(figure.subplots(2, 2).flat, PANELS):
-    for workdir, found in runs.items():
-      steps, values = found[name]
-      if steps:
-        axes.plot(steps, values, marker='.' if len(steps) < 30 else None,
-                  label=os.path.normpath(workdir))
-    axes.set_title(title)
-    axes.set_xlabel('step')
-    axes.grid(alpha=0.3)
-    if name.endswith('loss') or name == 'learning_rate':
-      if any(v > 0 for f in runs.values() for v in f[name][1]):
-        axes.set_yscale('log')
-    if axes.lines:
-      axes.legend(fontsize='small')
-  figure.savefig(path, dpi=100)
-  return path
-
+from mixer_jax.training import curves
 
 def main(argv):
   if len(argv) < 2:
     raise app.UsageError(
         'Usage: python -m mixer_jax.plot WORKDIR [WORKDIR ...]')
   try:
-    print(draw(argv[1:], os.path.join(argv[1], 'curves.png')))
+    print(curves.draw(argv[1:], os.path.join(argv[1], 'curves.png')))
   except errors.UserError as e:
     cli.exit_with_error('mixer_jax.plot', e)
 

@@ -28,12 +28,9 @@ import json
 
 from absl import app
 from absl import flags
-import numpy as np
 
 from mixer_jax import cli
 from mixer_jax import errors
-from mixer_jax.evals import inference
-from mixer_jax.data import sources
 
 FLAGS = flags.FLAGS
 
@@ -50,16 +47,6 @@ def define_flags():
   flags.DEFINE_string('output', None, 'Also write JSON lines here.')
 
 
-def predict(loaded: inference.Loaded, files, *, top_k: int = 5,
-            batch_size: int = 32) -> list[dict]:
-  """[{'file', 'top': [{'class', 'name', 'prob'}]}] for each image file."""
-  images = np.stack([inference.preprocess(loaded, inference.read_image(f))
-                     for f in files]) if files else np.zeros((0,))
-  probs = inference.probabilities(loaded, images, batch_size=batch_size)
-  return [{'file': f, 'top': top} for f, top in zip(
-      files, inference.top_k(probs, loaded.class_names, top_k))]
-
-
 def format_table(results) -> str:
   lines = []
   for result in results:
@@ -70,16 +57,20 @@ def format_table(results) -> str:
 
 
 def main(argv):
+  # The library (jax, TensorFlow) loads once the flags are good.
+  from mixer_jax.data import sources  # pylint: disable=g-import-not-at-top
+  from mixer_jax.evals import inference  # pylint: disable=g-import-not-at-top
+  from mixer_jax.evals import loading  # pylint: disable=g-import-not-at-top
   cli.leave_out_an_absent_tpu()
   sources.keep_tensorflow_off_accelerators()
   try:
     files = inference.image_files(argv[1:])
     if not files:
       raise errors.UserError('No image given: pass image files or folders.')
-    loaded = inference.from_run_or_pretrained(workdir=FLAGS.workdir,
-                                              pretrained=FLAGS.pretrained)
-    results = predict(loaded, files, top_k=FLAGS.top_k,
-                      batch_size=FLAGS.batch_size)
+    loaded = loading.from_run_or_pretrained(workdir=FLAGS.workdir,
+                                            pretrained=FLAGS.pretrained)
+    results = inference.predict(loaded, files, top_k=FLAGS.top_k,
+                                batch_size=FLAGS.batch_size)
   except errors.UserError as e:
     cli.exit_with_error('mixer_jax.predict', e)
   print(format_table(results))

@@ -206,6 +206,11 @@ DATASET_PRESETS = {
 }
 
 
+# The paper's "Avg 5" tasks, and its fine-tuning learning rates.
+PAPER_DATASETS = ('imagenet2012', 'cifar10', 'cifar100', 'oxford_iiit_pet',
+                  'oxford_flowers102')
+PAPER_LR_GRID = (0.003, 0.01, 0.03, 0.06)
+
 def with_dataset(config, dataset: str):
   """Sets `dataset` and its preset fields; unknown names are a clear error."""
   if dataset not in DATASET_PRESETS:
@@ -253,6 +258,17 @@ def digits():
   config.eval_every = 200
   config.progress_every = 50
   config.checkpoint_every = 200
+  return config
+
+
+def apply_overrides(config, values: dict):
+  """Sets dotted fields ({'model.dtype': ...}) of `config`; returns it."""
+  for dotted, value in values.items():
+    *parents, last = dotted.split('.')
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[last] = value
   return config
 
 

@@ -32,6 +32,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 ROOT = pathlib.Path(__file__).parent.parent
+TESTDATA = ROOT / 'tests' / 'testdata'
 
 
 def optional_module(name: str):
@@ -116,10 +117,10 @@ def last_line(text: str) -> str:
 
 
 def _digits_run(tmp_path_factory):
-  from mixer_jax import train  # pylint: disable=g-import-not-at-top
+  from mixer_jax import trainer  # pylint: disable=g-import-not-at-top
   workdir = str(tmp_path_factory.mktemp('digits_run') / 'run')
   config = small_digits_config(**DIGITS_RUN)
-  return workdir, train.train_and_evaluate(config, workdir)
+  return workdir, trainer.train_and_evaluate(config, workdir)
 
 
 @pytest.fixture(name='digits_run', scope='session')

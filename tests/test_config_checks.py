@@ -7,7 +7,7 @@ import pytest
 from mixer_jax import config_checks
 from mixer_jax import errors
 from mixer_jax import recipes
-from mixer_jax import train
+from mixer_jax import trainer
 from tests.conftest import small_digits_config
 
 
@@ -41,7 +41,7 @@ def test_every_bad_field_in_one_message_before_anything_is_written(tmp_path):
                                warmup_steps=9)
   workdir = str(tmp_path / 'run')
   with pytest.raises(errors.UserError) as error:
-    train.train_and_evaluate(config, workdir)
+    trainer.train_and_evaluate(config, workdir)
   message = str(error.value)
   for part in ('lr=0.0', 'eval_every=0', 'keep_checkpoints=0',
                'warmup_steps=9 (must be <= total_steps=8)'):

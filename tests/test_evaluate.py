@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from mixer_jax import errors
-from mixer_jax import evaluate
-from mixer_jax import predict
-from mixer_jax import train
+from mixer_jax.evals import evaluation
+from mixer_jax.evals import inference
+from mixer_jax import trainer
 from tests.conftest import ROOT
 from tests.conftest import read_jsonl
 from tests.conftest import small_digits_config
@@ -20,8 +20,8 @@ from tests.conftest import write_digits_folder
 
 def test_the_final_evaluation_again_with_per_class_detail(digits_run):
   workdir, final = digits_run
-  loaded, config = evaluate.model_and_config(workdir=workdir)
-  results = evaluate.run(loaded, config)
+  loaded, config = evaluation.model_and_config(workdir=workdir)
+  results = evaluation.run(loaded, config)
   for key in ('eval_loss', 'eval_accuracy'):
     assert results[key] == pytest.approx(final[key], abs=1e-6)
   assert results['eval_examples'] == 360
@@ -34,28 +34,28 @@ def test_the_final_evaluation_again_with_per_class_detail(digits_run):
 
 def test_a_checkpoint_step_and_another_split(digits_run):
   workdir, _ = digits_run
-  loaded, config = evaluate.model_and_config(
+  loaded, config = evaluation.model_and_config(
       workdir=workdir, step=30, split='train[:100]',
       values={'eval_batch_size': 40})
-  results = evaluate.run(loaded, config)
+  results = evaluation.run(loaded, config)
   assert results['eval_examples'] == 100 and config.eval_batch_size == 40
-  loaded, config = evaluate.model_and_config(workdir=workdir, step=30)
+  loaded, config = evaluation.model_and_config(workdir=workdir, step=30)
   at_30 = [r for r in read_jsonl(workdir) if r['step'] == 30 and
            'eval_loss' in r][0]
-  assert evaluate.run(loaded, config)['eval_loss'] == pytest.approx(
+  assert evaluation.run(loaded, config)['eval_loss'] == pytest.approx(
       at_30['eval_loss'], abs=1e-6)
 
 
 def test_errors_name_the_problem(digits_run):
   workdir, _ = digits_run
   with pytest.raises(errors.UserError, match='No checkpoint of step 7'):
-    evaluate.model_and_config(workdir=workdir, step=7)
+    evaluation.model_and_config(workdir=workdir, step=7)
   with pytest.raises(errors.UserError, match='one of --workdir and'):
-    evaluate.model_and_config()
+    evaluation.model_and_config()
   with pytest.raises(errors.UserError, match=r'eval_batch_size=0 \(must be'):
-    evaluate.model_and_config(workdir=workdir, values={'eval_batch_size': 0})
+    evaluation.model_and_config(workdir=workdir, values={'eval_batch_size': 0})
   with pytest.raises(errors.UserError, match='is no finished run'):
-    evaluate.model_and_config(workdir=f'{os.path.dirname(workdir)}/nothing')
+    evaluation.model_and_config(workdir=f'{os.path.dirname(workdir)}/nothing')
 
 
 @pytest.mark.slow
@@ -82,13 +82,13 @@ def test_a_run_on_an_image_folder_evaluates_and_predicts_with_its_names(
                                batch_size=16, eval_batch_size=16,
                                total_steps=4)
   workdir = str(tmp_path / 'run')
-  final = train.train_and_evaluate(config, workdir)
-  loaded, eval_config = evaluate.model_and_config(workdir=workdir)
+  final = trainer.train_and_evaluate(config, workdir)
+  loaded, eval_config = evaluation.model_and_config(workdir=workdir)
   assert loaded.class_names == ('one', 'two', 'zero')  # Sorted folders.
-  results = evaluate.run(loaded, eval_config)
+  results = evaluation.run(loaded, eval_config)
   assert results['class_names'] == list(loaded.class_names)
   assert results['eval_accuracy'] == pytest.approx(final['eval_accuracy'],
                                                    abs=1e-6)
   test_file = next((tmp_path / 'data' / 'test' / 'one').iterdir())
-  [result] = predict.predict(loaded, [str(test_file)], top_k=3)
+  [result] = inference.predict(loaded, [str(test_file)], top_k=3)
   assert {t['name'] for t in result['top']} == set(names)

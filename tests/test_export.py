@@ -19,8 +19,9 @@ import tensorflow as tf
 
 from mixer_jax.model import published
 from mixer_jax import errors
-from mixer_jax import export
+from mixer_jax.serving import export
 from mixer_jax.evals import inference
+from mixer_jax.evals import loading
 from mixer_jax.model import models
 from mixer_jax.data import sources
 from tests.conftest import ROOT
@@ -79,7 +80,7 @@ def test_the_official_fixture_exported_gives_the_official_logits(
     tmp_path, format_name):
   """vit_jax's own Mixer computed these logits (testdata/FIXTURES.md); the
   export runs in its own runtime, at two batch sizes."""
-  loaded = inference.from_pretrained(str(TESTDATA / 'vit_jax_mixer_tiny.npz'))
+  loaded = loading.from_pretrained(str(TESTDATA / 'vit_jax_mixer_tiny.npz'))
   export.export(loaded, format_name=format_name, output=str(tmp_path))
   io = np.load(TESTDATA / 'vit_jax_mixer_tiny_io.npz')
   for batch in (3, 1):  # One export, any batch size.
@@ -106,7 +107,7 @@ def test_the_command_exports_a_trained_run(digits_run, tmp_path):
   assert info['output']['shape'] == ['batch', 10]
   assert info['class_names'] == [str(i) for i in range(10)]
   assert info['preprocessing'] == {'eval_pp': 'resize', 'image_size': 8}
-  loaded = inference.from_run(workdir)
+  loaded = loading.from_run(workdir)
   images = np.stack([inference.preprocess(loaded, image) for image in
                      sources.digits_arrays()['test'][0][:5]])
   expected = loaded.model.apply({'params': loaded.params}, images)
@@ -115,7 +116,7 @@ def test_the_command_exports_a_trained_run(digits_run, tmp_path):
 
 
 def test_errors(tmp_path):
-  loaded = inference.from_pretrained(str(TESTDATA / 'vit_jax_mixer_tiny.npz'))
+  loaded = loading.from_pretrained(str(TESTDATA / 'vit_jax_mixer_tiny.npz'))
   (tmp_path / 'file').write_text('')
   with pytest.raises(errors.UserError, match='is a file: give a directory'):
     export.export(loaded, format_name='stablehlo',
@@ -131,7 +132,7 @@ def test_errors(tmp_path):
 @pytest.mark.parametrize('format_name', formats('savedmodel', 'onnx'))
 def test_a_trained_run_in_the_other_runtimes(digits_run, tmp_path,
                                              format_name):
-  loaded = inference.from_run(digits_run[0])
+  loaded = loading.from_run(digits_run[0])
   export.export(loaded, format_name=format_name, output=str(tmp_path))
   images = np.stack([inference.preprocess(loaded, image) for image in
                      sources.digits_arrays()['test'][0][:5]])
@@ -145,13 +146,13 @@ def test_a_trained_run_in_the_other_runtimes(digits_run, tmp_path,
 ################################################################################
 
 
-def timm_fixture() -> inference.Loaded:
+def timm_fixture() -> loading.Loaded:
   """The model timm 1.0.31 computed testdata/timm_mixer_tiny_io.npz with
   (exact GELU), read from its state dict."""
   params = published.convert_timm(dict(np.load(TESTDATA /
                                                 'timm_mixer_tiny.npz')))
-  model, size = inference.model_from_params(params)
-  return inference.Loaded(model.clone(approximate_gelu=False), params, size,
+  model, size = loading.model_from_params(params)
+  return loading.Loaded(model.clone(approximate_gelu=False), params, size,
                           tuple(str(i) for i in range(10)))
 
 
@@ -187,7 +188,7 @@ def test_timm_architecture_names(patch, blocks, width, architecture):
                           hidden_dim=width, tokens_mlp_dim=width // 2,
                           channels_mlp_dim=4 * width)
   config = export.timm_config(
-      inference.Loaded(model, None, 448, tuple('abcde')))
+      loading.Loaded(model, None, 448, tuple('abcde')))
   assert config.get('architecture') == architecture
   args = config['model_args']
   # A registered name fixes patch, blocks and width; timm refuses them twice.
@@ -208,7 +209,7 @@ def test_timm_mlp_ratio_gives_back_the_width(hidden, width):
     ('resize_crop', 0.875, 'squash')])
 def test_timm_preprocessing_follows_eval_pp(eval_pp, crop_pct, crop_mode):
   loaded = timm_fixture()
-  loaded = inference.Loaded(loaded.model, loaded.params, loaded.image_size,
+  loaded = loading.Loaded(loaded.model, loaded.params, loaded.image_size,
                             loaded.class_names,
                             config_dict.ConfigDict({'eval_pp': eval_pp}))
   cfg = export.timm_config(loaded)['pretrained_cfg']
@@ -216,7 +217,7 @@ def test_timm_preprocessing_follows_eval_pp(eval_pp, crop_pct, crop_mode):
   assert cfg['mean'] == cfg['std'] == [0.5] * 3  # (x / 255 - .5) / .5
 
 
-def s32_exact_gelu() -> tuple[inference.Loaded, np.ndarray]:
+def s32_exact_gelu() -> tuple[loading.Loaded, np.ndarray]:
   """An S/32 (a geometry timm registers) at 64 px with 10 classes, random
   weights, exact GELU; and its logits on three images (NHWC)."""
   model = models.MlpMixer(patch_size=32, num_classes=10, num_blocks=8,
@@ -229,7 +230,7 @@ def s32_exact_gelu() -> tuple[inference.Loaded, np.ndarray]:
   images = np.random.RandomState(0).uniform(-1, 1, (3, 64, 64, 3))
   images = images.astype(np.float32)
   logits = model.apply({'params': params}, images)
-  return (inference.Loaded(model, params, 64, tuple('abcdefghij')),
+  return (loading.Loaded(model, params, 64, tuple('abcdefghij')),
           images, np.asarray(logits))
 
 
@@ -269,7 +270,7 @@ def test_the_saved_model_converts_to_tflite_with_select_tf_ops(digits_run,
                                                                tmp_path):
   """As the README documents: TFLite runs it with TF's own ops (the
   StableHLO inside is one XlaCallModule op), same logits."""
-  loaded = inference.from_run(digits_run[0])
+  loaded = loading.from_run(digits_run[0])
   export.export(loaded, format_name='savedmodel', output=str(tmp_path))
   converter = tf.lite.TFLiteConverter.from_saved_model(
       str(tmp_path / 'saved_model'))
@@ -295,7 +296,7 @@ def test_the_saved_model_converts_to_tflite_with_select_tf_ops(digits_run,
 
 
 def test_an_export_never_replaces_one_without_overwrite(tmp_path):
-  loaded = inference.from_pretrained(str(TESTDATA / 'vit_jax_mixer_tiny.npz'))
+  loaded = loading.from_pretrained(str(TESTDATA / 'vit_jax_mixer_tiny.npz'))
   export.export(loaded, format_name='stablehlo', output=str(tmp_path))
   before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
   for format_name in ('stablehlo', 'timm'):
@@ -308,7 +309,7 @@ def test_an_export_never_replaces_one_without_overwrite(tmp_path):
 def test_overwrite_replaces_the_export_whole(tmp_path):
   """The folder then holds the new export alone: no model.bin beside a
   saved_model whose metadata.json would not describe it."""
-  loaded = inference.from_pretrained(str(TESTDATA / 'vit_jax_mixer_tiny.npz'))
+  loaded = loading.from_pretrained(str(TESTDATA / 'vit_jax_mixer_tiny.npz'))
   export.export(loaded, format_name='stablehlo', output=str(tmp_path))
   (tmp_path / 'notes.txt').write_text('mine')
   written = export.export(loaded, format_name='savedmodel',
@@ -324,7 +325,7 @@ def test_overwrite_replaces_the_export_whole(tmp_path):
 
 def test_a_failed_export_leaves_nothing(tmp_path, monkeypatch):
   """A disk that fills while the model is written: no partial file."""
-  loaded = inference.from_pretrained(str(TESTDATA / 'vit_jax_mixer_tiny.npz'))
+  loaded = loading.from_pretrained(str(TESTDATA / 'vit_jax_mixer_tiny.npz'))
 
   def full(*args, **kwargs):
     raise OSError(28, 'No space left on device')
@@ -366,7 +367,7 @@ def test_the_onnx_export_says_nothing_of_jax2onnx(tmp_path, capsys, caplog):
   """jax2onnx logs the plugins it skips (with tracebacks) and prints debug
   lines: none of it reaches the user; errors would."""
   caplog.set_level(logging.DEBUG)
-  loaded = inference.from_pretrained(str(TESTDATA / 'vit_jax_mixer_tiny.npz'))
+  loaded = loading.from_pretrained(str(TESTDATA / 'vit_jax_mixer_tiny.npz'))
   export.export(loaded, format_name='onnx', output=str(tmp_path))
   assert capsys.readouterr().out == ''
   assert not [r.getMessage() for r in caplog.records

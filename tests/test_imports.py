@@ -1,13 +1,26 @@
-"""Importing the library changes nothing in the caller's process: no flag
-of its own (its libraries, absl, TF, orbax, define theirs), no setting."""
+"""The package's layers: importing it changes nothing in the caller's
+process; commands sit on top of a library that never imports them; import
+chains stay short and circle-free; TensorFlow loads only where tf.data or
+tfds runs; a command answers --help before jax loads."""
 
 import ast
+import functools
 import subprocess
 import sys
 
 import pytest
 
 from tests.conftest import ROOT
+
+PACKAGE = ROOT / 'mixer_jax'
+COMMANDS = ('train', 'evaluate', 'fewshot', 'transfer', 'predict', 'export',
+            'plan', 'plot')
+MAX_CHAIN = 8
+# The library modules that may import TensorFlow: they run tf.data or tfds
+# (or, in training/metrics.py, write TensorBoard events; in serving/export.py
+# a SavedModel, deferred to that format).
+TENSORFLOW_USERS = {'data.input_pipeline', 'data.preflight', 'data.preprocess',
+                    'data.sources', 'training.metrics', 'serving.export'}
 
 CHECK = '''
 import pkgutil, importlib
@@ -32,39 +45,110 @@ def test_no_module_defines_a_flag_or_changes_a_setting():
   assert result.stdout.strip().splitlines()[-1] == '[] True'
 
 
-def _imports(path) -> set:
-  """The mixer_jax modules `path` imports, at any depth of its code."""
-  found = set()
+def _name(path) -> str:
+  """mixer_jax/data/sources.py -> 'data.sources'; a package's __init__.py
+  -> the package ('trainer')."""
+  parts = path.relative_to(PACKAGE).with_suffix('').parts
+  return '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
+
+
+def _imports(path, names) -> tuple[set, set]:
+  """(the package's modules `path` imports, at any depth of its code; the
+  outside packages it imports)."""
+  ours, outside = set(), set()
   for node in ast.walk(ast.parse(path.read_text())):
-    if isinstance(node, ast.ImportFrom) and node.module == 'mixer_jax':
-      found |= {alias.name for alias in node.names}
-    elif isinstance(node, ast.ImportFrom) and (node.module or '').startswith(
-        'mixer_jax.'):
-      found.add(node.module.split('.')[1])
+    if isinstance(node, ast.ImportFrom):
+      module = node.module or ''
+      if module == 'mixer_jax' or module.startswith('mixer_jax.'):
+        base = module[len('mixer_jax.'):] if '.' in module else ''
+        for alias in node.names:
+          full = f'{base}.{alias.name}' if base else alias.name
+          ours.add(full if full in names else base)
+      else:
+        outside.add(module.split('.')[0])
     elif isinstance(node, ast.Import):
-      found |= {a.name.split('.')[1] for a in node.names
-                if a.name.startswith('mixer_jax.')}
-  return found
+      for alias in node.names:
+        if alias.name.startswith('mixer_jax.'):
+          ours.add(alias.name[len('mixer_jax.'):])
+        else:
+          outside.add(alias.name.split('.')[0])
+  return ours - {'', _name(path)}, outside
 
 
-def test_the_package_has_no_import_circle():
-  """Layers a reader can draw: every import, deferred ones included, points
-  down (a topological order of the modules exists)."""
-  package = ROOT / 'mixer_jax'
-  graph = {p.stem: _imports(p) - {p.stem} for p in package.glob('*.py')}
-  done, path = set(), []
+@functools.cache
+def _graph() -> dict:
+  """{module: (modules it imports, outside packages it imports)}."""
+  paths = sorted(PACKAGE.rglob('*.py'))
+  names = {_name(p) for p in paths}
+  return {_name(p): _imports(p, names) for p in paths}
+
+
+def _longest_chain(graph) -> list:
+  """The longest import chain; raises AssertionError naming a circle."""
+  longest, path = {}, []
 
   def visit(module):
     if module in path:
       raise AssertionError('import circle: ' + ' -> '.join(
           path[path.index(module):] + [module]))
-    if module in done or module not in graph:
-      return
-    path.append(module)
-    for imported in sorted(graph[module]):
-      visit(imported)
-    path.pop()
-    done.add(module)
+    if module not in longest:
+      path.append(module)
+      below = [visit(m) for m in sorted(graph[module][0]) if m in graph]
+      path.pop()
+      longest[module] = [module] + max(below, key=len, default=[])
+    return longest[module]
 
-  for module in sorted(graph):
-    visit(module)
+  return max((visit(m) for m in sorted(graph)), key=len)
+
+
+def test_the_graph_is_read_from_the_sources():
+  graph = _graph()
+  assert 'trainer.loop' in graph['trainer'][0]
+  assert 'data.sources' in graph['data.input_pipeline'][0]
+  assert 'tensorflow' in graph['data.input_pipeline'][1]
+  assert set(COMMANDS) <= set(graph)
+
+
+def test_a_command_is_imported_by_no_module_of_the_package():
+  importers = {module: sorted(m for m in modules if m in COMMANDS)
+               for module, (modules, _) in _graph().items()}
+  assert {m: c for m, c in importers.items() if c} == {}
+
+
+def test_no_import_circle_and_chains_of_at_most_eight_modules():
+  chain = _longest_chain(_graph())
+  assert len(chain) <= MAX_CHAIN, ' -> '.join(chain)
+
+
+def test_the_longest_chain_is_measured():
+  graph = {'a': ({'b'}, set()), 'b': ({'c'}, set()), 'c': (set(), set())}
+  assert _longest_chain(graph) == ['a', 'b', 'c']
+  with pytest.raises(AssertionError, match='import circle: a -> b -> a'):
+    _longest_chain({'a': ({'b'}, set()), 'b': ({'a'}, set())})
+
+
+def test_tensorflow_only_where_tf_data_or_tfds_runs():
+  users = {m for m, (_, outside) in _graph().items()
+           if outside & {'tensorflow', 'tensorflow_datasets'}}
+  assert users == TENSORFLOW_USERS
+
+
+HELP = '''
+import runpy, sys
+sys.argv = ['{command}', '--help']
+try:
+  runpy.run_module('mixer_jax.{command}', run_name='__main__')
+except SystemExit as e:
+  code = e.code
+print(code, sorted({{'jax', 'tensorflow', 'orbax', 'flax'}} & set(sys.modules)))
+'''
+
+
+@pytest.mark.parametrize('command', COMMANDS)
+def test_help_answers_before_the_library_loads(command):
+  """--help (and so every flag mistake) is parsed before jax, TensorFlow,
+  flax or orbax is imported."""
+  result = subprocess.run(
+      [sys.executable, '-c', HELP.format(command=command)], cwd=ROOT,
+      capture_output=True, text=True, timeout=120, check=True)
+  assert result.stdout.strip().splitlines()[-1] == '0 []', result.stderr

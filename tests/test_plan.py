@@ -23,6 +23,7 @@ from mixer_jax.model import model_config
 from mixer_jax.model import models
 from mixer_jax.training import optim
 from mixer_jax import plan
+from mixer_jax.training import planning
 from mixer_jax import recipes
 from tests.conftest import ROOT
 
@@ -88,6 +89,7 @@ def small_config(**overrides):
 
 
 @pytest.mark.slow
+@pytest.mark.tpu_compile
 @needs_libtpu
 def test_the_command_plans_a_small_recipe_on_v5e_8(tmp_path):
   result = run_plan('--config=configs/digits.py',
@@ -103,6 +105,7 @@ def test_the_command_plans_a_small_recipe_on_v5e_8(tmp_path):
       result.stdout)
 
 
+@pytest.mark.tpu_compile
 @pytest.mark.slow
 @needs_libtpu
 @pytest.mark.parametrize('topology, chips, devices_per_chip', [
@@ -111,7 +114,7 @@ def test_a_small_recipe_fits_with_its_figures(tpu_env, topology, chips,
                                               devices_per_chip):
   del tpu_env
   tpu_slice = hardware.parse(topology)
-  result = plan.plan(small_config(), hardware.devices(tpu_slice),
+  result = planning.plan(small_config(), hardware.devices(tpu_slice),
                      chip=tpu_slice.chip, num_classes=10)
   assert result['fits'] and result['min_accum_steps'] == 1
   assert (result['chips'], result['devices_per_chip']) == (chips,
@@ -127,6 +130,7 @@ def test_a_small_recipe_fits_with_its_figures(tpu_env, topology, chips,
   assert plan.failure(result) == ''
 
 
+@pytest.mark.tpu_compile
 @pytest.mark.slow
 @needs_libtpu
 def test_a_recipe_too_large_names_the_accumulation_that_fits(tpu_env):
@@ -150,7 +154,7 @@ def test_a_recipe_too_large_names_the_accumulation_that_fits(tpu_env):
   small_chip = dataclasses.replace(  # One device per v5e chip.
       tpu_slice.chip,
       hbm_gib=(need[1] + need[2]) / 2 / hardware.USABLE_FRACTION / 2**30)
-  result = plan.plan(config, list(mesh.devices.flat), chip=small_chip,
+  result = planning.plan(config, list(mesh.devices.flat), chip=small_chip,
                      num_classes=10)
   assert not result['fits'] and result['min_accum_steps'] == 2
   assert '--config.accum_steps=2 fits' in plan.failure(result)
@@ -229,6 +233,7 @@ def test_the_official_computation_here_is_our_model():
       ours.apply({'params': params}, images), atol=1e-5)
 
 
+@pytest.mark.tpu_compile
 @needs_libtpu
 @pytest.mark.parametrize('topology', ['v5e-8', 'v3-8'])
 @pytest.mark.parametrize('mode', ['train', 'infer'])

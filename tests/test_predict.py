@@ -14,8 +14,8 @@ from PIL import Image
 from mixer_jax.model import published
 from mixer_jax import errors
 from mixer_jax.evals import inference
+from mixer_jax.evals import loading
 from mixer_jax.model import models
-from mixer_jax import predict
 from tests.conftest import ROOT
 from tests.conftest import write_digit_images
 
@@ -24,9 +24,9 @@ def test_a_run_predicts_its_class_names_as_its_model_computes(digits_run,
                                                               tmp_path):
   workdir, _ = digits_run
   files, _ = write_digit_images(tmp_path / 'images')
-  loaded = inference.from_run(workdir)
+  loaded = loading.from_run(workdir)
   assert loaded.class_names == tuple('0123456789')
-  results = predict.predict(loaded, files, top_k=3)
+  results = inference.predict(loaded, files, top_k=3)
   for file, result in zip(files, results):
     image = np.asarray(Image.open(file).convert('RGB'))
     logits = loaded.model.apply({'params': loaded.params},
@@ -51,7 +51,7 @@ def test_a_published_layout_checkpoint_gives_its_model_and_imagenet_names(
       jax.random.PRNGKey(1), params['head']['kernel'].shape))
   path = str(tmp_path / 'standin.npz')
   published.save(path, params)
-  loaded = inference.from_pretrained(path)
+  loaded = loading.from_pretrained(path)
   assert loaded.image_size == 16
   assert (loaded.model.patch_size, loaded.model.num_blocks,
           loaded.model.hidden_dim, loaded.model.tokens_mlp_dim,
@@ -60,7 +60,7 @@ def test_a_published_layout_checkpoint_gives_its_model_and_imagenet_names(
   assert loaded.class_names[0] == first_name
   image = tmp_path / 'x.png'
   Image.fromarray(np.full((20, 30, 4), 200, np.uint8)).save(image)  # RGBA.
-  [result] = predict.predict(loaded, [str(image)], top_k=5)
+  [result] = inference.predict(loaded, [str(image)], top_k=5)
   assert len(result['top']) == 5
   top = result['top'][0]
   assert top['name'] == loaded.class_names[top['class']]
@@ -88,7 +88,7 @@ def test_a_bad_image_is_named(digits_run, tmp_path):
   broken = tmp_path / 'broken.png'
   broken.write_text('not an image')
   with pytest.raises(errors.UserError) as raised:
-    predict.predict(inference.from_run(digits_run[0]), [str(broken)], top_k=1)
+    inference.predict(loading.from_run(digits_run[0]), [str(broken)], top_k=1)
   assert str(raised.value) == (
       f"{broken}: not an image that can be read (cannot identify image file "
       f"'{broken}').")
@@ -99,7 +99,7 @@ def test_a_checkpoint_that_fits_no_mixer_is_a_clear_error(tmp_path):
   published.save(path, {'dense': {'kernel': np.zeros((3, 4), np.float32)}})
   with pytest.raises(errors.UserError, match=f'{path}: The parameters fit no '
                      'Mixer'):
-    inference.from_pretrained(path)
+    loading.from_pretrained(path)
 
 
 @pytest.mark.slow

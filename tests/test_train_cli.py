@@ -9,7 +9,7 @@ import pytest
 
 from mixer_jax import cli
 from mixer_jax import errors
-from mixer_jax import train
+from mixer_jax import trainer
 from tests.conftest import last_line
 from tests.conftest import run_train
 from tests.conftest import small_digits_config
@@ -40,7 +40,7 @@ def test_a_missing_checkpoint_is_named_before_the_workdir_is_made(tmp_path):
   with pytest.raises(errors.UserError, match=(
       "Pretrained checkpoint 'missing.npz' is neither a published name nor "
       'an existing file.')):
-    train.train_and_evaluate(small_digits_config(pretrained='missing.npz'),
+    trainer.train_and_evaluate(small_digits_config(pretrained='missing.npz'),
                              workdir)
   assert not os.path.exists(workdir)
 
@@ -68,16 +68,16 @@ def test_a_full_disk_stops_the_run_with_earlier_checkpoints_intact(
     small_disk):
   workdir = str(small_disk / 'run')
   config = small_digits_config(total_steps=12, eval_every=100)
-  train.train_and_evaluate(config, workdir, stop_at_step=4)
+  trainer.train_and_evaluate(config, workdir, stop_at_step=4)
   fill(small_disk, leave=64 * 1024)
   with pytest.raises(errors.DiskFullError,
                      match='no space left on device while saving the '
                      r'checkpoint of step 8 \(noticed at step .*\): .* the '
                      'checkpoints saved before are intact'):
-    train.train_and_evaluate(config, workdir)
+    trainer.train_and_evaluate(config, workdir)
   assert '4' in os.listdir(os.path.join(workdir, 'checkpoints'))
   os.remove(small_disk / 'filler')
-  assert train.train_and_evaluate(config, workdir)['step'] == 12
+  assert trainer.train_and_evaluate(config, workdir)['step'] == 12
 
 
 def test_late_closed_event_loop_errors_are_dropped_and_others_kept(

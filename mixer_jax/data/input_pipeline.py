@@ -36,6 +36,7 @@ import os
 from typing import Iterator
 
 import jax
+from ml_collections import config_dict
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -331,3 +332,12 @@ def prefetch_to_mesh(iterator, sharding, size: int):
     batch = queue.popleft()
     enqueue()
     yield batch
+
+
+def real_labels_config(config):
+  """The config of config.real_dataset's validation split (ImageNet ReaL),
+  the same model's second eval set in training."""
+  real = config_dict.ConfigDict(config.to_dict())
+  real.dataset = config.real_dataset
+  real.train_split = real.eval_split = 'validation'
+  return real

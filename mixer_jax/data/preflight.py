@@ -11,13 +11,13 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Before a run starts: is everything it needs here, or can it be fetched?
+"""Before a run starts: is a dataset here, or can it be fetched?
 
-With download on (the default), a missing tfds dataset or published
-checkpoint is fetched; without network that would fail only after minutes of
-tfds's retries, or after the dataset's preparation. So a short connection to
-each host is tried first, and whatever cannot be had is listed at once, each
-with where to put it by hand.
+With download on (the default), a missing tfds dataset is fetched (so is a
+published checkpoint: trainer/setup.py checks it); without network that
+would fail only after minutes of tfds's retries, or after the dataset's
+preparation. So a short connection to each host is tried first, and whatever
+cannot be had is listed at once, each with where to put it by hand.
 """
 
 import os
@@ -26,7 +26,6 @@ import urllib.parse
 
 import tensorflow_datasets as tfds
 
-from mixer_jax.model import published
 from mixer_jax import errors
 
 
@@ -82,37 +81,5 @@ def missing_dataset(config, dataset=None):
   return None
 
 
-def missing_checkpoint(config):
-  """What is missing of a published checkpoint not yet cached, or None."""
-  if not config.pretrained:
-    return None
-  found = published.remote(config.pretrained,
-                            cache_dir=config.pretrained_cache_dir)
-  if found is None or found[1].exists():
-    return None
-  url, cached = found
-  if not config.download:
-    return f'checkpoint {url} (download is off): put it at {cached}'
-  if not reachable(url):
-    return f'checkpoint {url} ({_hosts([url])} unreachable): put it at {cached}'
-  return None
-
-
 def _hosts(urls) -> str:
   return ', '.join(sorted({urllib.parse.urlparse(u).hostname for u in urls}))
-
-
-def check(config) -> None:
-  """Raises errors.MissingError listing everything that cannot be had."""
-  real = config.get('real_dataset') and missing_dataset(
-      config, config.real_dataset)
-  if real:
-    real += " (the ReaL labels; --config.real_dataset='' skips them)"
-  missing = [m for m in (missing_dataset(config), real,
-                         missing_checkpoint(config)) if m]
-  if missing:
-    raise errors.MissingError(
-        'Missing, and not to be fetched: ' + '; '.join(
-            f'({i}) {m}' for i, m in enumerate(missing, 1)) +
-        '. Or point --config.tfds_data_dir at a prepared dataset; '
-        '--config.download=False never uses the network.')

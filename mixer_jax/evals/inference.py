@@ -11,122 +11,23 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""A trained model in use: load it with its class names, read images, predict.
+"""A loaded model in use: read images of any kind, preprocess them as its
+run did, predict the top classes (predict and the notebooks)."""
 
-Shared by the predict, evaluate and few-shot commands and the notebooks. A
-run's workdir gives its config, final weights and class names; a published
-or local `.npz` gives its model by its parameter shapes, with ImageNet names
-for a 1,000- or 21,843-class head.
-"""
-
-import dataclasses
-import gzip
-import importlib.resources
 import os
-import re
-from typing import Iterable, Optional
+from typing import Iterable
 
 import jax
-import jax.numpy as jnp
 from ml_collections import config_dict
 import numpy as np
 from PIL import Image
 
-from mixer_jax.model import published
 from mixer_jax import errors
-from mixer_jax.model import model_config
-from mixer_jax.model import models
 from mixer_jax.data import preprocess as preprocess_lib
-from mixer_jax.training import train_state
+from mixer_jax.evals import loading
 
 # What PIL reads here: grey, RGBA and palette images become RGB.
 IMAGE_TYPES = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.gif')
-
-
-@dataclasses.dataclass
-class Loaded:
-  """A model ready to use: run `model.apply({'params': params}, images)`."""
-  model: models.MlpMixer
-  params: dict
-  image_size: int
-  class_names: tuple[str, ...]
-  config: Optional[config_dict.ConfigDict] = None  # A run's; None otherwise.
-
-
-def imagenet_names(num_classes: int) -> tuple[str, ...]:
-  """ImageNet-1k (1,000) or ImageNet-21k (21,843) names in head order."""
-  name = {1000: 'imagenet1k', 21843: 'imagenet21k'}.get(num_classes)
-  if name is None:
-    return ()
-  data = importlib.resources.files('mixer_jax.data') / f'{name}.tsv.gz'
-  with data.open('rb') as f:
-    lines = gzip.decompress(f.read()).decode().splitlines()
-  return tuple(line.split('\t', 1)[1] for line in lines)
-
-
-def model_from_params(params, **options) -> tuple[models.MlpMixer, int]:
-  """(model, image size) that `params` (published layout) were made for."""
-  try:
-    p, _, channels, hidden = params['stem']['kernel'].shape
-    blocks = sum(bool(re.fullmatch(r'MixerBlock_\d+', k)) for k in params)
-    block = params['MixerBlock_0']
-    tokens, tokens_mlp = block['token_mixing']['Dense_0']['kernel'].shape
-    channels_mlp = block['channel_mixing']['Dense_0']['kernel'].shape[1]
-    head = params['head']['kernel'].shape[1] if 'head' in params else None
-  except (KeyError, TypeError, ValueError) as e:
-    raise published.CheckpointError(
-        f'The parameters fit no Mixer (missing or misshapen {e}).') from None
-  grid = int(round(tokens**0.5))
-  if grid * grid != tokens:
-    raise published.CheckpointError(
-        f'The parameters fit no Mixer: {tokens} tokens is no square grid.')
-  model = models.MlpMixer(
-      patch_size=p, num_classes=head, num_blocks=blocks, hidden_dim=hidden,
-      tokens_mlp_dim=tokens_mlp, channels_mlp_dim=channels_mlp,
-      in_channels=channels, **options)
-  return model, grid * p
-
-
-def from_pretrained(pretrained: str, *, cache_dir=None) -> Loaded:
-  """A published name, a path or a URL; the model from the shapes."""
-  params = published.load(published.fetch(pretrained, cache_dir=cache_dir))
-  try:
-    model, image_size = model_from_params(params)
-  except published.CheckpointError as e:
-    raise published.CheckpointError(f'{pretrained}: {e}') from None
-  try:
-    model.apply({'params': params}, jnp.zeros((1, image_size, image_size,
-                                               model.in_channels)))
-  except Exception as e:  # pylint: disable=broad-except
-    raise published.CheckpointError(
-        f'{pretrained} fits no Mixer: {errors.describe(e)[:300]}') from None
-  return Loaded(model, params, image_size,
-                imagenet_names(model.num_classes or 0))
-
-
-def from_run(workdir: str) -> Loaded:
-  """A trained run's final weights (params.npz), model and class names."""
-  config_path = os.path.join(workdir, 'config.json')
-  params_path = os.path.join(workdir, 'params.npz')
-  for path in (config_path, params_path):
-    if not os.path.exists(path):
-      raise errors.MissingError(
-          f'{workdir} is no finished run: {path} is missing.')
-  config = config_dict.ConfigDict(train_state.read_config(workdir))
-  params = published.load(params_path)
-  names = train_state.read_class_names(workdir)
-  num_classes = params['head']['kernel'].shape[1]
-  model = model_config.model_from_config(config, num_classes=num_classes)
-  return Loaded(model, params, config.image_size,
-                names or imagenet_names(num_classes), config)
-
-
-def from_run_or_pretrained(*, workdir: Optional[str] = None,
-                           pretrained: Optional[str] = None) -> Loaded:
-  """from_run(workdir) or from_pretrained(pretrained): exactly one given."""
-  if bool(workdir) == bool(pretrained):
-    raise errors.UserError('Give one of --workdir and --pretrained.')
-  return from_run(workdir) if workdir else from_pretrained(pretrained)
 
 
 def image_files(paths: Iterable[str]) -> list[str]:
@@ -176,7 +77,7 @@ def read_image(path: str) -> np.ndarray:
                            f'({errors.describe(e)[:200]}).') from None
 
 
-def preprocess(loaded: Loaded, image: np.ndarray) -> np.ndarray:
+def preprocess(loaded: loading.Loaded, image: np.ndarray) -> np.ndarray:
   """The run's eval preprocessing (a pretrained model's: a square resize, as
   the official code), to float32 [S, S, 3] in [-1, 1]."""
   config = loaded.config or config_dict.ConfigDict(
@@ -184,7 +85,7 @@ def preprocess(loaded: Loaded, image: np.ndarray) -> np.ndarray:
   return np.asarray(preprocess_lib.make_eval_fn(config)(image))
 
 
-def probabilities(loaded: Loaded, images: np.ndarray, *,
+def probabilities(loaded: loading.Loaded, images: np.ndarray, *,
                   batch_size: int = 32) -> np.ndarray:
   """Softmax probabilities [N, classes] of preprocessed images."""
   forward = jax.jit(lambda p, x: jax.nn.softmax(
@@ -198,7 +99,7 @@ def probabilities(loaded: Loaded, images: np.ndarray, *,
   return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def top_k(probs: np.ndarray, names, k: int) -> list[list[dict]]:
+def most_likely(probs: np.ndarray, names, k: int) -> list[list[dict]]:
   """Per image: [{'class', 'name', 'prob'}] of its k most likely classes."""
   results = []
   for row in probs:
@@ -206,3 +107,13 @@ def top_k(probs: np.ndarray, names, k: int) -> list[list[dict]]:
     results.append([{'class': int(c), 'name': names[c] if c < len(names) else
                      str(c), 'prob': float(row[c])} for c in best])
   return results
+
+
+def predict(loaded: loading.Loaded, files, *, top_k: int = 5,
+            batch_size: int = 32) -> list[dict]:
+  """[{'file', 'top': [{'class', 'name', 'prob'}]}] for each image file."""
+  images = np.stack([preprocess(loaded, read_image(f))
+                     for f in files]) if files else np.zeros((0,))
+  probs = probabilities(loaded, images, batch_size=batch_size)
+  return [{'file': f, 'top': top} for f, top in zip(
+      files, most_likely(probs, loaded.class_names, top_k))]

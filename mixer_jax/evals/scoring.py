@@ -16,7 +16,6 @@ evaluation and the evaluate command's detail)."""
 
 import jax
 import jax.numpy as jnp
-from ml_collections import config_dict
 import numpy as np
 
 from mixer_jax.data import input_pipeline
@@ -79,16 +78,8 @@ def _results(totals) -> dict:
   return results
 
 
-def real_labels_config(config):
-  """The config of config.real_dataset's validation split (ImageNet ReaL),
-  the same model's second eval set in training."""
-  real = config_dict.ConfigDict(config.to_dict())
-  real.dataset = config.real_dataset
-  real.train_split = real.eval_split = 'validation'
-  return real
-
-
 def evaluate_real(eval_step, params, config, sharding) -> dict:
   """{'eval_real_accuracy', 'eval_real_examples'} on config.real_dataset."""
-  results = evaluate(eval_step, params, real_labels_config(config), sharding)
+  results = evaluate(eval_step, params,
+                     input_pipeline.real_labels_config(config), sharding)
   return {k: v for k, v in results.items() if k.startswith('eval_real_')}

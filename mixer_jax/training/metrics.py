@@ -28,6 +28,8 @@ from tensorboard.compat.proto import event_pb2
 import tensorflow as tf
 from tqdm import auto as tqdm_auto
 
+from mixer_jax.training import records
+
 
 class MetricWriter:
   """TensorBoard events in WORKDIR/tensorboard, every scalar in metrics.jsonl.
@@ -44,7 +46,7 @@ class MetricWriter:
     if self._active:
       logdir = os.path.join(workdir, 'tensorboard')
       jsonl = os.path.join(workdir, 'metrics.jsonl')
-      drop_jsonl_after(jsonl, start_step)
+      records.drop_jsonl_after(jsonl, start_step)
       drop_events_after(logdir, start_step)
       self._tensorboard = tensorboard.SummaryWriter(logdir, auto_flush=True)
       self._jsonl = open(jsonl, 'a')
@@ -64,18 +66,6 @@ class MetricWriter:
       self._jsonl.close()
 
 
-def read_jsonl(path: str) -> list[dict]:
-  """The records of a metrics.jsonl; a line cut short by a kill is skipped."""
-  records = []
-  with open(path) as f:
-    for line in f:
-      try:
-        records.append(json.loads(line))
-      except ValueError:
-        continue
-  return records
-
-
 def missing_record(workdir: str, step: int, key: str) -> bool:
   """Whether WORKDIR/metrics.jsonl has no record of `step` with a name that
   starts with `key`, as process 0 reads it (every process gets its answer;
@@ -83,31 +73,12 @@ def missing_record(workdir: str, step: int, key: str) -> bool:
   missing = False
   if jax.process_index() == 0:
     path = os.path.join(workdir, 'metrics.jsonl')
-    records = read_jsonl(path) if os.path.exists(path) else []
+    found = records.read_jsonl(path) if os.path.exists(path) else []
     missing = not any(r.get('step') == step and any(
-        name.startswith(key) for name in r) for r in records)
+        name.startswith(key) for name in r) for r in found)
   if jax.process_count() > 1:
     missing = bool(multihost_utils.broadcast_one_to_all(np.int32(missing)))
   return missing
-
-
-def drop_jsonl_after(path: str, step: int):
-  """Rewrites metrics.jsonl without the records past `step` (atomically)."""
-  if not os.path.exists(path):
-    return
-  records = read_jsonl(path)
-  kept = [r for r in records if r.get('step', 0) <= step]
-  if len(kept) == len(records) and _ends_with_newline(path):
-    return
-  _write_atomically(path, ''.join(json.dumps(r) + '\n' for r in kept))
-
-
-def _ends_with_newline(path: str) -> bool:
-  if not os.path.getsize(path):
-    return True
-  with open(path, 'rb') as f:
-    f.seek(-1, os.SEEK_END)
-    return f.read() == b'\n'
 
 
 def drop_events_after(logdir: str, step: int):
@@ -121,37 +92,20 @@ def drop_events_after(logdir: str, step: int):
     if not name.startswith('events.out.tfevents'):
       continue
     path = os.path.join(logdir, name)
-    records, damaged = [], False
+    events, damaged = [], False
     try:
       for record in tf.data.TFRecordDataset(path):
-        records.append(record.numpy())
+        events.append(record.numpy())
     except tf.errors.DataLossError:
       damaged = True
-    kept = [r for r in records if event_pb2.Event.FromString(r).step <= step]
-    if len(kept) == len(records) and not damaged:
+    kept = [r for r in events if event_pb2.Event.FromString(r).step <= step]
+    if len(kept) == len(events) and not damaged:
       continue
     partial = path + '.partial'
     with tf.io.TFRecordWriter(partial) as writer:
       for record in kept:
         writer.write(record)
     os.replace(partial, path)
-
-
-def write_json(path: str, value):
-  """Writes `value` as JSON; a kill leaves the old file or the new one."""
-  _write_atomically(path, json.dumps(value, indent=2))
-
-
-def _write_atomically(path: str, text: str):
-  partial = path + '.partial'
-  try:
-    with open(partial, 'w') as f:
-      f.write(text)
-    os.replace(partial, path)
-  except BaseException:
-    if os.path.exists(partial):
-      os.remove(partial)
-    raise
 
 
 def _interactive() -> bool:
@@ -176,11 +130,8 @@ class Progress:
     self._bar = tqdm_auto.tqdm(total=total_steps, initial=start_step,
                                unit='step', dynamic_ncols=True) if bar else None
 
-  def due(self, step: int) -> bool:
-    return step % self._every == 0 or step == self._total
-
   def update(self, step: int, *, loss: float, lr: float) -> dict:
-    """Call at a step where `due`; returns the scalars it reported."""
+    """Call every `every` steps; returns the scalars it reported."""
     now = time.perf_counter()
     steps, seconds = step - self._last_step, max(now - self._last_time, 1e-9)
     self._last_step, self._last_time = step, now

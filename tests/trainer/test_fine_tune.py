@@ -10,7 +10,7 @@ import pytest
 from mixer_jax.model import published
 from mixer_jax.model import models
 from mixer_jax import recipes
-from mixer_jax import train
+from mixer_jax import trainer
 from tests import test_configs
 
 # Each test here trains, runs a command or several processes.
@@ -60,7 +60,7 @@ def test_a_fine_tune_recipe_runs_on_the_offline_path(tmp_path):
                               num_blocks=1)
   config = digits_overrides(config, image_size=image_size, total_steps=2,
                             eval_split='test[:100]', model={'num_blocks': 1})
-  final = train.train_and_evaluate(config, str(tmp_path / 'run'))
+  final = trainer.train_and_evaluate(config, str(tmp_path / 'run'))
   assert final['step'] == 2 and final['eval_examples'] == 100
   assert all(np.isfinite(losses(str(tmp_path / 'run'))))
   # The body came from the checkpoint; the head is new (10 classes).
@@ -79,7 +79,7 @@ def pretrained_on_digits(tmp_path_factory):
   # all-reduce within its 40 s limit, and aborted the worker.
   config.update(dict(total_steps=150, eval_every=150, checkpoint_every=150,
                      progress_every=10, batch_size=64, eval_batch_size=64))
-  final = train.train_and_evaluate(config, workdir)
+  final = trainer.train_and_evaluate(config, workdir)
   assert final['eval_accuracy'] > 0.7
   return os.path.join(workdir, 'params.npz')
 
@@ -97,12 +97,12 @@ def fine_tune_config(**overrides):
 def fixture_tuned(pretrained_on_digits, tmp_path_factory):
   """(workdir, final metrics) of 20 steps fine-tuned from the checkpoint."""
   workdir = str(tmp_path_factory.mktemp('tuned'))
-  return workdir, train.train_and_evaluate(
+  return workdir, trainer.train_and_evaluate(
       fine_tune_config(pretrained=pretrained_on_digits), workdir)
 
 
 def test_fine_tuning_starts_from_the_checkpoint_and_learns(tuned, tmp_path):
-  scratch = train.train_and_evaluate(fine_tune_config(), str(tmp_path / 's'))
+  scratch = trainer.train_and_evaluate(fine_tune_config(), str(tmp_path / 's'))
   tuned_dir, tuned = tuned
   # A fresh zero head: the first loss is log(10); it goes down from there.
   history = losses(tuned_dir)
@@ -116,7 +116,7 @@ def test_fine_tuning_starts_from_the_checkpoint_and_learns(tuned, tmp_path):
 def test_the_fine_tuned_checkpoint_loads_for_evaluation(tuned, tmp_path):
   tuned_dir, tuned = tuned
   # Evaluation only: zero steps, the fine-tuned weights with their head.
-  evaluated = train.train_and_evaluate(
+  evaluated = trainer.train_and_evaluate(
       fine_tune_config(pretrained=os.path.join(tuned_dir, 'params.npz'),
                        keep_head=True, total_steps=0),
       str(tmp_path / 'eval'))
@@ -130,13 +130,13 @@ def test_fine_tuning_at_twice_the_resolution(pretrained_on_digits, tmp_path):
   config = fine_tune_config(pretrained=pretrained_on_digits, image_size=16,
                             resolution_factor=2, keep_head=True,
                             total_steps=0)
-  at_16 = train.train_and_evaluate(config, str(tmp_path / 'eval16'))
+  at_16 = trainer.train_and_evaluate(config, str(tmp_path / 'eval16'))
   # Each 8 px quarter of an upsampled digit is not a digit: the identity is
   # tested exactly in test_resolution.py; here the run works end to end and
   # the widened token MLPs are in the fine-tuned params.
   assert at_16['eval_examples'] == 360
   config.update(dict(total_steps=5, keep_head=False))
-  train.train_and_evaluate(config, str(tmp_path / 'tune16'))
+  trainer.train_and_evaluate(config, str(tmp_path / 'tune16'))
   tuned = published.load(tmp_path / 'tune16' / 'params.npz')
   assert tuned['MixerBlock_0']['token_mixing']['Dense_0']['kernel'].shape == (
       64, 32 * 4)
@@ -163,5 +163,5 @@ def test_bad_fine_tuning_input(pretrained_on_digits, tmp_path, overrides,
   config = fine_tune_config(pretrained=pretrained_on_digits)
   config.update(overrides)
   with pytest.raises(error, match=message):
-    train.train_and_evaluate(config, str(tmp_path / 'run'))
+    trainer.train_and_evaluate(config, str(tmp_path / 'run'))
   assert not os.path.exists(tmp_path / 'run' / 'checkpoints')

@@ -9,11 +9,12 @@ import sys
 import pytest
 
 from mixer_jax import errors
-from mixer_jax.evals import inference
+from mixer_jax.evals import loading
 from mixer_jax.model import model_config
 from mixer_jax.multihost import preemption
 from mixer_jax import recipes
-from mixer_jax import transfer
+from mixer_jax import transfer as transfer_cli
+from mixer_jax.trainer import transfer
 from tests.conftest import ROOT
 from tests.conftest import read_jsonl
 from tests.conftest import write_digits_folder
@@ -163,9 +164,9 @@ def test_sweep_errors(tmp_path, kwargs, message):
 def test_lr_grid_flag(values, expected):
   if expected is None:
     with pytest.raises(errors.UserError, match='learning rates > 0'):
-      transfer.parse_lr_grid(values)
+      transfer_cli.parse_lr_grid(values)
   else:
-    assert transfer.parse_lr_grid(values) == expected
+    assert transfer_cli.parse_lr_grid(values) == expected
 
 
 def test_missing_datasets_are_listed_before_any_run(tmp_path):
@@ -185,7 +186,7 @@ def test_missing_datasets_are_listed_before_any_run(tmp_path):
 def test_a_task_takes_its_presets_length_and_the_models_variant(digits_run):
   """digits: configs/digits.py's 600 steps at batch 128, not the paper's
   10,000 at 512; the digits model is a Ti/2 (with its own widths), not B/2."""
-  loaded = inference.from_run(digits_run[0])
+  loaded = loading.from_run(digits_run[0])
   fields = transfer.model_fields(loaded)
   assert fields['variant'] == 'Ti/2'
   base = recipes.get_config()

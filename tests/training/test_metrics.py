@@ -10,7 +10,7 @@ import tensorflow as tf
 from tensorboard.compat.proto import event_pb2
 
 from mixer_jax.training import metrics
-from mixer_jax import train
+from mixer_jax import trainer
 from tests.conftest import read_jsonl
 from tests.conftest import small_digits_config
 
@@ -41,11 +41,11 @@ def test_a_resume_writes_no_record_twice(tmp_path):
   workdir = str(tmp_path / 'run')
   config = small_digits_config(total_steps=8, progress_every=1, eval_every=3,
                                checkpoint_every=4)
-  train.train_and_evaluate(config, workdir, stop_at_step=6)
+  trainer.train_and_evaluate(config, workdir, stop_at_step=6)
   shutil.rmtree(os.path.join(workdir, 'checkpoints', '6'))  # Never saved.
   with open(os.path.join(workdir, 'metrics.jsonl'), 'a') as f:
     f.write('{"step": 7, "train_lo')  # Cut short by the kill.
-  train.train_and_evaluate(config, workdir)
+  trainer.train_and_evaluate(config, workdir)
   records = read_jsonl(workdir)
   assert [r['step'] for r in records if 'train_loss' in r] == list(
       range(1, 9))
@@ -76,15 +76,15 @@ def test_an_eval_lost_to_a_kill_after_its_checkpoint_is_redone(tmp_path):
   the eval records of a run never stopped."""
   config = small_digits_config(total_steps=12, eval_every=4,
                                checkpoint_every=4)
-  train.train_and_evaluate(config, str(tmp_path / 'whole'))
+  trainer.train_and_evaluate(config, str(tmp_path / 'whole'))
   workdir = tmp_path / 'killed'
-  train.train_and_evaluate(config, str(workdir), stop_at_step=8)
+  trainer.train_and_evaluate(config, str(workdir), stop_at_step=8)
   records = read_jsonl(workdir)
   assert [r['step'] for r in records if 'eval_loss' in r] == [4, 8]
   (workdir / 'metrics.jsonl').write_text(''.join(  # The eval of 8 never was.
       json.dumps(r) + '\n' for r in records
       if not (r['step'] == 8 and 'eval_loss' in r)))
-  train.train_and_evaluate(config, str(workdir))
+  trainer.train_and_evaluate(config, str(workdir))
   evals = lambda run: [r for r in read_jsonl(run) if 'eval_loss' in r]
   assert evals(workdir) == evals(tmp_path / 'whole')
 
@@ -93,11 +93,11 @@ def test_an_eval_lost_to_a_kill_after_its_checkpoint_is_redone(tmp_path):
 def test_rerunning_a_finished_run_keeps_its_final_metrics(tmp_path):
   workdir = str(tmp_path / 'run')
   config = small_digits_config(total_steps=4)
-  final = train.train_and_evaluate(config, workdir)
+  final = trainer.train_and_evaluate(config, workdir)
   path = os.path.join(workdir, 'final_metrics.json')
   with open(path) as f:
     written = f.read()
-  again = train.train_and_evaluate(config, workdir)
+  again = trainer.train_and_evaluate(config, workdir)
   with open(path) as f:
     assert f.read() == written
   assert again['train_loss'] == final['train_loss']

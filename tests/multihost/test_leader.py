@@ -1,9 +1,8 @@
-"""Tests for mixer_jax.multihost.leader: on two processes sharing a cache, process 0
-downloads a checkpoint and the other uses its file; a failure there is one
-line on both."""
+"""Tests for mixer_jax.multihost.leader: on two processes sharing a cache,
+process 0 downloads a checkpoint and the other uses its file; a failure there
+is one line on both."""
 
 import os
-import pathlib
 import socket
 import subprocess
 import sys
@@ -12,9 +11,9 @@ import pytest
 
 from mixer_jax.multihost import leader
 from tests.conftest import ROOT
+from tests.conftest import TESTDATA
 
-FIXTURE_NPZ = (pathlib.Path(__file__).parent / 'testdata' /
-               'vit_jax_mixer_tiny.npz')
+FIXTURE_NPZ = TESTDATA / 'vit_jax_mixer_tiny.npz'
 
 # Process i of 2 on localhost fetches URL into the shared cache; prints the
 # path and its size, or the one-line error.
@@ -55,6 +54,7 @@ def fetch_on_two_processes(url, cache):
   return lines
 
 
+@pytest.mark.multiprocess
 def test_one_process_downloads_for_both(http_server, tmp_path):
   url, served, requests = http_server
   (served / 'w.npz').write_bytes(FIXTURE_NPZ.read_bytes())
@@ -64,6 +64,7 @@ def test_one_process_downloads_for_both(http_server, tmp_path):
   assert requests == ['/w.npz']  # Once, by process 0.
 
 
+@pytest.mark.multiprocess
 def test_a_failed_download_is_one_line_on_each_process(http_server,
                                                        tmp_path):
   url, _, requests = http_server

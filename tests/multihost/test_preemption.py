@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mixer_jax.model import published
-from mixer_jax import train
+from mixer_jax import trainer
 from tests.conftest import ROOT
 from tests.conftest import SMALL_DIGITS_FLAGS
 from tests.conftest import last_line
@@ -71,10 +71,10 @@ def test_sigterm_saves_the_step_and_the_run_resumes_exactly(tmp_path,
   code, stderr = start_and_signal(workdir, signal.SIGTERM)
   assert_stopped_after_step_1(workdir, code, stderr, signal.SIGTERM)
   caplog.set_level('INFO', logger='absl')
-  train.train_and_evaluate(small_digits_config(**RANDOM), workdir)
+  trainer.train_and_evaluate(small_digits_config(**RANDOM), workdir)
   assert 'Resuming from step 1' in caplog.text
   whole = str(tmp_path / 'whole')
-  train.train_and_evaluate(small_digits_config(**RANDOM), whole)
+  trainer.train_and_evaluate(small_digits_config(**RANDOM), whole)
   a = published.load(os.path.join(whole, 'params.npz'))
   b = published.load(os.path.join(workdir, 'params.npz'))
   jax.tree.map(np.testing.assert_array_equal, a, b)

@@ -1,6 +1,5 @@
 """Tests for mixer_jax.model.published: the .npz layout, timm, load_pretrained."""
 
-import pathlib
 import zipfile
 
 from etils import epath
@@ -10,8 +9,8 @@ import pytest
 
 from mixer_jax.model import published
 from mixer_jax.model import models
+from tests.conftest import TESTDATA
 
-TESTDATA = pathlib.Path(__file__).parent / 'testdata'
 FIXTURE = TESTDATA / 'vit_jax_mixer_tiny.npz'
 TINY = dict(patch_size=4, num_blocks=2, hidden_dim=64, tokens_mlp_dim=32,
             channels_mlp_dim=128)

@@ -10,7 +10,7 @@ import pytest
 
 from mixer_jax.model import published
 from mixer_jax import errors
-from mixer_jax import train
+from mixer_jax import trainer
 from mixer_jax.training import train_state
 from tests.conftest import small_digits_config
 
@@ -40,7 +40,7 @@ def fixture_reference(tmp_path_factory):
   """An 8-step run with checkpoints at 4 and 8, kept pristine."""
   workdir = str(tmp_path_factory.mktemp('reference') / 'run')
   config = small_digits_config(eval_every=100)
-  train.train_and_evaluate(config, workdir)
+  trainer.train_and_evaluate(config, workdir)
   return config, workdir
 
 
@@ -53,7 +53,7 @@ def test_a_damaged_newest_checkpoint_is_moved_aside_and_an_older_one_used(
   shutil.copytree(pristine, workdir)
   DAMAGE[damage](os.path.join(workdir, 'checkpoints', '8'))
   os.remove(os.path.join(workdir, 'final_metrics.json'))
-  final = train.train_and_evaluate(config, workdir)
+  final = trainer.train_and_evaluate(config, workdir)
   assert final['step'] == 8
   assert 'The checkpoint of step 8 is damaged' in caplog.text
   assert os.listdir(os.path.join(workdir, 'checkpoints_damaged')) == ['8']
@@ -72,7 +72,7 @@ def test_when_no_checkpoint_restores_nothing_is_moved(reference, tmp_path):
     DAMAGE['no state'](os.path.join(workdir, 'checkpoints', step))
   with pytest.raises(errors.UserError, match='No checkpoint in .* restores '
                      'with this config.*Step 8: .*; Step 4: '):
-    train.train_and_evaluate(config, workdir)
+    trainer.train_and_evaluate(config, workdir)
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['4', '8']
   assert not os.path.exists(os.path.join(workdir, 'checkpoints_damaged'))
 
@@ -92,7 +92,7 @@ def test_a_run_that_cannot_be_identified_is_never_called_damaged(
   config = small_digits_config(eval_every=100)
   config.model.hidden_dim = 32
   with pytest.raises(errors.UserError) as e:
-    train.train_and_evaluate(config, workdir)
+    trainer.train_and_evaluate(config, workdir)
   message = str(e.value)
   assert 'config.json is missing' in message and 'another --workdir' in message
   assert 'damaged' not in message and 'out of the way' not in message

@@ -1,6 +1,5 @@
 """Tests for mixer_jax.model.models: variants, parity with vit_jax and timm, options."""
 
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -9,8 +8,8 @@ import pytest
 
 from mixer_jax.model import published
 from mixer_jax.model import models
+from tests.conftest import TESTDATA
 
-TESTDATA = pathlib.Path(__file__).parent / 'testdata'
 # The fixtures' geometry (testdata/FIXTURES.md).
 TINY = dict(patch_size=4, num_blocks=2, hidden_dim=64, tokens_mlp_dim=32,
             channels_mlp_dim=128)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from mixer_jax.model import published
-from mixer_jax import train
+from mixer_jax import trainer
 from tests.conftest import FAST_COMPILE
 from tests.conftest import ROOT
 from tests.conftest import SMALL_DIGITS_FLAGS
@@ -27,7 +27,7 @@ from tests.conftest import small_digits_config
 from tests.conftest import train_command
 
 # Each test here trains, runs a command or several processes.
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 
 # SGD: Adam's normalised step would turn float-rounding differences of tiny
 # gradients into visible ones.
@@ -153,7 +153,7 @@ def test_two_processes_end_as_one_process_does(two_hosts, tmp_path):
   """The same steps as one process with the same 4 devices, to float
   rounding (the all-reduce sums in another order)."""
   workdir, _, logs = two_hosts
-  reference = train.train_and_evaluate(
+  reference = trainer.train_and_evaluate(
       small_digits_config(**STEPS), str(tmp_path / 'reference'),
       devices=jax.devices()[:4])
   with open(os.path.join(workdir, 'final_metrics.json')) as f:
@@ -191,7 +191,7 @@ def test_one_process_resumes_the_two_process_run(two_hosts, tmp_path,
   resumed = str(tmp_path / 'one')
   forget_after_step_12(workdir, resumed)
   caplog.set_level('INFO', logger='absl')
-  train.train_and_evaluate(small_digits_config(**STEPS), resumed,
+  trainer.train_and_evaluate(small_digits_config(**STEPS), resumed,
                            devices=jax.devices()[:4])
   assert 'Resuming from step 12' in caplog.text
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),

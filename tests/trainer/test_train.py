@@ -15,6 +15,9 @@ from mixer_jax.training import jit_steps
 from mixer_jax.model import model_config
 from mixer_jax import recipes
 from mixer_jax import train
+from mixer_jax import trainer
+from mixer_jax.trainer import loop
+from mixer_jax.trainer import setup
 from mixer_jax.training import train_state
 from tests.conftest import ROOT
 from tests.conftest import read_jsonl
@@ -28,7 +31,7 @@ def trained(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp('run'))
   config = small_digits_config(total_steps=100, eval_every=50,
                                progress_every=10, checkpoint_every=50)
-  return config, workdir, train.train_and_evaluate(config, workdir)
+  return config, workdir, trainer.train_and_evaluate(config, workdir)
 
 
 @pytest.mark.slow
@@ -77,7 +80,7 @@ def test_eval_scores_every_example_exactly_once(trained):
 
 def test_a_finished_run_resumes_to_the_same_result(trained):
   config, workdir, final = trained
-  again = train.train_and_evaluate(config, workdir)
+  again = trainer.train_and_evaluate(config, workdir)
   assert again['step'] == 100
   assert again['eval_accuracy'] == final['eval_accuracy']
 
@@ -88,14 +91,14 @@ def test_one_and_eight_devices_give_the_same_parameters(tmp_path):
   config = small_digits_config(total_steps=4, model={'dropout_rate': 0.1})
   one = str(tmp_path / 'one')
   eight = str(tmp_path / 'eight')
-  train.train_and_evaluate(config, one, devices=jax.devices()[:1])
-  train.train_and_evaluate(config, eight)
+  trainer.train_and_evaluate(config, one, devices=jax.devices()[:1])
+  trainer.train_and_evaluate(config, eight)
   a = published.load(os.path.join(one, 'params.npz'))
   b = published.load(os.path.join(eight, 'params.npz'))
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_allclose(x, y, atol=2e-5, rtol=1e-4)
   # Training moved the parameters: the comparison is not of two inits.
-  init = train.initial_params(
+  init = setup.initial_params(
       config, model_config.model_from_config(config, num_classes=10),
       rng=jax.random.split(jax.random.PRNGKey(config.seed))[0])
   assert max(np.abs(x - y).max() for x, y in zip(
@@ -105,9 +108,9 @@ def test_one_and_eight_devices_give_the_same_parameters(tmp_path):
 @pytest.mark.slow
 def test_gradient_accumulation_matches_the_full_batch(tmp_path):
   config = small_digits_config(total_steps=3)
-  train.train_and_evaluate(config, str(tmp_path / 'full'))
+  trainer.train_and_evaluate(config, str(tmp_path / 'full'))
   config.accum_steps = 4
-  train.train_and_evaluate(config, str(tmp_path / 'accum'))
+  trainer.train_and_evaluate(config, str(tmp_path / 'accum'))
   a = published.load(str(tmp_path / 'full' / 'params.npz'))
   b = published.load(str(tmp_path / 'accum' / 'params.npz'))
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
@@ -122,7 +125,7 @@ def test_a_workdir_of_another_model_is_refused_and_kept(trained, tmp_path):
   other.model.hidden_dim = 32
   with pytest.raises(train_state.WorkdirError,
                      match='holds a run of another model.*hidden_dim'):
-    train.train_and_evaluate(other, workdir)
+    trainer.train_and_evaluate(other, workdir)
   after = {p: os.path.getmtime(os.path.join(workdir, p))
            for p in os.listdir(workdir)}
   assert before == after
@@ -135,7 +138,7 @@ def test_a_workdir_of_another_model_is_refused_and_kept(trained, tmp_path):
 ])
 def test_bad_batch_sizes(tmp_path, overrides, message):
   with pytest.raises(ValueError, match=message):
-    train.train_and_evaluate(small_digits_config(**overrides), str(tmp_path))
+    trainer.train_and_evaluate(small_digits_config(**overrides), str(tmp_path))
   assert not os.listdir(tmp_path)
 
 
@@ -161,7 +164,7 @@ def test_cifar10_from_scratch_recipe_runs_on_the_real_tfds_loader(
       warmup_steps=1, progress_every=1, eval_every=3, checkpoint_every=3,
       model={'num_blocks': 1}))
   workdir = str(tmp_path / 'run')
-  final = train.train_and_evaluate(config, workdir)
+  final = trainer.train_and_evaluate(config, workdir)
   # RandAugment, pad-and-crop, mixup, label smoothing and stochastic depth
   # all ran; every one of the 5 test images was scored once.
   assert final['step'] == 3 and final['eval_examples'] == 5
@@ -174,7 +177,7 @@ def test_a_workdir_is_not_resumed_from_another_checkpoint(trained):
   other = config.copy_and_resolve_references()
   other.pretrained = os.path.join(workdir, 'params.npz')
   with pytest.raises(train_state.WorkdirError, match='pretrained'):
-    train.train_and_evaluate(other, workdir)
+    trainer.train_and_evaluate(other, workdir)
 
 
 @pytest.mark.slow
@@ -187,10 +190,10 @@ def test_auto_accum_steps_trains_as_the_accumulation_it_picks(
   short = dict(total_steps=2, eval_every=2, checkpoint_every=2)
   caplog.set_level('INFO')
   caplog.set_level('INFO', logger='absl')  # Whatever an earlier test set.
-  auto = train.train_and_evaluate(
+  auto = trainer.train_and_evaluate(
       small_digits_config(accum_steps=0, **short), str(tmp_path / 'auto'))
   assert 'accum_steps=0 (auto): 2, the smallest that fits' in caplog.text
-  explicit = train.train_and_evaluate(
+  explicit = trainer.train_and_evaluate(
       small_digits_config(accum_steps=2, **short), str(tmp_path / 'two'))
   assert auto['eval_loss'] == explicit['eval_loss']
 
@@ -206,14 +209,15 @@ def test_a_full_disk_at_the_final_write_is_one_error_and_leaves_no_partial(
       f.write(data[:len(data) // 2])
     raise OSError(28, os.strerror(28))
   monkeypatch.setattr(published.epath.Path, 'write_bytes', full_disk)
-  state = types.SimpleNamespace(step=jax.numpy.asarray(8),
-                                params={'w': jax.numpy.ones(3)})
+  run = types.SimpleNamespace(
+      workdir=str(tmp_path), start_step=0, last_step=8, results={},
+      train_metrics={}, diverged=types.SimpleNamespace(total=0),
+      state=types.SimpleNamespace(step=jax.numpy.asarray(8),
+                                  params={'w': jax.numpy.ones(3)}))
   with pytest.raises(errors.DiskFullError,
                      match='final params.npz and final_metrics.json of step '
                      '8; its checkpoint is saved'):
-    train._finish(  # pylint: disable=protected-access
-        str(tmp_path), state, trained=True, results={}, diverged_steps=0,
-        seconds=1.0)
+    loop.finish(run, seconds=1.0)
   assert os.listdir(tmp_path) == []
 
 
@@ -221,11 +225,11 @@ def test_a_full_disk_at_the_final_write_is_one_error_and_leaves_no_partial(
     (100, 100, 1000, True), (150, 100, 1000, False), (1000, 300, 1000, True),
     (7, 0, 7, False)])
 def test_itstime(step, every, last, expected):
-  assert train.itstime(step, every, last=last) == expected
+  assert loop.itstime(step, every, last=last) == expected
 
 
 @pytest.mark.parametrize('streak, final, expected', [
     (0, False, True), (3, False, False), (3, True, True), (0, True, True)])
 def test_save_policy_skips_diverging_steps_but_keeps_the_last(
     streak, final, expected):
-  assert train.save_policy(100, streak=streak, final=final) == expected
+  assert loop.save_policy(100, streak=streak, final=final) == expected

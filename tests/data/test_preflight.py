@@ -6,8 +6,9 @@ import pytest
 
 from mixer_jax import errors
 from mixer_jax.data import preflight
+from mixer_jax.trainer import setup
 from mixer_jax import recipes
-from mixer_jax import train
+from mixer_jax import trainer
 from tests.conftest import ROOT
 
 
@@ -27,7 +28,7 @@ def test_the_mission_command_offline_lists_everything_missing(
   config.tfds_data_dir = str(tmp_path / 'data')
   workdir = str(tmp_path / 'run')
   with pytest.raises(errors.MissingError) as error:
-    train.train_and_evaluate(config, workdir)
+    trainer.train_and_evaluate(config, workdir)
   cache = (tmp_path / 'cache' / 'storage.googleapis.com' / 'mixer_models' /
            'gsam' / 'Mixer-B_32.npz')
   assert str(error.value) == (
@@ -47,7 +48,7 @@ def test_download_off_asks_no_host(offline, tmp_path, monkeypatch):
   config.update(dict(download=False, tfds_data_dir=str(tmp_path / 'data')))
   with pytest.raises(errors.MissingError, match=r'\(1\) .*download is off.*'
                      r'\(2\) checkpoint .*download is off'):
-    preflight.check(config)
+    setup.check_available(config)
   assert not offline
 
 
@@ -56,7 +57,7 @@ def test_what_is_here_needs_no_network(offline, tmp_path, monkeypatch):
   config = recipes.load_file(str(ROOT / 'configs' / 'b32.py'))
   config.dataset = 'digits'
   config.pretrained = str(tmp_path / 'local.npz')  # Checked when loaded.
-  preflight.check(config)
+  setup.check_available(config)
   assert not offline
 
 

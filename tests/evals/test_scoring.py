@@ -11,11 +11,12 @@ import tensorflow_datasets as tfds
 
 from mixer_jax import errors
 from mixer_jax import evaluate
+from mixer_jax.evals import evaluation
 from mixer_jax.data import input_pipeline
 from mixer_jax.training import jit_steps
 from mixer_jax.evals import scoring
 from mixer_jax.training import steps
-from mixer_jax import train
+from mixer_jax import trainer
 from tests.conftest import read_jsonl
 from tests.conftest import small_digits_config
 
@@ -135,7 +136,7 @@ def test_a_run_with_real_dataset_scores_real_every_real_every_steps(
                 total_steps=3, eval_every=1, checkpoint_every=3,
                 batch_size=8, cache=False)
   workdir = str(tmp_path / 'run')
-  final = train.train_and_evaluate(config, workdir)
+  final = trainer.train_and_evaluate(config, workdir)
   assert final['eval_real_examples'] == expected_scores()[2]
   assert 0 <= final['eval_real_accuracy'] <= 1
   # The ReaL evaluator's records (the run's own eval, on this same data,
@@ -150,21 +151,21 @@ def test_real_labels_of_other_classes_fail_before_training(real_data,
                                tfds_data_dir=real_data)
   with pytest.raises(errors.UserError, match="real_dataset 'imagenet2012_real"
                      "' has 1000 classes and digits 10"):
-    train.train_and_evaluate(config, str(tmp_path / 'run'))
+    trainer.train_and_evaluate(config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run').exists()
 
 
 def test_evaluate_picks_validation_where_a_dataset_has_no_test_split(
     real_data):
-  assert evaluate.default_split(real_config(real_data)) == 'validation'
-  assert evaluate.default_split(small_digits_config()) == 'test'
+  assert evaluation.default_split(real_config(real_data)) == 'validation'
+  assert evaluation.default_split(small_digits_config()) == 'test'
 
 
 def test_a_run_of_other_data_evaluates_on_imagenet2012_real(real_data,
                                                             digits_run):
   """The run's own train split ('train') is no split of imagenet2012_real:
   only the evaluated split counts; then the class counts differ."""
-  loaded, config = evaluate.model_and_config(
+  loaded, config = evaluation.model_and_config(
       workdir=digits_run[0], dataset='imagenet2012_real',
       values={'tfds_data_dir': real_data})
   assert (config.train_split, config.eval_split) == ('validation',
@@ -172,4 +173,4 @@ def test_a_run_of_other_data_evaluates_on_imagenet2012_real(real_data,
   assert input_pipeline.get_info(config).num_eval_examples == NUM_EXAMPLES
   with pytest.raises(errors.UserError, match='The model has 10 classes and '
                      'imagenet2012_real has 1000'):
-    evaluate.run(loaded, config)
+    evaluation.run(loaded, config)

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from mixer_jax import errors
-from mixer_jax import evaluate
-from mixer_jax import fewshot
-from mixer_jax import train
+from mixer_jax.evals import evaluation
+from mixer_jax import fewshot as fewshot_cli
+from mixer_jax.evals import fewshot
+from mixer_jax import trainer
 from tests.conftest import ROOT
 from tests.conftest import read_jsonl
 from tests.conftest import small_digits_config
@@ -74,7 +75,7 @@ def test_the_command_on_a_run(digits_run, tmp_path):
   assert set(written) == {'fewshot/digits/1shot', 'fewshot/digits/10shot'}
   assert 0.1 < written['fewshot/digits/1shot'] < written[
       'fewshot/digits/10shot'] <= 1.0
-  loaded, config = evaluate.model_and_config(workdir=workdir)
+  loaded, config = evaluation.model_and_config(workdir=workdir)
   again = fewshot.evaluate(loaded.model, loaded.params, config, shots=(1, 10))
   assert again == pytest.approx(written, abs=1e-12)
 
@@ -84,7 +85,7 @@ def test_the_evaluator_in_training_writes_the_same_keys(tmp_path):
   workdir = str(tmp_path / 'run')
   config = small_digits_config(total_steps=4, fewshot_every=2,
                                fewshot_shots=(1, 5), fewshot_seeds=1)
-  final = train.train_and_evaluate(config, workdir)
+  final = trainer.train_and_evaluate(config, workdir)
   assert final['step'] == 4
   steps = [r['step'] for r in read_jsonl(workdir)
            if 'fewshot/digits/5shot' in r]
@@ -113,9 +114,9 @@ def test_shots_beyond_what_each_class_has_are_an_error(shots, seeds, message):
 def test_shots_flag(values, expected):
   if expected is None:
     with pytest.raises(errors.UserError, match='integers >= 1'):
-      fewshot.parse_shots(values)
+      fewshot_cli.parse_shots(values)
   else:
-    assert fewshot.parse_shots(values) == expected
+    assert fewshot_cli.parse_shots(values) == expected
 
 
 @pytest.mark.slow
@@ -143,7 +144,7 @@ def test_a_suite_runs_what_is_there_and_lists_what_is_missing(digits_run,
   assert len(digits['per_seed']['5']) == 2
   assert digits['accuracy']['5'] == pytest.approx(
       np.mean(digits['per_seed']['5']))
-  loaded, config = evaluate.model_and_config(workdir=workdir)
+  loaded, config = evaluation.model_and_config(workdir=workdir)
   assert digits['accuracy']['5'] == pytest.approx(fewshot.evaluate(
       loaded.model, loaded.params, config, shots=(5,), seeds=(0, 1),
       train_split='train', test_split='test')['fewshot/digits/5shot'])
@@ -159,7 +160,7 @@ def test_a_suite_runs_what_is_there_and_lists_what_is_missing(digits_run,
 def test_the_big_vision_suite_with_nothing_there_lists_all_of_it(
     tmp_path, digits_run):
   workdir, _ = digits_run
-  loaded, config = evaluate.model_and_config(workdir=workdir)
+  loaded, config = evaluation.model_and_config(workdir=workdir)
   config.update(download=False, tfds_data_dir=str(tmp_path))
   logged = []
   with pytest.raises(errors.UserError) as raised:

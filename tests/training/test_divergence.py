@@ -10,7 +10,7 @@ import pytest
 from mixer_jax.model import published
 from mixer_jax.training import divergence
 from mixer_jax import recipes
-from mixer_jax import train
+from mixer_jax import trainer
 from tests.conftest import DIGITS_RUN
 from tests.conftest import read_jsonl
 from tests.conftest import small_digits_config
@@ -71,10 +71,10 @@ def test_an_exploding_run_keeps_no_poisoned_checkpoint_and_reruns_normally(
       r' it was moved to .*checkpoints_diverged\. Lower --config.lr \(now '
       r'1e\+06\) and run the same command to start again from step 0 \(no '
       r'healthy checkpoint exists\)\.')):
-    train.train_and_evaluate(config, workdir)
+    trainer.train_and_evaluate(config, workdir)
   assert os.listdir(os.path.join(workdir, 'checkpoints')) == []
   assert os.listdir(os.path.join(workdir, 'checkpoints_diverged')) == ['2']
-  final = train.train_and_evaluate(small_digits_config(**DIGITS_RUN),
+  final = trainer.train_and_evaluate(small_digits_config(**DIGITS_RUN),
                                    workdir)
   assert final['eval_accuracy'] == digits_run[1]['eval_accuracy']
   jax.tree.map(np.testing.assert_array_equal,
@@ -87,16 +87,16 @@ def test_a_diverging_run_resumes_from_its_last_healthy_checkpoint(tmp_path):
   workdir = str(tmp_path / 'run')
   config = small_digits_config(total_steps=20, checkpoint_every=100,
                                eval_every=100, progress_every=4)
-  train.train_and_evaluate(config, workdir, stop_at_step=4)
+  trainer.train_and_evaluate(config, workdir, stop_at_step=4)
   config.lr = 1e6
   with pytest.raises(divergence.Diverged, match=r'Lower --config.lr \(now '
                      r'1e\+06\) and run the same command to resume from the '
                      'checkpoint of step 4, the last healthy one'):
-    train.train_and_evaluate(config, workdir)
+    trainer.train_and_evaluate(config, workdir)
   assert not os.path.exists(os.path.join(workdir, 'lock'))
   assert os.listdir(os.path.join(workdir, 'checkpoints')) == ['4']
   config.lr = 3e-3
-  final = train.train_and_evaluate(config, workdir)
+  final = trainer.train_and_evaluate(config, workdir)
   assert final['step'] == 20 and np.isfinite(final['eval_loss'])
   assert divergence.all_finite(published.load(os.path.join(workdir,
                                                             'params.npz')))
@@ -139,7 +139,7 @@ def test_the_digits_recipe_at_lr_1_ends_as_diverged(tmp_path):
   config = recipes.digits()
   config.lr = 1.0
   with pytest.raises(divergence.Diverged, match='the loss stayed above 2.878'):
-    train.train_and_evaluate(config, str(tmp_path / 'run'))
+    trainer.train_and_evaluate(config, str(tmp_path / 'run'))
 
 
 @pytest.mark.slow
@@ -151,10 +151,10 @@ def test_the_advice_never_names_a_checkpoint_whose_eval_diverged(tmp_path):
   config = recipes.digits()
   config.update(dict(eval_every=10, checkpoint_every=10, progress_every=10,
                      total_steps=100))
-  train.train_and_evaluate(config, str(workdir), stop_at_step=20)
+  trainer.train_and_evaluate(config, str(workdir), stop_at_step=20)
   config.lr = 3.0
   with pytest.raises(divergence.Diverged) as e:
-    train.train_and_evaluate(config, str(workdir))
+    trainer.train_and_evaluate(config, str(workdir))
   evals = {r['step']: r['eval_loss'] for r in read_jsonl(workdir)
            if 'eval_loss' in r}
   cut = divergence.max_loss(factor=config.max_eval_loss_factor,

@@ -1,6 +1,5 @@
 """Tests for mixer_jax.model.resolution: fine-tuning at K times the resolution."""
 
-import pathlib
 
 import jax
 import numpy as np
@@ -9,8 +8,9 @@ import pytest
 from mixer_jax.model import published
 from mixer_jax.model import models
 from mixer_jax.model import resolution
+from tests.conftest import TESTDATA
 
-FIXTURE = pathlib.Path(__file__).parent / 'testdata' / 'vit_jax_mixer_tiny.npz'
+FIXTURE = TESTDATA / 'vit_jax_mixer_tiny.npz'
 TINY = dict(num_classes=10, patch_size=4, num_blocks=2, hidden_dim=64,
             tokens_mlp_dim=32, channels_mlp_dim=128)
 

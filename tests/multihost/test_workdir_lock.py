@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from mixer_jax import errors
-from mixer_jax import train
+from mixer_jax import trainer
 from mixer_jax.multihost import workdir_lock
 from tests.conftest import small_digits_config
 
@@ -23,7 +23,7 @@ def write_lock(workdir, pid):
 def test_a_second_run_fails_at_once_naming_the_first_and_changes_nothing(
     tmp_path):
   workdir = str(tmp_path / 'run')
-  train.train_and_evaluate(small_digits_config(total_steps=4), workdir)
+  trainer.train_and_evaluate(small_digits_config(total_steps=4), workdir)
   live = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
   try:
     write_lock(workdir, live.pid)
@@ -32,7 +32,7 @@ def test_a_second_run_fails_at_once_naming_the_first_and_changes_nothing(
     with pytest.raises(workdir_lock.WorkdirInUse,
                        match=f'in use by pid {live.pid} on host '
                        f'{socket.gethostname()}'):
-      train.train_and_evaluate(small_digits_config(total_steps=8), workdir)
+      trainer.train_and_evaluate(small_digits_config(total_steps=8), workdir)
     assert before == {name: os.path.getmtime(os.path.join(workdir, name))
                       for name in os.listdir(workdir)}
   finally:
@@ -45,7 +45,7 @@ def test_the_lock_of_a_dead_run_is_taken_over_and_released(tmp_path, caplog):
   dead.wait()
   workdir = str(tmp_path / 'run')
   write_lock(workdir, dead.pid)
-  final = train.train_and_evaluate(small_digits_config(total_steps=4), workdir)
+  final = trainer.train_and_evaluate(small_digits_config(total_steps=4), workdir)
   assert final['step'] == 4
   assert f'pid {dead.pid}' in caplog.text and 'Taking over' in caplog.text
   assert not os.path.exists(os.path.join(workdir, 'lock'))
@@ -54,7 +54,7 @@ def test_the_lock_of_a_dead_run_is_taken_over_and_released(tmp_path, caplog):
 def test_a_run_that_fails_early_leaves_no_workdir_behind(tmp_path):
   workdir = str(tmp_path / 'run')
   with pytest.raises(FileNotFoundError):
-    train.train_and_evaluate(
+    trainer.train_and_evaluate(
         small_digits_config(pretrained=str(tmp_path / 'missing.npz')), workdir)
   assert not os.path.exists(workdir)
 
