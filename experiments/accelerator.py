@@ -62,8 +62,8 @@ import numpy as np
 
 from experiments import official
 from experiments import timing
-from mixer_jax.model import flops
 from mixer_jax import hardware
+from mixer_jax.model import flops
 from mixer_jax.model import models
 
 FLAGS = flags.FLAGS

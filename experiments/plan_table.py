@@ -30,9 +30,9 @@ from absl import flags
 
 from mixer_jax import cli
 from mixer_jax import hardware
-from mixer_jax.training import planning
 from mixer_jax import recipes
 from mixer_jax.data import sources
+from mixer_jax.training import planning
 
 _CONFIGS = flags.DEFINE_list('configs', ['configs/b16.py'], 'Recipe files.')
 _TOPOLOGIES = flags.DEFINE_list('topologies', ['v3-8', 'v4-8', 'v5e-8',

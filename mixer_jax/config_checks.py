@@ -11,7 +11,8 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Every config value checked before a run writes anything, all at once.
+"""Every config value checked before a run writes anything, all at once,
+by the checks recipes.FIELDS states beside each field.
 
 A bad value fails with one message that lists each bad field, instead of a
 crash mid-run (a zero interval) or a run that trains nothing useful (lr 0).
@@ -19,91 +20,8 @@ crash mid-run (a zero interval) or a run that trains nothing useful (lr 0).
 
 import math
 
-import jax.numpy as jnp
-
 from mixer_jax import errors
-from mixer_jax.model import models
-from mixer_jax.data import preprocess
-
-
-def _positive(x):
-  return x > 0
-
-
-def _non_negative(x):
-  return x >= 0
-
-
-def _fraction(x):  # A rate or probability that must leave something.
-  return 0 <= x < 1
-
-
-def _dtype(name):
-  try:
-    return jnp.issubdtype(jnp.dtype(name), jnp.floating)
-  except TypeError:
-    return False
-
-
-def _variant(name):
-  try:
-    models.parse_variant(name)
-    return True
-  except errors.UserError:
-    return False
-
-
-# Field -> (test, what a good value is). Dotted names are nested fields.
-_RULES = {
-    'lr': (_positive, '> 0'),
-    'total_steps': (_non_negative, '>= 0 (0: evaluate only)'),
-    'warmup_steps': (_non_negative, '>= 0'),
-    'batch_size': (_positive, '> 0'),
-    'eval_batch_size': (_positive, '> 0'),
-    'accum_steps': (_non_negative, '>= 0 (0: the smallest that fits)'),
-    'eval_every': (_positive, '> 0'),
-    'progress_every': (_positive, '> 0'),
-    'checkpoint_every': (_positive, '> 0'),
-    'keep_checkpoints': (lambda x: x >= 1, '>= 1'),
-    'fewshot_every': (_non_negative, '>= 0 (0: off)'),
-    'real_every': (_non_negative, '>= 0 (0: at the end only)'),
-    'fewshot_seeds': (_positive, '> 0'),
-    'fewshot_l2': (_positive, '> 0'),
-    'fewshot_shots': (lambda x: len(x) > 0 and all(k > 0 for k in x),
-                      'examples per class, each > 0'),
-    'max_diverged_steps': (_positive, '> 0'),
-    'max_loss_factor': (_non_negative, '>= 0 (0: off)'),
-    'max_eval_loss_factor': (_non_negative, '>= 0 (0: off)'),
-    'label_smoothing': (_fraction, 'in [0, 1)'),
-    'mixup_alpha': (_non_negative, '>= 0'),
-    'momentum': (_fraction, 'in [0, 1)'),
-    'b1': (_fraction, 'in [0, 1)'),
-    'b2': (_fraction, 'in [0, 1)'),
-    'weight_decay': (_non_negative, '>= 0'),
-    'grad_clip_norm': (lambda x: x is None or x > 0, '> 0, or None for none'),
-    'linear_end': (_non_negative, '>= 0'),
-    'image_size': (_positive, '> 0'),
-    'resolution_factor': (_positive, 'an integer >= 1'),
-    'prefetch': (_non_negative, '>= 0'),
-    'crop_padding': (_non_negative, '>= 0'),
-    'randaugment_layers': (_non_negative, '>= 0'),
-    'randaugment_magnitude': (lambda x: 0 <= x <= 30, 'in [0, 30]'),
-    'optimizer': (lambda x: x in ('sgd', 'adamw'), "'sgd' or 'adamw'"),
-    'decay_type': (lambda x: x in ('cosine', 'linear'), "'cosine' or 'linear'"),
-    'train_pp': (lambda x: x in preprocess.TRAIN_PP,
-                 ' or '.join(map(repr, preprocess.TRAIN_PP))),
-    'eval_pp': (lambda x: x in preprocess.EVAL_PP,
-                ' or '.join(map(repr, preprocess.EVAL_PP))),
-    'momentum_dtype': (_dtype, 'a float dtype name'),
-    'model.variant': (_variant, "<width>/<patch>, e.g. 'B/16'"),
-    'model.dtype': (_dtype, "a float dtype name, e.g. 'bfloat16'"),
-    'model.dropout_rate': (_fraction, 'in [0, 1)'),
-    'model.stochastic_depth': (_fraction, 'in [0, 1)'),
-    'model.num_blocks': (lambda x: x is None or x > 0, '> 0'),
-    'model.hidden_dim': (lambda x: x is None or x > 0, '> 0'),
-    'model.tokens_mlp_dim': (lambda x: x is None or x > 0, '> 0'),
-    'model.channels_mlp_dim': (lambda x: x is None or x > 0, '> 0'),
-}
+from mixer_jax import recipes
 
 
 def _get(config, dotted: str):
@@ -120,16 +38,16 @@ def problems(config, *, only=None) -> list[str]:
   """One line per bad field (empty when every field is good); `only`: check
   just these fields (dotted names)."""
   found = []
-  for field, (test, good) in _RULES.items():
-    if only is not None and field not in only:
+  for field in recipes.FIELDS:
+    if field.check is None or only is not None and field.name not in only:
       continue
-    value = _get(config, field)
+    value = _get(config, field.name)
     try:
-      ok = not _is_nan(value) and bool(test(value))
+      ok = not _is_nan(value) and bool(field.check.test(value))
     except TypeError:  # e.g. None where a number belongs.
       ok = False
     if not ok:
-      found.append(f'{field}={value!r} (must be {good})')
+      found.append(f'{field.name}={value!r} (must be {field.check.good})')
   if only is None and 0 < config.total_steps < config.warmup_steps:
     found.append(f'warmup_steps={config.warmup_steps} (must be <= '
                  f'total_steps={config.total_steps})')

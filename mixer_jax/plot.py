@@ -26,12 +26,14 @@ from absl import app
 
 from mixer_jax import cli
 from mixer_jax import errors
-from mixer_jax.training import curves
+
 
 def main(argv):
   if len(argv) < 2:
     raise app.UsageError(
         'Usage: python -m mixer_jax.plot WORKDIR [WORKDIR ...]')
+  # matplotlib loads once the arguments are good.
+  from mixer_jax.training import curves  # pylint: disable=g-import-not-at-top
   try:
     print(curves.draw(argv[1:], os.path.join(argv[1], 'curves.png')))
   except errors.UserError as e:

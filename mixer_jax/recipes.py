@@ -22,167 +22,270 @@ The defaults are the paper's fine-tuning setup as the official code runs it
 decay). Every field is declared here, so a recipe that sets an undeclared one
 fails at once instead of silently (the official Mixer config no longer loads
 for that reason) and every field can be overridden from the command line.
+Each field is stated once, in FIELDS: its name, default, check and what it
+is; config_checks applies the checks. Importing this module loads no jax:
+the recipe files use it while the command's flags parse.
 """
 
+import dataclasses
 import importlib.util
 import os
+from typing import Any, Callable, Optional
 
 from ml_collections import config_dict
 
 from mixer_jax import errors
 
-placeholder = config_dict.placeholder
+# The preprocessing names, each implemented by data/preprocess.py (tested).
+TRAIN_PP = ('inception_crop', 'resize', 'resmall_crop', 'pad_crop')
+EVAL_PP = ('resize', 'resmall_crop', 'resize_crop')
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+  """test(value) says whether a value is good; `good` says what one is."""
+  test: Callable[[Any], bool]
+  good: str
+
+
+def positive(good: str = '> 0') -> Check:
+  return Check(lambda x: x > 0, good)
+
+
+def positive_or_none(good: str = '> 0') -> Check:
+  return Check(lambda x: x is None or x > 0, good)
+
+
+def non_negative(good: str = '>= 0') -> Check:
+  return Check(lambda x: x >= 0, good)
+
+
+def fraction(good: str = 'in [0, 1)') -> Check:
+  """A rate or probability that must leave something."""
+  return Check(lambda x: 0 <= x < 1, good)
+
+
+def one_of(*choices) -> Check:
+  return Check(lambda x: x in choices, ' or '.join(map(repr, choices)))
+
+
+def _float_dtype(name) -> bool:
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  try:
+    return jnp.issubdtype(jnp.dtype(name), jnp.floating)
+  except TypeError:
+    return False
+
+
+def float_dtype(good: str = 'a float dtype name') -> Check:
+  return Check(_float_dtype, good)
+
+
+def _variant(name) -> bool:
+  from mixer_jax.model import models  # pylint: disable=g-import-not-at-top
+  try:
+    models.parse_variant(name)
+    return True
+  except errors.UserError:
+    return False
+
+
+VARIANT = Check(_variant, "<width>/<patch>, e.g. 'B/16'")
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+  """A config field: dotted name, default, check (None: any value) and what
+  it is; `type` is a None default's type (a placeholder of it)."""
+  name: str
+  default: Any
+  check: Optional[Check]
+  help: str
+  type: Optional[type] = None
+
+
+FIELDS = (
+    # Model: a variant plus optional MlpMixer field overrides.
+    Field('model.variant', 'B/32', VARIANT,
+          "Mixer variant: 'S/32', 'B/16', 'Mixer-L_16', 'H/14', 'Ti/4', ..."),
+    Field('model.dtype', 'float32',
+          float_dtype("a float dtype name, e.g. 'bfloat16'"),
+          "Computation dtype ('bfloat16' on accelerators); parameters stay "
+          'float32.'),
+    Field('model.approximate_gelu', True, None,
+          'tanh-approximate GELU as the official weights; False: exact erf '
+          '(timm).'),
+    Field('model.dropout_rate', 0.0, fraction(),
+          'Dropout inside the MLP blocks (paper: 0 everywhere).'),
+    Field('model.stochastic_depth', 0.0, fraction(),
+          'Drop-path rate of the last block, linear from 0 over depth.'),
+    Field('model.num_blocks', None, positive_or_none(),
+          "Overrides the variant's number of blocks (None: the variant's).",
+          type=int),
+    Field('model.hidden_dim', None, positive_or_none(),
+          "Overrides the variant's channels per token (None: the "
+          "variant's).", type=int),
+    Field('model.tokens_mlp_dim', None, positive_or_none(),
+          "Overrides the variant's token-mixing MLP width (None: the "
+          "variant's).", type=int),
+    Field('model.channels_mlp_dim', None, positive_or_none(),
+          "Overrides the variant's channel-mixing MLP width (None: the "
+          "variant's).", type=int),
+    # Pre-trained weights (fine-tuning).
+    Field('pretrained', None, None,
+          "A published name ('imagenet21k/Mixer-B_16'), a path or a URL; "
+          'None: scratch.', type=str),
+    Field('keep_head', False, None,
+          'Keep the pre-trained head (class counts must match); else a fresh '
+          'zero head.'),
+    Field('resolution_factor', 1, positive('an integer >= 1'),
+          'Fine-tune at this integer multiple of the pre-training '
+          'resolution.'),
+    Field('pretrained_cache_dir', None, None,
+          'Where downloaded checkpoints are cached (None: $MIXER_JAX_CACHE or '
+          '~/.cache).', type=str),
+    # Data.
+    Field('dataset', 'cifar10', None,
+          "A tfds name, 'digits' (offline, ships with scikit-learn) or a "
+          'folder DIR/{train,test}/<class>/*.{jpg,png}.'),
+    Field('tfds_data_dir', None, None,
+          'tfds data dir (None: $TFDS_DATA_DIR, else '
+          '~/tensorflow_datasets).', type=str),
+    Field('tfds_manual_dir', None, None,
+          'tfds manual dir for source archives (None: <data '
+          'dir>/downloads/manual).', type=str),
+    Field('download', True, None,
+          'Download a missing tfds dataset or published checkpoint (off: '
+          'never use the network); without network a run fails at once, '
+          'listing what to put where.'),
+    Field('train_split', 'train[:98%]', None,
+          'Split to train on (the official recipe keeps 2% of train as '
+          'minival).'),
+    Field('eval_split', 'test', None,
+          "Split to evaluate on; 'train[98%:]' is the minival for tuning."),
+    Field('image_size', 224, positive(),
+          'Side of the square images the model sees.'),
+    Field('train_pp', 'inception_crop', one_of(*TRAIN_PP),
+          "Train preprocessing: 'inception_crop', 'resize', 'resmall_crop', "
+          "'pad_crop'."),
+    Field('eval_pp', 'resize', one_of(*EVAL_PP),
+          "Eval preprocessing: 'resize', 'resmall_crop' (short side 256/224 "
+          "of image_size, centre crop) or 'resize_crop' (square resize, "
+          'centre crop).'),
+    Field('flip', True, None,
+          'Random horizontal flips in training.'),
+    Field('crop_padding', 4, non_negative(),
+          "Padding (pixels per side) before the random crop of 'pad_crop'."),
+    Field('randaugment_layers', 0, non_negative(),
+          'RandAugment: number of ops per image (0: off).'),
+    Field('randaugment_magnitude', 10,
+          Check(lambda x: 0 <= x <= 30, 'in [0, 30]'),
+          "RandAugment magnitude on TF RandAugment's scale (paper: 10 to "
+          '20).'),
+    Field('mixup_alpha', 0.0, non_negative(),
+          'Mixup Beta(a, a) strength (0: off); mixes with the batch rolled by '
+          'one.'),
+    Field('real_dataset', '', None,
+          'A tfds dataset of the same classes with ReaL labels '
+          "('imagenet2012_real') whose validation split is scored in training "
+          "('': none)."),
+    Field('real_every', 1000, non_negative('>= 0 (0: at the end only)'),
+          'Score it every this many steps and at the end (0: at the end '
+          'only).'),
+    Field('cache', False, None,
+          'Every host decodes the whole train split into memory once (small '
+          'data).'),
+    Field('prefetch', 2, non_negative(),
+          'Batches prefetched onto the devices.'),
+    # Optimisation.
+    Field('seed', 0, None,
+          'Random seed: init, data order, augmentation, dropout.'),
+    Field('batch_size', 512, positive(),
+          'Global batch size, over every device and host.'),
+    Field('eval_batch_size', 512, positive(),
+          'Global eval batch size (the last batch is padded and masked).'),
+    Field('accum_steps', 1, non_negative('>= 0 (0: the smallest that fits)'),
+          'Micro-batches per step (gradients averaged) for small '
+          'accelerators; 0: the smallest number whose compiled step fits the '
+          "devices' memory."),
+    Field('total_steps', 10_000, non_negative('>= 0 (0: evaluate only)'),
+          'Number of training steps (0: only evaluate the starting point).'),
+    Field('optimizer', 'sgd', one_of('sgd', 'adamw'),
+          "'sgd' (momentum, the paper's fine-tuning) or 'adamw' (its "
+          'pre-training).'),
+    Field('lr', 0.03, positive(),
+          'Peak learning rate.'),
+    Field('momentum', 0.9, fraction(),
+          'SGD momentum.'),
+    Field('momentum_dtype', 'float32', float_dtype(),
+          "Dtype of the SGD momentum buffer ('bfloat16' halves its memory)."),
+    Field('b1', 0.9, fraction(),
+          'Adam beta1.'),
+    Field('b2', 0.999, fraction(),
+          'Adam beta2.'),
+    Field('weight_decay', 0.0, non_negative(),
+          'Decoupled weight decay on kernels, scaled by the lr as '
+          'optax.adamw.'),
+    Field('grad_clip_norm', 1.0, positive_or_none('> 0, or None for none'),
+          'Clip gradients to this global norm (None: no clipping).'),
+    Field('warmup_steps', 500, non_negative(),
+          'Linear warmup steps.'),
+    Field('decay_type', 'cosine', one_of('cosine', 'linear'),
+          "Decay after warmup: 'cosine' (to 0) or 'linear' (to linear_end)."),
+    Field('linear_end', 1e-5, non_negative(),
+          'Learning rate at the end of a linear decay.'),
+    Field('label_smoothing', 0.0, fraction(),
+          'Label smoothing of the softmax cross-entropy.'),
+    Field('max_diverged_steps', 10, positive(),
+          'Steps in a row that diverged (loss or gradient not finite: update '
+          'skipped; or loss above max_loss_factor x ln(num_classes)) that end '
+          'the run with an error; diverged checkpoints are set aside, the '
+          'workdir resumes from the last healthy one.'),
+    Field('max_loss_factor', 10.0, non_negative('>= 0 (0: off)'),
+          "A loss above this multiple of ln(num_classes), a fresh zero head's "
+          'loss, has exploded (0: only non-finite steps diverge).'),
+    Field('max_eval_loss_factor', 1.25, non_negative('>= 0 (0: off)'),
+          'An eval loss above this multiple of ln(num_classes), or train '
+          'losses above it for 10 x max_diverged_steps steps in a row, have '
+          'diverged: the model does worse than a fresh head (0: off).'),
+    # Evaluation, logging, checkpoints.
+    Field('eval_every', 100, positive(),
+          'Evaluate every this many steps (and at the end).'),
+    Field('progress_every', 10, positive(),
+          'Log a progress line every this many steps.'),
+    Field('checkpoint_every', 1000, positive(),
+          'Save a checkpoint every this many steps (and at the end).'),
+    Field('keep_checkpoints', 2, Check(lambda x: x >= 1, '>= 1'),
+          'Checkpoints kept in the workdir (>= 1).'),
+    Field('fewshot_every', 0, non_negative('>= 0 (0: off)'),
+          'Linear few-shot evaluation on frozen pre-logits every this many '
+          'steps and at the end (0: off), as `python -m mixer_jax.fewshot`.'),
+    Field('fewshot_dataset', None, None,
+          "Its dataset, train split 'train' and test split 'test' (None: the "
+          "run's dataset, train split and eval split).", type=str),
+    Field('fewshot_shots', (1, 5, 10, 25),
+          Check(lambda x: len(x) > 0 and all(k > 0 for k in x),
+                'examples per class, each > 0'),
+          'Examples per class.'),
+    Field('fewshot_seeds', 3, positive(),
+          'Seeds 0..N-1, the accuracy averaged over them.'),
+    Field('fewshot_l2', 1024.0, positive(),
+          'L2 regularisation of the least-squares fit (big_vision: 2^10).'),
+)
 
 
 def get_config():
-  """Returns the default config."""
+  """Returns the default config: every field of FIELDS at its default."""
   config = config_dict.ConfigDict()
-
-  # Model: a variant plus optional MlpMixer field overrides.
-  config.model = config_dict.ConfigDict()
-  # Mixer variant: 'S/32', 'B/16', 'Mixer-L_16', 'H/14', 'Ti/4', ...
-  config.model.variant = 'B/32'
-  # Computation dtype ('bfloat16' on accelerators); parameters stay float32.
-  config.model.dtype = 'float32'
-  # tanh-approximate GELU as the official weights; False: exact erf (timm).
-  config.model.approximate_gelu = True
-  # Dropout inside the MLP blocks (paper: 0 everywhere).
-  config.model.dropout_rate = 0.0
-  # Drop-path rate of the last block, linear from 0 over depth.
-  config.model.stochastic_depth = 0.0
-  # Overrides the variant's number of blocks (None: the variant's).
-  config.model.num_blocks = placeholder(int)
-  # Overrides the variant's channels per token (None: the variant's).
-  config.model.hidden_dim = placeholder(int)
-  # Overrides the variant's token-mixing MLP width (None: the variant's).
-  config.model.tokens_mlp_dim = placeholder(int)
-  # Overrides the variant's channel-mixing MLP width (None: the variant's).
-  config.model.channels_mlp_dim = placeholder(int)
-
-  # Pre-trained weights (fine-tuning).
-  # A published name ('imagenet21k/Mixer-B_16'), a path or a URL; None: scratch.
-  config.pretrained = placeholder(str)
-  # Keep the pre-trained head (class counts must match); else a fresh zero head.
-  config.keep_head = False
-  # Fine-tune at this integer multiple of the pre-training resolution.
-  config.resolution_factor = 1
-  # Where downloaded checkpoints are cached (None: $MIXER_JAX_CACHE or ~/.cache).
-  config.pretrained_cache_dir = placeholder(str)
-
-  # Data.
-  # A tfds name, 'digits' (offline, ships with scikit-learn) or a folder
-  # DIR/{train,test}/<class>/*.{jpg,png}.
-  config.dataset = 'cifar10'
-  # tfds data dir (None: $TFDS_DATA_DIR, else ~/tensorflow_datasets).
-  config.tfds_data_dir = placeholder(str)
-  # tfds manual dir for source archives (None: <data dir>/downloads/manual).
-  config.tfds_manual_dir = placeholder(str)
-  # Download a missing tfds dataset or published checkpoint (off: never use
-  # the network); without network a run fails at once, listing what to put
-  # where.
-  config.download = True
-  # Split to train on (the official recipe keeps 2% of train as minival).
-  config.train_split = 'train[:98%]'
-  # Split to evaluate on; 'train[98%:]' is the minival for tuning.
-  config.eval_split = 'test'
-  # Side of the square images the model sees.
-  config.image_size = 224
-  # Train preprocessing: 'inception_crop', 'resize', 'resmall_crop', 'pad_crop'.
-  config.train_pp = 'inception_crop'
-  # Eval preprocessing: 'resize', 'resmall_crop' (short side 256/224 of
-  # image_size, centre crop) or 'resize_crop' (square resize, centre crop).
-  config.eval_pp = 'resize'
-  # Random horizontal flips in training.
-  config.flip = True
-  # Padding (pixels per side) before the random crop of 'pad_crop'.
-  config.crop_padding = 4
-  # RandAugment: number of ops per image (0: off).
-  config.randaugment_layers = 0
-  # RandAugment magnitude on TF RandAugment's scale (paper: 10 to 20).
-  config.randaugment_magnitude = 10
-  # Mixup Beta(a, a) strength (0: off); mixes with the batch rolled by one.
-  config.mixup_alpha = 0.0
-  # A tfds dataset of the same classes with ReaL labels ('imagenet2012_real')
-  # whose validation split is scored in training ('': none).
-  config.real_dataset = ''
-  # Score it every this many steps and at the end (0: at the end only).
-  config.real_every = 1000
-  # Every host decodes the whole train split into memory once (small data).
-  config.cache = False
-  # Batches prefetched onto the devices.
-  config.prefetch = 2
-
-  # Optimisation.
-  # Random seed: init, data order, augmentation, dropout.
-  config.seed = 0
-  # Global batch size, over every device and host.
-  config.batch_size = 512
-  # Global eval batch size (the last batch is padded and masked).
-  config.eval_batch_size = 512
-  # Micro-batches per step (gradients averaged) for small accelerators; 0:
-  # the smallest number whose compiled step fits the devices' memory.
-  config.accum_steps = 1
-  # Number of training steps (0: only evaluate the starting point).
-  config.total_steps = 10_000
-  # 'sgd' (momentum, the paper's fine-tuning) or 'adamw' (its pre-training).
-  config.optimizer = 'sgd'
-  # Peak learning rate.
-  config.lr = 0.03
-  # SGD momentum.
-  config.momentum = 0.9
-  # Dtype of the SGD momentum buffer ('bfloat16' halves its memory).
-  config.momentum_dtype = 'float32'
-  # Adam beta1.
-  config.b1 = 0.9
-  # Adam beta2.
-  config.b2 = 0.999
-  # Decoupled weight decay on kernels, scaled by the lr as optax.adamw.
-  config.weight_decay = 0.0
-  # Clip gradients to this global norm (None: no clipping).
-  config.grad_clip_norm = 1.0
-  # Linear warmup steps.
-  config.warmup_steps = 500
-  # Decay after warmup: 'cosine' (to 0) or 'linear' (to linear_end).
-  config.decay_type = 'cosine'
-  # Learning rate at the end of a linear decay.
-  config.linear_end = 1e-5
-  # Label smoothing of the softmax cross-entropy.
-  config.label_smoothing = 0.0
-  # Steps in a row that diverged (loss or gradient not finite: update skipped;
-  # or loss above max_loss_factor x ln(num_classes)) that end the run with an
-  # error; diverged checkpoints are set aside, the workdir resumes from the
-  # last healthy one.
-  config.max_diverged_steps = 10
-  # A loss above this multiple of ln(num_classes), a fresh zero head's loss,
-  # has exploded (0: only non-finite steps diverge).
-  config.max_loss_factor = 10.0
-  # An eval loss above this multiple of ln(num_classes), or train losses above
-  # it for 10 x max_diverged_steps steps in a row, have diverged: the model
-  # does worse than a fresh head (0: off).
-  config.max_eval_loss_factor = 1.25
-
-  # Evaluation, logging, checkpoints.
-  # Evaluate every this many steps (and at the end).
-  config.eval_every = 100
-  # Log a progress line every this many steps.
-  config.progress_every = 10
-  # Save a checkpoint every this many steps (and at the end).
-  config.checkpoint_every = 1000
-  # Checkpoints kept in the workdir (>= 1).
-  config.keep_checkpoints = 2
-  # Linear few-shot evaluation on frozen pre-logits every this many steps and
-  # at the end (0: off), as `python -m mixer_jax.fewshot`.
-  config.fewshot_every = 0
-  # Its dataset, train split 'train' and test split 'test' (None: the run's
-  # dataset, train split and eval split).
-  config.fewshot_dataset = placeholder(str)
-  # Examples per class.
-  config.fewshot_shots = (1, 5, 10, 25)
-  # Seeds 0..N-1, the accuracy averaged over them.
-  config.fewshot_seeds = 3
-  # L2 regularisation of the least-squares fit (big_vision: 2^10).
-  config.fewshot_l2 = 1024.0
-
+  for field in FIELDS:
+    *parents, last = field.name.split('.')
+    node = config
+    for parent in parents:
+      if parent not in node:
+        node[parent] = config_dict.ConfigDict()
+      node = node[parent]
+    node[last] = (config_dict.placeholder(field.type) if field.type
+                  else field.default)
   return config
 
 

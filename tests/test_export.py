@@ -17,13 +17,13 @@ import pytest
 from safetensors import numpy as safetensors_numpy
 import tensorflow as tf
 
-from mixer_jax.model import published
 from mixer_jax import errors
-from mixer_jax.serving import export
+from mixer_jax.data import sources
 from mixer_jax.evals import inference
 from mixer_jax.evals import loading
 from mixer_jax.model import models
-from mixer_jax.data import sources
+from mixer_jax.model import published
+from mixer_jax.serving import export
 from tests.conftest import ROOT
 from tests.conftest import optional_module
 

@@ -140,14 +140,15 @@ try:
   runpy.run_module('mixer_jax.{command}', run_name='__main__')
 except SystemExit as e:
   code = e.code
-print(code, sorted({{'jax', 'tensorflow', 'orbax', 'flax'}} & set(sys.modules)))
+print(code, sorted({{'jax', 'tensorflow', 'orbax', 'flax', 'matplotlib'}}
+                   & set(sys.modules)))
 '''
 
 
 @pytest.mark.parametrize('command', COMMANDS)
 def test_help_answers_before_the_library_loads(command):
   """--help (and so every flag mistake) is parsed before jax, TensorFlow,
-  flax or orbax is imported."""
+  flax, orbax or matplotlib is imported (experiments/startup.py times it)."""
   result = subprocess.run(
       [sys.executable, '-c', HELP.format(command=command)], cwd=ROOT,
       capture_output=True, text=True, timeout=120, check=True)

@@ -16,10 +16,10 @@ import jax
 import numpy as np
 import pytest
 
-from mixer_jax.model import published
+from mixer_jax import recipes
 from mixer_jax.data import input_pipeline
 from mixer_jax.model import models
-from mixer_jax import recipes
+from mixer_jax.model import published
 from tests.conftest import FAST_COMPILE
 from tests.conftest import ROOT
 from tests.conftest import synthetic_cifar10_manual_dir

@@ -18,13 +18,13 @@ from experiments import same_as_official
 from mixer_jax import cli
 from mixer_jax import errors
 from mixer_jax import hardware
-from mixer_jax.training import jit_steps
+from mixer_jax import plan
+from mixer_jax import recipes
 from mixer_jax.model import model_config
 from mixer_jax.model import models
+from mixer_jax.training import jit_steps
 from mixer_jax.training import optim
-from mixer_jax import plan
 from mixer_jax.training import planning
-from mixer_jax import recipes
 from tests.conftest import ROOT
 
 # Where libtpu does not install (not x86-64 Linux), nothing compiles for TPU.

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mixer_jax.model import published
 from mixer_jax import errors
 from mixer_jax.evals import inference
 from mixer_jax.evals import loading
 from mixer_jax.model import models
+from mixer_jax.model import published
 from tests.conftest import ROOT
 from tests.conftest import write_digit_images
 

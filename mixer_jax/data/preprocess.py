@@ -26,9 +26,6 @@ import tensorflow as tf
 
 from mixer_jax import errors
 
-# Train crops (then flip, then RandAugment) and eval crops, by config name.
-TRAIN_PP = ('inception_crop', 'resize', 'resmall_crop', 'pad_crop')
-EVAL_PP = ('resize', 'resmall_crop', 'resize_crop')
 # Gray that geometric RandAugment ops and Cutout leave in emptied pixels.
 _FILL = 128
 

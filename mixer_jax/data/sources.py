@@ -30,8 +30,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from mixer_jax import errors
-from mixer_jax.multihost import leader
 from mixer_jax.data import preflight
+from mixer_jax.multihost import leader
 
 # The image files tfds's ImageFolder reads.
 _FOLDER_IMAGE_TYPES = ('.jpg', '.jpeg', '.png')

@@ -32,9 +32,9 @@ import numpy as np
 
 from mixer_jax import errors
 from mixer_jax.data import input_pipeline
-from mixer_jax.training import jit_steps
 from mixer_jax.data import preflight
 from mixer_jax.data import sources
+from mixer_jax.training import jit_steps
 
 BIAS_FEATURE = 100.0
 

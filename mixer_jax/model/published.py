@@ -37,8 +37,8 @@ import numpy as np
 import tqdm
 
 from mixer_jax import errors
-from mixer_jax.multihost import leader
 from mixer_jax.model import resolution
+from mixer_jax.multihost import leader
 
 PUBLISHED_ROOT = 'https://storage.googleapis.com/mixer_models/'
 

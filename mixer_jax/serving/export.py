@@ -28,10 +28,10 @@ import jax
 from jax import export as jax_export  # A submodule: jax 0.7 does not load it.
 import jax.numpy as jnp
 
-from mixer_jax.model import published
 from mixer_jax import errors
 from mixer_jax import serving
 from mixer_jax.evals import loading
+from mixer_jax.model import published
 from mixer_jax.training import records
 
 FORMATS = serving.FORMATS

@@ -25,16 +25,16 @@ from ml_collections import config_dict
 import numpy as np
 
 from mixer_jax import config_checks
-from mixer_jax.training import divergence
 from mixer_jax import errors
+from mixer_jax import recipes
+from mixer_jax.data import preflight
 from mixer_jax.evals import evaluation
 from mixer_jax.evals import loading
-from mixer_jax.trainer import loop
-from mixer_jax.training import records
 from mixer_jax.model import models
-from mixer_jax.data import preflight
+from mixer_jax.trainer import loop
 from mixer_jax.trainer import setup
-from mixer_jax import recipes
+from mixer_jax.training import divergence
+from mixer_jax.training import records
 
 # Fields the sweep sets per run, and the flag that sets them.
 _SWEPT = {'lr': 'the rates come from --lr_grid',

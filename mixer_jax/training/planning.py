@@ -44,33 +44,12 @@ def plan(config, devices, *, chip: hardware.Chip, num_classes: int) -> dict:
   state = jit_steps.abstract_state(config, model, tx, replicated)
   per_chip = hardware.devices_per_chip(devices)
   limit = hardware.USABLE_FRACTION * chip.hbm_bytes / per_chip
-  costs = {}
-
-  def train_cost(accum_steps):  # A StepCost, or the OutOfMemory error.
-    if accum_steps not in costs:
-      logging.info('Compiling the train step, accum_steps=%d.', accum_steps)
-      try:
-        costs[accum_steps] = jit_steps.train_step_cost(
-            config, model, tx, mesh, num_classes=num_classes,
-            accum_steps=accum_steps, state=state)
-      except jit_steps.OutOfMemory as e:
-        costs[accum_steps] = e
-    return costs[accum_steps]
-
-  def train_bytes(accum_steps):
-    cost = train_cost(accum_steps)
-    if isinstance(cost, jit_steps.OutOfMemory):
-      return None
-    return jit_steps.train_device_bytes(config, mesh, cost)
-
-  def fits(accum_steps):
-    need = train_bytes(accum_steps)
-    return need is not None and need <= limit
-
+  train = TrainCosts(config, model, tx, mesh, num_classes=num_classes,
+                     state=state)
   min_accum = jit_steps.smallest_fitting(
-      jit_steps.accum_candidates(config.batch_size, mesh.size), fits)
+      jit_steps.accum_candidates(config.batch_size, mesh.size),
+      lambda accum_steps: train.fits(accum_steps, limit))
   accum = config.accum_steps or min_accum or 1
-  cost = train_cost(accum)
   logging.info('Compiling the eval step.')
   try:
     eval_cost = jit_steps.eval_step_cost(config, model, mesh,
@@ -78,9 +57,54 @@ def plan(config, devices, *, chip: hardware.Chip, num_classes: int) -> dict:
     eval_bytes = jit_steps.eval_device_bytes(config, mesh, eval_cost, state)
   except jit_steps.OutOfMemory as e:
     eval_cost, eval_bytes = e, None
-  errors_seen = [str(c) for c in (cost, eval_cost)
-                 if isinstance(c, jit_steps.OutOfMemory)]
+  return {
+      'chip': chip.name, 'chips': mesh.size // per_chip,
+      'devices': mesh.size, 'devices_per_chip': per_chip,
+      'hosts': len({d.process_index for d in devices}),
+      'variant': config.model.variant, 'dtype': config.model.dtype,
+      'image_size': config.image_size, 'batch_size': config.batch_size,
+      'accum_steps': accum, 'min_accum_steps': min_accum,
+      **_figures(config, chip, mesh, per_chip=per_chip, limit=limit,
+                 cost=train.cost(accum), train_bytes=train.bytes(accum),
+                 eval_cost=eval_cost, eval_bytes=eval_bytes, state=state)}
 
+
+class TrainCosts:
+  """The train step compiled once per accum_steps asked about: its cost
+  (a StepCost, or the OutOfMemory error) and per-device bytes."""
+
+  def __init__(self, config, model, tx, mesh, *, num_classes, state):
+    self._args = (config, model, tx, mesh)
+    self._num_classes, self._state = num_classes, state
+    self._costs = {}
+
+  def cost(self, accum_steps: int):
+    if accum_steps not in self._costs:
+      logging.info('Compiling the train step, accum_steps=%d.', accum_steps)
+      try:
+        self._costs[accum_steps] = jit_steps.train_step_cost(
+            *self._args, num_classes=self._num_classes,
+            accum_steps=accum_steps, state=self._state)
+      except jit_steps.OutOfMemory as e:
+        self._costs[accum_steps] = e
+    return self._costs[accum_steps]
+
+  def bytes(self, accum_steps: int):
+    cost = self.cost(accum_steps)
+    if isinstance(cost, jit_steps.OutOfMemory):
+      return None
+    config, _, _, mesh = self._args
+    return jit_steps.train_device_bytes(config, mesh, cost)
+
+  def fits(self, accum_steps: int, limit: float) -> bool:
+    need = self.bytes(accum_steps)
+    return need is not None and need <= limit
+
+
+def _figures(config, chip, mesh, *, per_chip, limit, cost, train_bytes,
+             eval_cost, eval_bytes, state) -> dict:
+  """The plan's memory, fit and roofline figures (None where the compiler
+  gave none)."""
   device_flops = chip.peak_flops / per_chip
   device_bandwidth = chip.hbm_bandwidth / per_chip
 
@@ -92,23 +116,20 @@ def plan(config, devices, *, chip: hardware.Chip, num_classes: int) -> dict:
 
   train_ok = not isinstance(cost, jit_steps.OutOfMemory)
   eval_ok = eval_bytes is not None
-  need = [b for b in (train_bytes(accum), eval_bytes) if b is not None]
+  need = [b for b in (train_bytes, eval_bytes) if b is not None]
+  errors_seen = [str(c) for c in (cost, eval_cost)
+                 if isinstance(c, jit_steps.OutOfMemory)]
   per_device_batch = config.batch_size / mesh.size
   return {
-      'chip': chip.name, 'chips': mesh.size // per_chip,
-      'devices': mesh.size, 'devices_per_chip': per_chip,
-      'hosts': len({d.process_index for d in devices}),
-      'variant': config.model.variant, 'dtype': config.model.dtype,
-      'image_size': config.image_size, 'batch_size': config.batch_size,
-      'accum_steps': accum, 'min_accum_steps': min_accum,
-      'fits': fits(accum) and eval_ok and eval_bytes <= limit,
+      'fits': (train_bytes is not None and train_bytes <= limit and eval_ok
+               and eval_bytes <= limit),
       'eval_fits': eval_ok and eval_bytes <= limit,
       'compiler_error': '; '.join(errors_seen) or None,
       'params_gib_per_chip': chip_gib(jit_steps.tree_bytes(state.params)),
       'opt_state_gib_per_chip': chip_gib(
           jit_steps.tree_bytes(state.opt_state)),
       'temp_gib_per_chip': chip_gib(cost.temp_bytes) if train_ok else None,
-      'train_hbm_gib_per_chip': chip_gib(train_bytes(accum)),
+      'train_hbm_gib_per_chip': chip_gib(train_bytes),
       'eval_hbm_gib_per_chip': chip_gib(eval_bytes),
       'hbm_gib_per_chip': chip_gib(max(need)) if len(need) == 2 else None,
       'capacity_gib': chip.hbm_gib,

@@ -15,9 +15,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from mixer_jax import errors
+from mixer_jax import recipes
 from mixer_jax.data import input_pipeline
 from mixer_jax.data import preflight
-from mixer_jax import recipes
 from mixer_jax.data import sources
 from tests.conftest import ROOT
 from tests.conftest import examples
@@ -326,7 +326,7 @@ def counting(path, log):
                              [path], tf.string, stateful=True)
   return read_file(tf.ensure_shape(logged, []))
 from mixer_jax.data import input_pipeline
-from tests.test_input_pipeline import make_config
+from tests.data.test_input_pipeline import make_config
 config = make_config(dataset=sys.argv[1], train_split='train[:120]',
                      batch_size=24)
 kept = []

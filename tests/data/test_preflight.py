@@ -5,10 +5,10 @@ import os
 import pytest
 
 from mixer_jax import errors
-from mixer_jax.data import preflight
-from mixer_jax.trainer import setup
 from mixer_jax import recipes
 from mixer_jax import trainer
+from mixer_jax.data import preflight
+from mixer_jax.trainer import setup
 from tests.conftest import ROOT
 
 

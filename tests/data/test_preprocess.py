@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mixer_jax.data import preprocess
 from mixer_jax import recipes
+from mixer_jax.data import preprocess
 
 RNG = np.random.RandomState(0)
 IMAGE = RNG.randint(0, 256, (20, 30, 3)).astype(np.uint8)
@@ -52,7 +52,7 @@ def test_central_crop_is_centred():
   np.testing.assert_array_equal(out, IMAGE[5:15, 10:20])
 
 
-@pytest.mark.parametrize('pp', preprocess.EVAL_PP)
+@pytest.mark.parametrize('pp', recipes.EVAL_PP)
 @pytest.mark.parametrize('shape', [(20, 30, 3), (40, 17, 3)])
 def test_eval_pp_shape_dtype_range(pp, shape):
   out = preprocess.make_eval_fn(make_config(eval_pp=pp))(
@@ -61,7 +61,7 @@ def test_eval_pp_shape_dtype_range(pp, shape):
   assert -1 <= np.min(out) < np.max(out) <= 1
 
 
-@pytest.mark.parametrize('pp', preprocess.TRAIN_PP)
+@pytest.mark.parametrize('pp', recipes.TRAIN_PP)
 def test_train_pp_is_a_function_of_the_seed(pp):
   fn = preprocess.make_train_fn(make_config(train_pp=pp, flip=True))
   first, again = fn(IMAGE, SEED), fn(IMAGE, SEED)

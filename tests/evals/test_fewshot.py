@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from mixer_jax import errors
-from mixer_jax.evals import evaluation
 from mixer_jax import fewshot as fewshot_cli
-from mixer_jax.evals import fewshot
 from mixer_jax import trainer
+from mixer_jax.evals import evaluation
+from mixer_jax.evals import fewshot
 from tests.conftest import ROOT
 from tests.conftest import read_jsonl
 from tests.conftest import small_digits_config

@@ -11,12 +11,12 @@ import tensorflow_datasets as tfds
 
 from mixer_jax import errors
 from mixer_jax import evaluate
-from mixer_jax.evals import evaluation
-from mixer_jax.data import input_pipeline
-from mixer_jax.training import jit_steps
-from mixer_jax.evals import scoring
-from mixer_jax.training import steps
 from mixer_jax import trainer
+from mixer_jax.data import input_pipeline
+from mixer_jax.evals import evaluation
+from mixer_jax.evals import scoring
+from mixer_jax.training import jit_steps
+from mixer_jax.training import steps
 from tests.conftest import read_jsonl
 from tests.conftest import small_digits_config
 

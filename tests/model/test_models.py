@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixer_jax.model import published
 from mixer_jax.model import models
+from mixer_jax.model import published
 from tests.conftest import TESTDATA
 
 # The fixtures' geometry (testdata/FIXTURES.md).

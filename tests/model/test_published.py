@@ -7,8 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from mixer_jax.model import published
 from mixer_jax.model import models
+from mixer_jax.model import published
 from tests.conftest import TESTDATA
 
 FIXTURE = TESTDATA / 'vit_jax_mixer_tiny.npz'

@@ -5,8 +5,8 @@ import jax
 import numpy as np
 import pytest
 
-from mixer_jax.model import published
 from mixer_jax.model import models
+from mixer_jax.model import published
 from mixer_jax.model import resolution
 from tests.conftest import TESTDATA
 

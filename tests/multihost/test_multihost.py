@@ -18,8 +18,8 @@ import jax
 import numpy as np
 import pytest
 
-from mixer_jax.model import published
 from mixer_jax import trainer
+from mixer_jax.model import published
 from tests.conftest import FAST_COMPILE
 from tests.conftest import ROOT
 from tests.conftest import SMALL_DIGITS_FLAGS

@@ -7,10 +7,10 @@ import jax
 import numpy as np
 import pytest
 
-from mixer_jax.model import published
-from mixer_jax.model import models
 from mixer_jax import recipes
 from mixer_jax import trainer
+from mixer_jax.model import models
+from mixer_jax.model import published
 from tests import test_configs
 
 # Each test here trains, runs a command or several processes.

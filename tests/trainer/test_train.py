@@ -8,16 +8,16 @@ import jax
 import numpy as np
 import pytest
 
-from mixer_jax.model import published
 from mixer_jax import errors
-from mixer_jax.data import input_pipeline
-from mixer_jax.training import jit_steps
-from mixer_jax.model import model_config
 from mixer_jax import recipes
 from mixer_jax import train
 from mixer_jax import trainer
+from mixer_jax.data import input_pipeline
+from mixer_jax.model import model_config
+from mixer_jax.model import published
 from mixer_jax.trainer import loop
 from mixer_jax.trainer import setup
+from mixer_jax.training import jit_steps
 from mixer_jax.training import train_state
 from tests.conftest import ROOT
 from tests.conftest import read_jsonl

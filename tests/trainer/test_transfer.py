@@ -9,11 +9,11 @@ import sys
 import pytest
 
 from mixer_jax import errors
+from mixer_jax import recipes
+from mixer_jax import transfer as transfer_cli
 from mixer_jax.evals import loading
 from mixer_jax.model import model_config
 from mixer_jax.multihost import preemption
-from mixer_jax import recipes
-from mixer_jax import transfer as transfer_cli
 from mixer_jax.trainer import transfer
 from tests.conftest import ROOT
 from tests.conftest import read_jsonl

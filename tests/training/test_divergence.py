@@ -7,10 +7,10 @@ import jax
 import numpy as np
 import pytest
 
-from mixer_jax.model import published
-from mixer_jax.training import divergence
 from mixer_jax import recipes
 from mixer_jax import trainer
+from mixer_jax.model import published
+from mixer_jax.training import divergence
 from tests.conftest import DIGITS_RUN
 from tests.conftest import read_jsonl
 from tests.conftest import small_digits_config

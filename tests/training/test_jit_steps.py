@@ -7,8 +7,8 @@ import optax
 import pytest
 
 from mixer_jax import errors
-from mixer_jax.training import jit_steps
 from mixer_jax.model import models
+from mixer_jax.training import jit_steps
 from tests.conftest import small_digits_config
 
 

@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 from tensorboard.compat.proto import event_pb2
 
-from mixer_jax.training import metrics
 from mixer_jax import trainer
+from mixer_jax.training import metrics
 from tests.conftest import read_jsonl
 from tests.conftest import small_digits_config
 

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mixer_jax.training import optim
 from mixer_jax import recipes
+from mixer_jax.training import optim
 
 
 def vit_jax_schedule(step, *, total_steps, base, decay_type, warmup_steps,

@@ -8,9 +8,9 @@ import jax
 import numpy as np
 import pytest
 
-from mixer_jax.model import published
 from mixer_jax import errors
 from mixer_jax import trainer
+from mixer_jax.model import published
 from mixer_jax.training import train_state
 from tests.conftest import small_digits_config
 
