@@ -238,16 +238,34 @@ def drop_closed_event_loop_errors() -> None:
   sys.unraisablehook = hook
 
 
+def read_buckets_afresh() -> None:
+  """gcsfs (epath's client for gs:// without TensorFlow) would answer from
+  listings it cached, blind to objects that tensorstore (orbax's
+  checkpoints) and other hosts write since: a command's main turns its
+  listings cache off."""
+  try:
+    import fsspec  # pylint: disable=g-import-not-at-top
+  except ImportError:  # No gcsfs either.
+    return
+  fsspec.config.conf.setdefault('gs', {})['use_listings_cache'] = False
+
+
 def keep_orbax_warnings_only() -> None:
-  """Orbax logs every step of every save at INFO, and tfds warns of each
-  folder in its data dir that holds no prepared dataset: a command's main
-  drops both from absl's log (orbax's warnings stay)."""
+  """Orbax logs every step of every save at INFO, tfds warns of each folder
+  in its data dir that holds no prepared dataset, and gcsfs of each bucket
+  whose type it cannot ask without credentials (a Cloud Storage emulator):
+  a command's main drops these from the log (orbax's warnings stay)."""
   logging.get_absl_handler().addFilter(not_a_library_notice)
+  std_logging.getLogger('gcsfs').addFilter(not_a_library_notice)
 
 
 def not_a_library_notice(record: std_logging.LogRecord) -> bool:
-  """False for orbax's INFO records and tfds's 'Variant folder' warnings."""
+  """False for orbax's INFO records, tfds's 'Variant folder' warnings and
+  gcsfs's 'Could not determine bucket type' ones."""
   if '/orbax/' in record.pathname and record.levelno < std_logging.WARNING:
+    return False
+  if '/gcsfs/' in record.pathname and str(record.msg).startswith(
+      'Could not determine bucket type'):
     return False
   return not ('/tensorflow_datasets/' in record.pathname and
               str(record.msg).startswith('Variant folder '))

@@ -16,8 +16,6 @@
 Anything else that goes wrong is a bug, and keeps its traceback.
 """
 
-import re
-
 
 class UserError(ValueError):
   """A bad config value, dataset, workdir or checkpoint; the message says."""
@@ -29,19 +27,6 @@ class MissingError(UserError, FileNotFoundError):
 
 class DiskFullError(UserError):
   """The disk filled up; what was written before stays intact."""
-
-
-def check_local(path: str, *, what: str) -> None:
-  """Raises UserError for a URL (gs://, s3://) where a local or shared
-  filesystem path is needed: Python's own file functions would make a local
-  folder named 'gs:' of it on each host."""
-  url = re.match(r'([A-Za-z][\w+.-]*)://', path)
-  if url:
-    scheme = url.group(1)
-    raise UserError(
-        f'{what} {path}: {scheme}:// is not supported here yet (it would '
-        f'become a local folder named "{scheme}:"); use a local path, or on '
-        'several hosts a shared filesystem (NFS) path every host sees.')
 
 
 def describe(error) -> str:

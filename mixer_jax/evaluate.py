@@ -80,10 +80,12 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   # The library (jax, TensorFlow, orbax) loads once the flags are good.
   from mixer_jax.data import sources  # pylint: disable=g-import-not-at-top
+  from mixer_jax import storage  # pylint: disable=g-import-not-at-top
   from mixer_jax.evals import evaluation  # pylint: disable=g-import-not-at-top
   cli.leave_out_an_absent_tpu()
   sources.keep_tensorflow_off_accelerators()
   cli.keep_orbax_warnings_only()  # --step restores an orbax checkpoint.
+  cli.read_buckets_afresh()
   cli.drop_closed_event_loop_errors()
   try:
     loaded, config = evaluation.model_and_config(
@@ -95,8 +97,7 @@ def main(argv):
     cli.exit_with_error('mixer_jax.evaluate', e)
   print(format_summary(results))
   if FLAGS.output:
-    with open(FLAGS.output, 'w') as f:
-      json.dump(results, f, indent=2)
+    storage.write_whole(FLAGS.output, json.dumps(results, indent=2))
 
 
 if __name__ == '__main__':

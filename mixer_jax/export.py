@@ -96,6 +96,8 @@ def main(argv):
   from mixer_jax.evals import loading  # pylint: disable=g-import-not-at-top
   from mixer_jax.serving import export  # pylint: disable=g-import-not-at-top
   cli.leave_out_an_absent_tpu()
+  cli.keep_orbax_warnings_only()
+  cli.read_buckets_afresh()
   if FLAGS.format == 'savedmodel':
     from mixer_jax.data import sources  # pylint: disable=g-import-not-at-top
     sources.keep_tensorflow_off_accelerators()

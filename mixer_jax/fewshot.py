@@ -98,10 +98,12 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   # The library (jax, TensorFlow) loads once the flags are good.
   from mixer_jax.data import sources  # pylint: disable=g-import-not-at-top
+  from mixer_jax import storage  # pylint: disable=g-import-not-at-top
   from mixer_jax.evals import evaluation  # pylint: disable=g-import-not-at-top
   from mixer_jax.evals import fewshot  # pylint: disable=g-import-not-at-top
   cli.leave_out_an_absent_tpu()
   cli.keep_orbax_warnings_only()
+  cli.read_buckets_afresh()
   sources.keep_tensorflow_off_accelerators()
   try:
     if FLAGS.suite and (FLAGS.dataset or FLAGS.train_split or
@@ -131,8 +133,7 @@ def main(argv):
     for key, value in results.items():
       print(f'{key}: {value:.2%}')
   if FLAGS.output:
-    with open(FLAGS.output, 'w') as f:
-      json.dump(results, f, indent=2)
+    storage.write_whole(FLAGS.output, json.dumps(results, indent=2))
 
 
 if __name__ == '__main__':

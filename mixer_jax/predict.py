@@ -59,9 +59,12 @@ def format_table(results) -> str:
 def main(argv):
   # The library (jax, TensorFlow) loads once the flags are good.
   from mixer_jax.data import sources  # pylint: disable=g-import-not-at-top
+  from mixer_jax import storage  # pylint: disable=g-import-not-at-top
   from mixer_jax.evals import inference  # pylint: disable=g-import-not-at-top
   from mixer_jax.evals import loading  # pylint: disable=g-import-not-at-top
   cli.leave_out_an_absent_tpu()
+  cli.keep_orbax_warnings_only()
+  cli.read_buckets_afresh()
   sources.keep_tensorflow_off_accelerators()
   try:
     files = inference.image_files(argv[1:])
@@ -75,8 +78,8 @@ def main(argv):
     cli.exit_with_error('mixer_jax.predict', e)
   print(format_table(results))
   if FLAGS.output:
-    with open(FLAGS.output, 'w') as f:
-      f.writelines(json.dumps(r) + '\n' for r in results)
+    storage.write_whole(FLAGS.output,
+                        ''.join(json.dumps(r) + '\n' for r in results))
 
 
 if __name__ == '__main__':

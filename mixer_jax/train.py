@@ -67,12 +67,14 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   # The library (jax, TensorFlow, orbax) loads once the flags are good.
   import jax  # pylint: disable=g-import-not-at-top
+  from mixer_jax import storage  # pylint: disable=g-import-not-at-top
   from mixer_jax import trainer  # pylint: disable=g-import-not-at-top
   from mixer_jax.data import sources  # pylint: disable=g-import-not-at-top
   from mixer_jax.multihost import preemption  # pylint: disable=g-import-not-at-top
   from mixer_jax.training import curves  # pylint: disable=g-import-not-at-top
   cli.leave_out_an_absent_tpu()
   cli.keep_orbax_warnings_only()
+  cli.read_buckets_afresh()
   cli.initialize_distributed('mixer_jax.train')
   cli.drop_closed_event_loop_errors()
   if jax.process_index() and not flags.FLAGS['verbosity'].present:
@@ -82,7 +84,7 @@ def main(argv):
                                               .split('=', 1)[-1])
   try:
     with preemption.StopSignals() as signals:
-      logging.info('Workdir: %s', os.path.abspath(workdir))
+      logging.info('Workdir: %s', storage.where(workdir))
       final = trainer.train_and_evaluate(FLAGS.config, workdir, signals=signals)
   except preemption.Stopped as e:
     print(f'mixer_jax.train: {e}', file=sys.stderr, flush=True)
@@ -96,13 +98,13 @@ def main(argv):
   except errors.UserError as e:
     cli.exit_with_error('mixer_jax.train', e)
   if jax.process_index() == 0:
-    drawn = curves.draw([workdir], os.path.join(workdir, 'curves.png'))
+    drawn = curves.draw([workdir], storage.join(workdir, 'curves.png'))
     print(json.dumps(final, indent=2))
-    print(f'Workdir {os.path.abspath(workdir)}:\n'
-          f'  checkpoints   {os.path.join(workdir, "checkpoints")}\n'
-          f'  final params  {os.path.join(workdir, "params.npz")}\n'
-          f'  metrics       {os.path.join(workdir, "metrics.jsonl")}, '
-          f'{os.path.join(workdir, "final_metrics.json")}\n'
+    print(f'Workdir {storage.where(workdir)}:\n'
+          f'  checkpoints   {storage.join(workdir, "checkpoints")}\n'
+          f'  final params  {storage.join(workdir, "params.npz")}\n'
+          f'  metrics       {storage.join(workdir, "metrics.jsonl")}, '
+          f'{storage.join(workdir, "final_metrics.json")}\n'
           f'  curves        {drawn}\n'
           f'  TensorBoard   tensorboard --logdir {workdir}')
 

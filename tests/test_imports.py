@@ -17,10 +17,9 @@ COMMANDS = ('train', 'evaluate', 'fewshot', 'transfer', 'predict', 'export',
             'plan', 'plot')
 MAX_CHAIN = 8
 # The library modules that may import TensorFlow: they run tf.data or tfds
-# (or, in training/metrics.py, write TensorBoard events; in serving/export.py
-# a SavedModel, deferred to that format).
+# (or, in serving/export.py, write a SavedModel, deferred to that format).
 TENSORFLOW_USERS = {'data.input_pipeline', 'data.preflight', 'data.preprocess',
-                    'data.sources', 'training.metrics', 'serving.export'}
+                    'data.sources', 'serving.export'}
 
 CHECK = '''
 import pkgutil, importlib

@@ -21,7 +21,6 @@ notebooks start here.
 import dataclasses
 import gzip
 import importlib.resources
-import os
 import re
 from typing import Optional
 
@@ -30,6 +29,7 @@ import jax.numpy as jnp
 from ml_collections import config_dict
 
 from mixer_jax import errors
+from mixer_jax import storage
 from mixer_jax.model import model_config
 from mixer_jax.model import models
 from mixer_jax.model import published
@@ -100,10 +100,11 @@ def from_pretrained(pretrained: str, *, cache_dir=None) -> Loaded:
 
 def from_run(workdir: str) -> Loaded:
   """A trained run's final weights (params.npz), model and class names."""
-  config_path = os.path.join(workdir, 'config.json')
-  params_path = os.path.join(workdir, 'params.npz')
+  storage.check_bucket(workdir, what='Workdir')
+  config_path = storage.join(workdir, 'config.json')
+  params_path = storage.join(workdir, 'params.npz')
   for path in (config_path, params_path):
-    if not os.path.exists(path):
+    if not storage.exists(path):
       raise errors.MissingError(
           f'{workdir} is no finished run: {path} is missing.')
   config = config_dict.ConfigDict(train_state.read_config(workdir))

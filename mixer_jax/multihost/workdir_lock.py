@@ -18,12 +18,19 @@ metrics; the second one fails at once instead, naming the first, and writes
 nothing. A lock whose process is gone (a dead pid on this host, e.g. after
 kill -9) is taken over with a warning, as is an empty or unreadable one. The
 lock is written whole or not at all. On several hosts process 0 holds it.
+
+In a bucket (gs://), where no host can see another host's pids, the lock is
+an object created only if there is none (Cloud Storage's generation
+precondition) and renewed every HEARTBEAT_S; one not renewed for STALE_S
+belongs to a run that is gone, and is taken over with a warning.
 """
 
 import contextlib
 import json
 import os
 import socket
+import threading
+import time
 
 from absl import logging
 import jax
@@ -31,6 +38,10 @@ from jax.experimental import multihost_utils
 import numpy as np
 
 from mixer_jax import errors
+from mixer_jax import storage
+
+HEARTBEAT_S = 30  # A bucket lock is renewed this often,
+STALE_S = 150  # and taken over when not renewed for this long.
 
 
 class WorkdirInUse(errors.UserError):
@@ -107,9 +118,72 @@ def acquire(workdir: str) -> str:
   return path
 
 
+class BucketLock:
+  """WORKDIR/lock in a bucket: created if absent, renewed while held."""
+
+  def __init__(self, workdir: str):
+    self.workdir, self.url = workdir, storage.join(workdir, 'lock')
+    self._generation, self._stop = None, threading.Event()
+    self._thread = threading.Thread(target=self._renew, daemon=True)
+
+  def _content(self) -> str:
+    return json.dumps({'host': socket.gethostname(), 'pid': os.getpid(),
+                       'time': time.time()})
+
+  def acquire(self) -> 'BucketLock':
+    while self._generation is None:
+      self._generation = storage.create_object(self.url, self._content())
+      if self._generation is not None:
+        break
+      text, generation = storage.read_object(self.url)
+      if text is None:
+        continue  # Released meanwhile.
+      holder = _parse(text)
+      age = time.time() - holder.get('time', 0)
+      gone = holder.get('host') == socket.gethostname() and not _alive(
+          holder['pid'])  # Killed on this host: no need to wait.
+      if holder and age < STALE_S and not gone:
+        raise WorkdirInUse(
+            f'Workdir {self.workdir} is in use by pid {holder["pid"]} on '
+            f'host {holder["host"]} (lock {self.url}, renewed {age:.0f} s '
+            'ago). Wait for that run to end or use another --workdir; the '
+            f'lock of a run that is gone expires {STALE_S} s after its last '
+            'renewal.')
+      logging.warning('Taking over the lock of a run that is gone (%s): %s',
+                      f'pid {holder["pid"]} on this host' if gone else
+                      f'not renewed for {age:.0f} s' if holder else
+                      'unreadable', self.url)
+      self._generation = storage.replace_object(self.url, self._content(),
+                                                generation)
+    self._thread.start()
+    return self
+
+  def _renew(self):
+    while not self._stop.wait(HEARTBEAT_S):
+      renewed = storage.replace_object(self.url, self._content(),
+                                       self._generation)
+      if renewed is None:
+        logging.warning('The lock %s was taken by another run.', self.url)
+        return
+      self._generation = renewed
+
+  def release(self):
+    self._stop.set()
+    if self._thread.is_alive():
+      self._thread.join()
+    storage.delete_object(self.url, self._generation)
+
+
+def _parse(text: str) -> dict:
+  try:
+    holder = json.loads(text)
+  except ValueError:
+    return {}
+  return holder if isinstance(holder, dict) and 'pid' in holder else {}
+
+
 def _usable_workdir(workdir: str):
   """Creates `workdir` if needed, or says in one line why it cannot be."""
-  errors.check_local(workdir, what='Workdir')
   try:
     os.makedirs(workdir, exist_ok=True)
   except FileExistsError:
@@ -140,12 +214,17 @@ def hold(workdir: str):
   Creates the workdir; if it was created here and is left empty (a run that
   failed before writing anything), removes it again.
   """
-  created = not os.path.isdir(workdir)
-  path, error = None, None
+  in_bucket = storage.is_url(workdir)
+  created = not in_bucket and not os.path.isdir(workdir)
+  path, bucket_lock, error = None, None, None
   if jax.process_index() == 0:
     try:
-      _usable_workdir(workdir)
-      path = acquire(workdir)
+      if in_bucket:
+        storage.check_bucket(workdir, what='Workdir')
+        bucket_lock = BucketLock(workdir).acquire()
+      else:
+        _usable_workdir(workdir)
+        path = acquire(workdir)
     except errors.UserError as e:
       error = e
     except OSError as e:  # A read-only workdir, a full disk.
@@ -162,6 +241,8 @@ def hold(workdir: str):
   finally:
     if path is not None:
       release(path)
+    if bucket_lock is not None:
+      bucket_lock.release()
     if created and jax.process_index() == 0:
       with contextlib.suppress(OSError):
         os.rmdir(workdir)  # Only if empty.

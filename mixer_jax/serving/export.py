@@ -17,7 +17,6 @@ runs; its docstring says how each is called."""
 
 import contextlib
 import io
-import json
 import logging as std_logging
 import math
 import os
@@ -30,6 +29,7 @@ import jax.numpy as jnp
 
 from mixer_jax import errors
 from mixer_jax import serving
+from mixer_jax import storage
 from mixer_jax.evals import loading
 from mixer_jax.model import published
 from mixer_jax.training import records
@@ -231,11 +231,11 @@ def previous_export(output: str) -> set[str]:
   """The names of the export already in `output` (its metadata.json lists
   them; a timm export is model.safetensors and config.json)."""
   try:
-    with open(os.path.join(output, 'metadata.json')) as f:
-      return set(json.load(f).get('files', [])) | {'metadata.json'}
+    return set(records.read_json(storage.join(output, 'metadata.json')).get(
+        'files', [])) | {'metadata.json'}
   except (OSError, ValueError, AttributeError):
     pass
-  if os.path.exists(os.path.join(output, 'model.safetensors')):
+  if storage.exists(storage.join(output, 'model.safetensors')):
     return {'model.safetensors', 'config.json'}
   return set()
 
@@ -246,10 +246,10 @@ def check_output(format_name: str, output: str, *, overwrite: bool) -> None:
   if format_name not in FORMATS:
     raise errors.UserError(f'--format={format_name}: one of '
                            f'{", ".join(FORMATS)}.')
-  errors.check_local(output, what='--output')
+  storage.check_bucket(output, what='--output')
   if os.path.isfile(output):
     raise errors.UserError(f'--output={output} is a file: give a directory.')
-  there = sorted(os.listdir(output)) if os.path.isdir(output) else []
+  there = storage.listdir(output)
   if there and not overwrite:
     raise errors.UserError(
         f'--output={output} is not empty ({", ".join(there[:4])}'
@@ -264,25 +264,47 @@ def export(loaded: loading.Loaded, *, format_name: str, output: str,
   A directory that holds anything is left as it is unless `overwrite`, which
   replaces the export there (each folder holds one export, so its
   metadata.json describes its files). Everything is written into a hidden
-  folder inside `output` first and moved into place at the end: a failed
-  export (a full or read-only disk) leaves nothing behind."""
+  folder first (inside `output`, or for a bucket on this host) and moved or
+  uploaded into place at the end: a failed export (a full or read-only
+  disk, a failed upload) leaves nothing behind."""
   check_output(format_name, output, overwrite=overwrite)
-  created = not os.path.isdir(output)
-  os.makedirs(output, exist_ok=True)
-  staging = tempfile.mkdtemp(prefix='.export_', dir=output)
-  names = []
+  in_bucket = storage.is_url(output)
+  created = not in_bucket and not os.path.isdir(output)
+  if not in_bucket:
+    os.makedirs(output, exist_ok=True)
+  staging = tempfile.mkdtemp(prefix='.export_',
+                             dir=None if in_bucket else output)
+  names, placed = [], []
   try:
     names = write_format(loaded, format_name, staging)
     for name in previous_export(output) | set(names):
-      path = os.path.join(output, name)
-      if os.path.isdir(path):
-        shutil.rmtree(path)
-      elif os.path.exists(path):
-        os.remove(path)
+      storage.remove(storage.join(output, name))
     for name in names:
-      os.replace(os.path.join(staging, name), os.path.join(output, name))
+      placed.append(name)
+      _place(os.path.join(staging, name), storage.join(output, name))
+  except BaseException:
+    for name in placed:  # An upload that failed half-way goes too.
+      storage.remove(storage.join(output, name))
+    names = []
+    raise
   finally:
     shutil.rmtree(staging, ignore_errors=True)
     if created and not names:  # Failed: the folder made here goes too.
       shutil.rmtree(output, ignore_errors=True)
-  return [os.path.join(output, name) for name in names]
+  return [storage.join(output, name) for name in names]
+
+
+def _place(source: str, target: str) -> None:
+  """Moves a staged file or folder into place; into a bucket, uploads each
+  file whole."""
+  if not storage.is_url(target):
+    os.replace(source, target)
+    return
+  if not os.path.isdir(source):
+    with open(source, 'rb') as f:
+      storage.write_whole(target, f.read())
+    return
+  for root, _, files in os.walk(source):
+    for name in files:
+      local = os.path.join(root, name)
+      _place(local, storage.join(target, os.path.relpath(local, source)))

@@ -17,8 +17,6 @@ big_vision's evaluators), then the final files."""
 
 import contextlib
 import dataclasses
-import json
-import os
 import time
 from typing import Callable
 
@@ -27,6 +25,7 @@ import jax
 import numpy as np
 
 from mixer_jax import errors
+from mixer_jax import storage
 from mixer_jax.data import input_pipeline
 from mixer_jax.evals import fewshot
 from mixer_jax.evals import scoring
@@ -134,6 +133,7 @@ def _save(run: setup.Run, step: int) -> None:
         f'the parameters at step {step} are not finite; not saving them. '
         'Lower --config.lr and run the same command to resume.')
   run.checkpoints.save(run.state)
+  run.writer.flush()  # A bucket gets the records the checkpoint resumes.
 
 
 def _progress(run: setup.Run, step: int, step_metrics: dict) -> None:
@@ -150,6 +150,7 @@ def _evaluator(run: setup.Run, evaluate: Callable[[dict], dict]):
     found = evaluate(run.state.params)
     run.results.update(found)
     run.writer.write_scalars(step, found)
+    run.writer.flush()
     run.progress.write(f'step {step}: ' + '  '.join(
         f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}'
         for k, v in found.items()))
@@ -254,15 +255,15 @@ def finish(run: setup.Run, *, seconds: float) -> dict:
            'train_seconds_this_run': seconds}
   if run.diverged.total:
     final['diverged_steps'] = run.diverged.total
-  final_path = os.path.join(run.workdir, 'final_metrics.json')
-  if run.last_step <= run.start_step and os.path.exists(final_path):
-    with open(final_path) as f:  # This run trained for 0 seconds.
-      return {**json.load(f), **results, 'train_seconds_this_run': 0.0}
+  final_path = storage.join(run.workdir, 'final_metrics.json')
+  if run.last_step <= run.start_step and storage.exists(final_path):
+    return {**records.read_json(final_path), **results,  # Trained 0 s.
+            'train_seconds_this_run': 0.0}
   if jax.process_index() == 0:
     params = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)),
                           run.state.params)
     try:
-      published.save(os.path.join(run.workdir, 'params.npz'), params,
+      published.save(storage.join(run.workdir, 'params.npz'), params,
                      overwrite=True)
       records.write_json(final_path, final)
     except OSError as e:

@@ -15,9 +15,7 @@
 each learning rate of a grid, pick on minival, score the pick on test (what
 `python -m mixer_jax.transfer` runs; its docstring tells the recipe)."""
 
-import json
 import math
-import os
 import re
 
 from absl import logging
@@ -27,6 +25,7 @@ import numpy as np
 from mixer_jax import config_checks
 from mixer_jax import errors
 from mixer_jax import recipes
+from mixer_jax import storage
 from mixer_jax.data import preflight
 from mixer_jax.evals import evaluation
 from mixer_jax.evals import loading
@@ -98,11 +97,10 @@ def run_config(base, dataset: str, lr: float, overrides: dict, *,
 
 def _finished(workdir: str, total_steps: int):
   """The final metrics of a run that trained all its steps, else None."""
-  path = os.path.join(workdir, 'final_metrics.json')
-  if not os.path.exists(path):
+  path = storage.join(workdir, 'final_metrics.json')
+  if not storage.exists(path):
     return None
-  with open(path) as f:
-    final = json.load(f)
+  final = records.read_json(path)
   return final if final.get('step') == total_steps else None
 
 
@@ -136,8 +134,8 @@ def _check_available(pretrained: str, datasets, overrides: dict) -> None:
 def _fine_tune(config, run_dir: str, *, signals, log):
   """The run's final metrics (trained now, or before), or None where it
   diverged (then or before: its `diverged.txt` says why)."""
-  diverged_path = os.path.join(run_dir, 'diverged.txt')
-  if os.path.exists(diverged_path):
+  diverged_path = storage.join(run_dir, 'diverged.txt')
+  if storage.exists(diverged_path):
     return None
   final = _finished(run_dir, config.total_steps)
   if final is None:
@@ -147,11 +145,11 @@ def _fine_tune(config, run_dir: str, *, signals, log):
     except divergence.Diverged as e:
       logging.warning('%s lr %g diverged, left out of the pick: %s',
                       config.dataset, config.lr, e)
-      os.makedirs(run_dir, exist_ok=True)
-      with open(diverged_path, 'w') as f:
-        f.write(f'{e.reason} Learning rate {config.lr:g} is left out of the '
-                'pick: give smaller rates with --lr_grid (delete this file '
-                'to try this one again).\n')
+      storage.makedirs(run_dir)
+      storage.write_whole(
+          diverged_path, f'{e.reason} Learning rate {config.lr:g} is left '
+          'out of the pick: give smaller rates with --lr_grid (delete this '
+          'file to try this one again).\n')
       return None
   log(f'{config.dataset} lr {config.lr:g}: minival ({config.eval_split}) '
       f'top-1 {final["eval_accuracy"]:.2%}')
@@ -169,7 +167,7 @@ def _task(base, dataset: str, task_dir: str, *, lr_grid, overrides, signals,
   for lr in lr_grid:
     config = run_config(base, dataset, lr, overrides,
                         train_split=train_split, minival=minival)
-    run_dir = os.path.join(task_dir, f'lr_{lr:g}')
+    run_dir = storage.join(task_dir, f'lr_{lr:g}')
     final = _fine_tune(config, run_dir, signals=signals, log=log)
     if final is None:
       diverged.append(lr)
@@ -181,11 +179,10 @@ def _task(base, dataset: str, task_dir: str, *, lr_grid, overrides, signals,
         f'{task_dir}/lr_*/diverged.txt); try smaller ones with --lr_grid.')
   best = max(runs, key=lambda lr: runs[lr][0])  # The first of ties.
   minival_top1, run_dir, config = runs[best]
-  scores_path = os.path.join(task_dir, 'test_scores.json')
+  scores_path = storage.join(task_dir, 'test_scores.json')
   scores = {}
-  if os.path.exists(scores_path):
-    with open(scores_path) as f:
-      scores = json.load(f)
+  if storage.exists(scores_path):
+    scores = records.read_json(scores_path)
   if scores.get('workdir') != run_dir:
     scores = {'workdir': run_dir, 'split': test_split,
               **_test_scores(run_dir, test_split, config.real_dataset)}
@@ -221,15 +218,15 @@ def sweep(*, pretrained: str, workdir: str, datasets, lr_grid,
   base.model.update(model_fields(loaded))
   base.image_size = loaded.image_size
   base.pretrained = pretrained
-  tasks = {dataset: _task(base, dataset, os.path.join(workdir, name),
+  tasks = {dataset: _task(base, dataset, storage.join(workdir, name),
                           lr_grid=lr_grid, overrides=overrides,
                           signals=signals, log=log)
            for dataset, name in zip(datasets, names)}
   result = {'pretrained': pretrained, 'tasks': tasks,
             'avg': float(np.mean([t['top1'] for t in tasks.values()]))}
-  records.write_json(os.path.join(workdir, 'transfer.json'), result)
-  with open(os.path.join(workdir, 'transfer.md'), 'w') as f:
-    f.write(format_row(result))
+  records.write_json(storage.join(workdir, 'transfer.json'), result)
+  storage.write_whole(storage.join(workdir, 'transfer.md'),
+                      format_row(result))
   return result
 
 

@@ -14,12 +14,14 @@
 """Training curves of one or more runs, overlaid, from their metrics.jsonl:
 what `python -m mixer_jax.plot` and the end of every training run draw."""
 
+import io
 import os
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from mixer_jax import errors
+from mixer_jax import storage
 from mixer_jax.training import records
 
 PANELS = (('train_loss', 'train loss'), ('learning_rate', 'learning rate'),
@@ -28,8 +30,8 @@ PANELS = (('train_loss', 'train loss'), ('learning_rate', 'learning rate'),
 
 def curves(workdir: str) -> dict[str, tuple[list, list]]:
   """{metric: (steps, values)} of a run's metrics.jsonl."""
-  path = os.path.join(workdir, 'metrics.jsonl')
-  if not os.path.exists(path):
+  path = storage.join(workdir, 'metrics.jsonl')
+  if not storage.exists(path):
     raise errors.MissingError(f'{workdir} has no metrics.jsonl.')
   found = {name: ([], []) for name, _ in PANELS}
   for record in records.read_jsonl(path):
@@ -59,5 +61,7 @@ def draw(workdirs, path: str) -> str:
         axes.set_yscale('log')
     if axes.lines:
       axes.legend(fontsize='small')
-  figure.savefig(path, dpi=100)
+  image = io.BytesIO()
+  figure.savefig(image, format='png', dpi=100)
+  storage.write_whole(path, image.getvalue())
   return path

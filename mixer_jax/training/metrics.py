@@ -14,55 +14,103 @@
 """Where metrics go: TensorBoard, a JSON-lines file, and the progress line."""
 
 import json
-import os
 import sys
 import time
 from typing import Any, Mapping, Optional
 
 from absl import logging
-from flax.metrics import tensorboard
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
-from tensorboard.compat.proto import event_pb2
-import tensorflow as tf
 from tqdm import auto as tqdm_auto
 
+from mixer_jax import storage
+from mixer_jax.training import events
 from mixer_jax.training import records
+
+
+class Sink:
+  """A file that grows: on a local disk each write is appended at once (a
+  kill loses nothing written); in a bucket, which cannot append, the whole
+  object is written again on flush() when it changed (a kill loses what
+  came after the last flush: no more than the run redoes when it resumes,
+  as the loop flushes with every checkpoint)."""
+
+  def __init__(self, path: str, *, keep: bytes = b''):
+    self._path, self._local = path, not storage.is_url(path)
+    if self._local:
+      storage.write_whole(path, keep)
+      self._file = open(path, 'ab')
+    else:
+      self._content, self._dirty = bytearray(keep), True
+
+  def write(self, data: bytes):
+    if self._local:
+      self._file.write(data)
+      self._file.flush()
+    else:
+      self._content += data
+      self._dirty = True
+
+  def flush(self):
+    if not self._local and self._dirty:
+      storage.write_whole(self._path, bytes(self._content))
+      self._dirty = False
+
+  def close(self):
+    if self._local:
+      self._file.close()
+    else:
+      self.flush()
 
 
 class MetricWriter:
   """TensorBoard events in WORKDIR/tensorboard, every scalar in metrics.jsonl.
 
   metrics.jsonl gets one JSON object per write: {"step": ..., name: value}.
-  Each write reaches the file at once (a kill loses nothing written). A run
-  that resumes from `start_step` first drops the records of later steps, which
-  the run it resumes wrote after its last checkpoint and which are written
-  again. Only the first process writes; on the others this does nothing.
+  A run that resumes from `start_step` first drops the records of later
+  steps, which the run it resumes wrote after its last checkpoint and which
+  are written again. In a bucket the files are written whole on flush(), at
+  most every FLUSH_S and on close. Only the first process writes; on the
+  others this does nothing.
   """
+
+  FLUSH_S = 60
 
   def __init__(self, workdir: str, *, start_step: int = 0):
     self._active = jax.process_index() == 0
     if self._active:
-      logdir = os.path.join(workdir, 'tensorboard')
-      jsonl = os.path.join(workdir, 'metrics.jsonl')
-      records.drop_jsonl_after(jsonl, start_step)
+      logdir = storage.join(workdir, 'tensorboard')
+      jsonl = storage.join(workdir, 'metrics.jsonl')
+      kept = records.read_jsonl(jsonl) if storage.exists(jsonl) else []
+      self._jsonl = Sink(jsonl, keep=records.jsonl_text(
+          [r for r in kept if r.get('step', 0) <= start_step]).encode())
       drop_events_after(logdir, start_step)
-      self._tensorboard = tensorboard.SummaryWriter(logdir, auto_flush=True)
-      self._jsonl = open(jsonl, 'a')
+      storage.makedirs(logdir)
+      self._events = Sink(storage.join(logdir, events.file_name()),
+                          keep=events.first_event())
+      self._flushed = time.monotonic()
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
     if not self._active:
       return
     scalars = {k: float(np.asarray(v)) for k, v in scalars.items()}
-    self._jsonl.write(json.dumps({'step': int(step), **scalars}) + '\n')
-    self._jsonl.flush()
-    for name, value in scalars.items():
-      self._tensorboard.scalar(name, value, step)
+    self._jsonl.write((json.dumps({'step': int(step), **scalars}) + '\n')
+                      .encode())
+    self._events.write(events.scalars(int(step), scalars))
+    if time.monotonic() - self._flushed > self.FLUSH_S:
+      self.flush()
+
+  def flush(self):
+    """Writes what a bucket does not have yet (nothing to do on a disk)."""
+    if self._active:
+      self._jsonl.flush()
+      self._events.flush()
+      self._flushed = time.monotonic()
 
   def close(self):
     if self._active:
-      self._tensorboard.close()
+      self._events.close()
       self._jsonl.close()
 
 
@@ -72,8 +120,8 @@ def missing_record(workdir: str, step: int, key: str) -> bool:
   every process must call this)."""
   missing = False
   if jax.process_index() == 0:
-    path = os.path.join(workdir, 'metrics.jsonl')
-    found = records.read_jsonl(path) if os.path.exists(path) else []
+    path = storage.join(workdir, 'metrics.jsonl')
+    found = records.read_jsonl(path) if storage.exists(path) else []
     missing = not any(r.get('step') == step and any(
         name.startswith(key) for name in r) for r in found)
   if jax.process_count() > 1:
@@ -86,26 +134,14 @@ def drop_events_after(logdir: str, step: int):
 
   A file cut short by a kill keeps the events before the cut.
   """
-  if not os.path.isdir(logdir):
-    return
-  for name in sorted(os.listdir(logdir)):
-    if not name.startswith('events.out.tfevents'):
+  for name in storage.listdir(logdir):
+    if not name.startswith(events.PREFIX):
       continue
-    path = os.path.join(logdir, name)
-    events, damaged = [], False
-    try:
-      for record in tf.data.TFRecordDataset(path):
-        events.append(record.numpy())
-    except tf.errors.DataLossError:
-      damaged = True
-    kept = [r for r in events if event_pb2.Event.FromString(r).step <= step]
-    if len(kept) == len(events) and not damaged:
-      continue
-    partial = path + '.partial'
-    with tf.io.TFRecordWriter(partial) as writer:
-      for record in kept:
-        writer.write(record)
-    os.replace(partial, path)
+    path = storage.join(logdir, name)
+    data = storage.read_bytes(path)
+    kept = events.cut_after(data, step)
+    if kept != data:
+      storage.write_whole(path, kept)
 
 
 def _interactive() -> bool:

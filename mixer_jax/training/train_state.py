@@ -20,7 +20,6 @@ the step (the train stream is a function of it). Published-layout weights
 """
 
 import json
-import os
 from typing import Any, Optional
 
 from absl import logging
@@ -30,6 +29,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from mixer_jax import errors
+from mixer_jax import storage
 
 # Config fields that define the model, its starting point and its data: a
 # workdir trained with other values holds "another model" and is never
@@ -60,26 +60,24 @@ CLASS_NAMES_FILE = 'class_names.json'
 
 def save_class_names(workdir: str, names) -> None:
   """WORKDIR/class_names.json: the dataset's class names in head order."""
-  with open(os.path.join(workdir, CLASS_NAMES_FILE), 'w') as f:
-    json.dump(list(names), f, indent=0)
+  storage.write_whole(storage.join(workdir, CLASS_NAMES_FILE),
+                      json.dumps(list(names), indent=0))
 
 
 def read_class_names(workdir: str) -> tuple[str, ...]:
   """The run's class names; () where the file is missing."""
-  path = os.path.join(workdir, CLASS_NAMES_FILE)
-  if not os.path.exists(path):
+  path = storage.join(workdir, CLASS_NAMES_FILE)
+  if not storage.exists(path):
     return ()
-  with open(path) as f:
-    return tuple(json.load(f))
+  return tuple(json.loads(storage.read_text(path)))
 
 
 def read_config(workdir: str) -> Optional[dict]:
   """WORKDIR/config.json as a dict; None if there is none. A file that is
   not a JSON object (truncated, edited) is a UserError naming it."""
-  path = os.path.join(workdir, 'config.json')
+  path = storage.join(workdir, 'config.json')
   try:
-    with open(path) as f:
-      config = json.load(f)
+    config = json.loads(storage.read_text(path))
   except FileNotFoundError:
     return None
   except (OSError, ValueError) as e:
@@ -101,9 +99,9 @@ class Checkpoints:
 
   def __init__(self, workdir: str, *, config, max_to_keep: int):
     self._workdir, self._config = workdir, config
-    self._config_path = os.path.join(workdir, 'config.json')
+    self._config_path = storage.join(workdir, 'config.json')
     self._check_compatible(config)
-    self._directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+    self._directory = storage.where(storage.join(workdir, 'checkpoints'))
     self._saving = None  # The step of the last save started, until checked.
     self._last_save = None  # The step of the last save started.
     self._manager = ocp.CheckpointManager(
@@ -112,10 +110,10 @@ class Checkpoints:
 
   def begin(self):
     """Creates the checkpoint directory and records the run's config."""
-    os.makedirs(self._directory, exist_ok=True)
+    storage.makedirs(self._directory)
     if jax.process_index() == 0:
-      with open(self._config_path, 'w') as f:
-        f.write(self._config.to_json_best_effort(indent=2, sort_keys=True))
+      storage.write_whole(self._config_path, self._config.to_json_best_effort(
+          indent=2, sort_keys=True))
 
   def _check_compatible(self, config):
     """Refuses a workdir whose model or data differ from `config`."""
@@ -206,20 +204,20 @@ class Checkpoints:
     steps = tuple(s for s in self._manager.all_steps() if s >= first)
     for step in steps:
       self._move(step, 'checkpoints_diverged')
-    return steps, os.path.join(self._workdir, 'checkpoints_diverged')
+    return steps, storage.join(self._workdir, 'checkpoints_diverged')
 
   def _move(self, step: int, folder: str) -> Optional[str]:
     """Moves the checkpoint of `step` into WORKDIR/`folder` (process 0);
     returns where it went there, None on other processes."""
-    aside = os.path.join(self._workdir, folder)
-    target = os.path.join(aside, str(step))
+    aside = storage.join(self._workdir, folder)
+    target = storage.join(aside, str(step))
     if jax.process_index() == 0:
-      os.makedirs(aside, exist_ok=True)
+      storage.makedirs(aside)
       suffix = 0
-      while os.path.exists(target):
+      while storage.exists(target):
         suffix += 1
-        target = os.path.join(aside, f'{step}.{suffix}')
-      os.rename(os.path.join(self._directory, str(step)), target)
+        target = storage.join(aside, f'{step}.{suffix}')
+      storage.rename(storage.join(self._directory, str(step)), target)
     self._manager.reload()
     return target if jax.process_index() == 0 else None
 
@@ -237,7 +235,7 @@ class Checkpoints:
     if step is None or self._manager.is_saving_in_progress():
       return
     self._saving = None
-    if not os.path.isdir(os.path.join(self._directory, str(step))):
+    if not storage.isdir(storage.join(self._directory, str(step))):
       try:
         self._manager.wait_until_finished()
       except Exception as e:  # pylint: disable=broad-except
@@ -249,8 +247,8 @@ class Checkpoints:
   def failed_save(self) -> Optional[int]:
     """The step of the last save started if it left no checkpoint."""
     step = self._last_save
-    if step is None or self._manager.is_saving_in_progress() or os.path.isdir(
-        os.path.join(self._directory, str(step))):
+    if step is None or self._manager.is_saving_in_progress() or (
+        storage.isdir(storage.join(self._directory, str(step)))):
       return None
     return step
 

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 import pytest
 
+from mixer_jax import storage
 from mixer_jax import trainer
 from mixer_jax.model import published
 from tests.conftest import FAST_COMPILE
@@ -172,6 +173,20 @@ def test_two_processes_end_as_one_process_does(two_hosts, tmp_path):
       'final_metrics.json', 'metrics.jsonl', 'params.npz', 'tensorboard']
   assert {'ocdbt.process_0', 'ocdbt.process_1'} <= set(os.listdir(
       os.path.join(workdir, 'checkpoints', '24', 'state')))
+
+
+def test_two_processes_run_in_a_bucket(two_hosts, fake_gcs):
+  """Both processes with their workdir in a Cloud Storage bucket (the fake
+  server): the result of the run on a shared disk, bit for bit."""
+  workdir, _, _ = two_hosts
+  bucket, _ = fake_gcs
+  in_bucket = f'gs://{bucket}/run'
+  launch(in_bucket)
+  jax.tree.map(np.testing.assert_array_equal, load_params(workdir),
+               published.load(storage.join(in_bucket, 'params.npz')))
+  assert {'ocdbt.process_0', 'ocdbt.process_1'} <= set(storage.listdir(
+      storage.join(in_bucket, 'checkpoints', '24', 'state')))
+  assert not storage.exists(storage.join(in_bucket, 'lock'))
 
 
 def forget_after_step_12(source, target):

@@ -106,16 +106,3 @@ def test_a_workdir_that_is_a_file_is_one_error(tmp_path):
     with workdir_lock.hold(str(tmp_path / 'run')):
       pass
   assert (tmp_path / 'run').read_text() == 'not a directory'
-
-
-@pytest.mark.parametrize('workdir', ['gs://bucket/run', 's3://bucket/run'])
-def test_a_cloud_storage_workdir_is_one_error_and_no_local_folder(
-    tmp_path, monkeypatch, workdir):
-  """Until the workdir goes through a path layer that reaches buckets, a URL
-  must not become a local folder named 'gs:' on each host."""
-  monkeypatch.chdir(tmp_path)
-  with pytest.raises(errors.UserError, match=f'Workdir {workdir}: '
-                     r'\w+:// is not supported here yet'):
-    with workdir_lock.hold(workdir):
-      pass
-  assert os.listdir(tmp_path) == []
