@@ -22,7 +22,9 @@ import glob
 import importlib.util
 import logging as std_logging
 import os
+import re
 import sys
+import tempfile
 import threading
 
 from absl import flags
@@ -222,20 +224,73 @@ def compile_only_for_tpu() -> None:
     os.environ.setdefault(name, value)
 
 
-def drop_closed_event_loop_errors() -> None:
-  """Keeps orbax's late reads quiet (for a command's main, which owns the
-  process): after a checkpoint fails to restore, the reads still in flight
-  finish on an event loop that is gone, each printing 'Event loop is closed'
-  (hundreds of tracebacks after a recovery that worked). The failure itself
-  is logged once by train_state; any other unraisable error still prints."""
+def quiet_libraries(*, tensorflow: bool) -> None:
+  """What a command's main does before it loads the library, so that the
+  user reads our lines: other projects' notices and late errors, each
+  explained by a line of ours, stay off the screen (see each function).
+  `tensorflow`: the command reads data with tf.data."""
+  keep_orbax_warnings_only()
+  read_buckets_afresh()
+  drop_orbax_late_errors()
+  if tensorflow:
+    import_tensorflow_quietly()
+
+
+def drop_orbax_late_errors() -> None:
+  """After a checkpoint fails to restore (train_state logs it once and
+  falls back), orbax's reads still in flight end later as 'unraisable'
+  errors, each a traceback: its coroutines raise as they are closed, or
+  finish on an event loop that is gone ('Event loop is closed'). Hundreds
+  of tracebacks after a recovery that worked; any other unraisable error
+  still prints."""
   previous = sys.unraisablehook
 
   def hook(unraisable):
-    if not (isinstance(unraisable.exc_value, RuntimeError) and
-            str(unraisable.exc_value) == 'Event loop is closed'):
+    if not is_orbax_late_error(unraisable):
       previous(unraisable)
 
   sys.unraisablehook = hook
+
+
+def is_orbax_late_error(unraisable) -> bool:
+  if (isinstance(unraisable.exc_value, RuntimeError) and
+      str(unraisable.exc_value) == 'Event loop is closed'):
+    return True
+  code = getattr(unraisable.object, 'cr_code', None)  # A coroutine's.
+  return code is not None and '/orbax/' in code.co_filename
+
+
+# What TensorFlow's C++ start-up writes to stderr and nothing hides (TF 2.20
+# logs through absl before any InitializeLog, so TF_CPP_MIN_LOG_LEVEL has no
+# say): absl's warning about it, and INFO lines ("oneDNN custom operations
+# are on", the CPU instructions it was not built for).
+TENSORFLOW_NOTICES = re.compile(
+    r'WARNING: All log messages before absl::InitializeLog\(\) is called'
+    r'|I\d{4} [\d:. ]+\S+\.cc:\d+\] '
+    r'|To enable the following instructions: ')
+
+
+def import_tensorflow_quietly() -> None:
+  """Imports TensorFlow with stderr (the file descriptor its C++ writes to)
+  held in a file, then writes back every line but TENSORFLOW_NOTICES: its
+  warnings and errors still reach the user, after the import."""
+  if 'tensorflow' in sys.modules or not importlib.util.find_spec('tensorflow'):
+    return
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as held:
+    os.dup2(held.fileno(), 2)
+    try:
+      import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      held.seek(0)
+      for line in held.read().decode(errors='replace').splitlines(True):
+        if not TENSORFLOW_NOTICES.match(line):
+          sys.stderr.write(line)
+      sys.stderr.flush()
 
 
 def read_buckets_afresh() -> None:
@@ -251,19 +306,23 @@ def read_buckets_afresh() -> None:
 
 
 def keep_orbax_warnings_only() -> None:
-  """Orbax logs every step of every save at INFO, tfds warns of each folder
-  in its data dir that holds no prepared dataset, and gcsfs of each bucket
-  whose type it cannot ask without credentials (a Cloud Storage emulator):
-  a command's main drops these from the log (orbax's warnings stay)."""
+  """Orbax logs every step of every save at INFO, and each failed write of a
+  save (a full disk) as an error with its traceback, five times over, before
+  our line that explains it; tfds warns of each folder in its data dir that
+  holds no prepared dataset, and gcsfs of each bucket whose type it cannot
+  ask without credentials (a Cloud Storage emulator). A command's main drops
+  these from the log; orbax's warnings and errors stay, a line each."""
   logging.get_absl_handler().addFilter(not_a_library_notice)
   std_logging.getLogger('gcsfs').addFilter(not_a_library_notice)
 
 
 def not_a_library_notice(record: std_logging.LogRecord) -> bool:
   """False for orbax's INFO records, tfds's 'Variant folder' warnings and
-  gcsfs's 'Could not determine bucket type' ones."""
-  if '/orbax/' in record.pathname and record.levelno < std_logging.WARNING:
-    return False
+  gcsfs's 'Could not determine bucket type' ones; orbax's records are kept
+  without their tracebacks."""
+  if '/orbax/' in record.pathname:
+    record.exc_info = record.exc_text = None
+    return record.levelno >= std_logging.WARNING
   if '/gcsfs/' in record.pathname and str(record.msg).startswith(
       'Could not determine bucket type'):
     return False

@@ -79,14 +79,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   # The library (jax, TensorFlow, orbax) loads once the flags are good.
+  cli.quiet_libraries(tensorflow=True)
   from mixer_jax.data import sources  # pylint: disable=g-import-not-at-top
   from mixer_jax import storage  # pylint: disable=g-import-not-at-top
   from mixer_jax.evals import evaluation  # pylint: disable=g-import-not-at-top
   cli.leave_out_an_absent_tpu()
   sources.keep_tensorflow_off_accelerators()
-  cli.keep_orbax_warnings_only()  # --step restores an orbax checkpoint.
-  cli.read_buckets_afresh()
-  cli.drop_closed_event_loop_errors()
   try:
     loaded, config = evaluation.model_and_config(
         workdir=FLAGS.workdir, step=FLAGS.step, pretrained=FLAGS.pretrained,

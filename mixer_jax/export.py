@@ -93,11 +93,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   # The library (jax; TensorFlow for savedmodel) loads once the flags are good.
+  cli.quiet_libraries(tensorflow=FLAGS.format == 'savedmodel')
   from mixer_jax.evals import loading  # pylint: disable=g-import-not-at-top
   from mixer_jax.serving import export  # pylint: disable=g-import-not-at-top
   cli.leave_out_an_absent_tpu()
-  cli.keep_orbax_warnings_only()
-  cli.read_buckets_afresh()
   if FLAGS.format == 'savedmodel':
     from mixer_jax.data import sources  # pylint: disable=g-import-not-at-top
     sources.keep_tensorflow_off_accelerators()

@@ -97,13 +97,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   # The library (jax, TensorFlow) loads once the flags are good.
+  cli.quiet_libraries(tensorflow=True)
   from mixer_jax.data import sources  # pylint: disable=g-import-not-at-top
   from mixer_jax import storage  # pylint: disable=g-import-not-at-top
   from mixer_jax.evals import evaluation  # pylint: disable=g-import-not-at-top
   from mixer_jax.evals import fewshot  # pylint: disable=g-import-not-at-top
   cli.leave_out_an_absent_tpu()
-  cli.keep_orbax_warnings_only()
-  cli.read_buckets_afresh()
   sources.keep_tensorflow_off_accelerators()
   try:
     if FLAGS.suite and (FLAGS.dataset or FLAGS.train_split or

@@ -33,9 +33,8 @@ def main(argv):
     raise app.UsageError(
         'Usage: python -m mixer_jax.plot WORKDIR [WORKDIR ...]')
   # matplotlib loads once the arguments are good.
+  cli.quiet_libraries(tensorflow=False)
   from mixer_jax.training import curves  # pylint: disable=g-import-not-at-top
-  cli.keep_orbax_warnings_only()  # A workdir in a bucket: gcsfs's notices.
-  cli.read_buckets_afresh()
   try:
     print(curves.draw(argv[1:], os.path.join(argv[1], 'curves.png')))
   except errors.UserError as e:

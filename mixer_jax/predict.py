@@ -58,13 +58,12 @@ def format_table(results) -> str:
 
 def main(argv):
   # The library (jax, TensorFlow) loads once the flags are good.
+  cli.quiet_libraries(tensorflow=True)
   from mixer_jax.data import sources  # pylint: disable=g-import-not-at-top
   from mixer_jax import storage  # pylint: disable=g-import-not-at-top
   from mixer_jax.evals import inference  # pylint: disable=g-import-not-at-top
   from mixer_jax.evals import loading  # pylint: disable=g-import-not-at-top
   cli.leave_out_an_absent_tpu()
-  cli.keep_orbax_warnings_only()
-  cli.read_buckets_afresh()
   sources.keep_tensorflow_off_accelerators()
   try:
     files = inference.image_files(argv[1:])

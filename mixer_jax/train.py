@@ -66,6 +66,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   # The library (jax, TensorFlow, orbax) loads once the flags are good.
+  cli.quiet_libraries(tensorflow=True)
   import jax  # pylint: disable=g-import-not-at-top
   from mixer_jax import storage  # pylint: disable=g-import-not-at-top
   from mixer_jax import trainer  # pylint: disable=g-import-not-at-top
@@ -73,10 +74,7 @@ def main(argv):
   from mixer_jax.multihost import preemption  # pylint: disable=g-import-not-at-top
   from mixer_jax.training import curves  # pylint: disable=g-import-not-at-top
   cli.leave_out_an_absent_tpu()
-  cli.keep_orbax_warnings_only()
-  cli.read_buckets_afresh()
   cli.initialize_distributed('mixer_jax.train')
-  cli.drop_closed_event_loop_errors()
   if jax.process_index() and not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # One voice: process 0's.
   sources.keep_tensorflow_off_accelerators()

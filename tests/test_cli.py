@@ -88,10 +88,46 @@ def test_a_config_file_that_fails_is_its_error_alone():
 @pytest.mark.parametrize('path, level, message, kept', [
     ('/x/orbax/checkpoint/a.py', logging.INFO, 'Saving step 4', False),
     ('/x/orbax/checkpoint/a.py', logging.WARNING, 'Slow save', True),
+    ('/x/orbax/checkpoint/a.py', logging.ERROR, 'Save failed', True),
     ('/x/tensorflow_datasets/core/utils/file_utils.py', logging.WARNING,
      'Variant folder %s has no %s', False),
     ('/x/tensorflow_datasets/core/load.py', logging.WARNING, 'Other', True),
+    ('/x/gcsfs/core.py', logging.WARNING, 'Could not determine bucket type',
+     False),
     ('/x/mixer_jax/train.py', logging.INFO, 'Variant folder', True)])
 def test_library_notices_are_dropped(path, level, message, kept):
   record = logging.LogRecord('absl', level, path, 1, message, None, None)
   assert cli.not_a_library_notice(record) is kept
+
+
+@pytest.mark.parametrize('path, traceback_kept', [
+    ('/x/orbax/checkpoint/_src/futures/future.py', False),
+    ('/x/mixer_jax/training/train_state.py', True)])
+def test_orbax_errors_are_kept_without_their_tracebacks(path, traceback_kept):
+  try:
+    raise ValueError('RESOURCE_EXHAUSTED: No space left on device')
+  except ValueError:
+    record = logging.LogRecord('absl', logging.ERROR, path, 1, 'failed',
+                               None, sys.exc_info())
+  assert cli.not_a_library_notice(record)
+  assert (record.exc_info is not None) is traceback_kept
+  assert ('Traceback' in logging.Formatter().format(record)) is traceback_kept
+
+
+@pytest.mark.parametrize('line, dropped', [
+    ('WARNING: All log messages before absl::InitializeLog() is called are '
+     'written to STDERR\n', True),
+    ('I0000 00:00:1796644141.166945   27823 port.cc:153] oneDNN custom '
+     'operations are on. You may see slightly different numerical results\n',
+     True),
+    ('I0000 00:00:1796644180.476783   28255 cpu_feature_guard.cc:227] This '
+     'TensorFlow binary is optimized to use available CPU instructions\n', True),
+    ('To enable the following instructions: AVX2 FMA, in other operations, '
+     'rebuild TensorFlow with the appropriate compiler flags.\n', True),
+    ('E0000 00:00:1796644180.5 1 cuda_dnn.cc:8310] Unable to register cuDNN '
+     'factory\n', False),
+    ('W0000 00:00:1796644180.5 1 gpu_device.cc:2344] Cannot dlopen some GPU '
+     'libraries.\n', False),
+    ('Traceback (most recent call last):\n', False)])
+def test_only_tensorflows_start_up_notices_are_dropped(line, dropped):
+  assert bool(cli.TENSORFLOW_NOTICES.match(line)) is dropped

@@ -18,8 +18,10 @@ COMMANDS = ('train', 'evaluate', 'fewshot', 'transfer', 'predict', 'export',
 MAX_CHAIN = 8
 # The library modules that may import TensorFlow: they run tf.data or tfds
 # (or, in serving/export.py, write a SavedModel, deferred to that format).
-TENSORFLOW_USERS = {'data.input_pipeline', 'data.preflight', 'data.preprocess',
-                    'data.sources', 'serving.export'}
+# cli imports it first for a command that uses it, to keep its start-up
+# notices off stderr.
+TENSORFLOW_USERS = {'cli', 'data.input_pipeline', 'data.preflight',
+                    'data.preprocess', 'data.sources', 'serving.export'}
 
 CHECK = '''
 import pkgutil, importlib

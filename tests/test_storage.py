@@ -114,3 +114,17 @@ def test_a_lock_of_a_killed_process_on_this_host_is_taken_over(fake_gcs):
   with workdir_lock.hold(workdir):
     text, _ = storage.read_object(storage.join(workdir, 'lock'))
     assert json.loads(text)['pid'] == os.getpid()
+
+
+def test_no_credentials_is_one_line(monkeypatch, tmp_path):
+  """Outside a cloud VM and without `gcloud auth application-default
+  login`: the way to get credentials, in one line."""
+  for name in ('STORAGE_EMULATOR_HOST', 'GOOGLE_APPLICATION_CREDENTIALS'):
+    monkeypatch.delenv(name, raising=False)
+  monkeypatch.setenv('CLOUDSDK_CONFIG', str(tmp_path))
+  monkeypatch.setenv('GCE_METADATA_HOST', '127.0.0.1:9')  # No metadata
+  monkeypatch.setenv('GCE_METADATA_IP', '127.0.0.1:9')  # server here.
+  with pytest.raises(errors.UserError, match=r'^Workdir gs://b/run: no '
+                     'credentials for Cloud Storage .*application-default '
+                     r"login'\)\.$"):
+    storage.check_bucket('gs://b/run', what='Workdir')

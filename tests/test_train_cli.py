@@ -1,7 +1,10 @@
 """The train CLI as a user meets it: one line per expected error, exit codes,
 and a full disk (on a small tmpfs, where this machine lets us mount one)."""
 
+import glob
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -10,6 +13,8 @@ import pytest
 from mixer_jax import cli
 from mixer_jax import errors
 from mixer_jax import trainer
+from tests.conftest import ROOT
+from tests.conftest import SMALL_DIGITS_FLAGS
 from tests.conftest import last_line
 from tests.conftest import run_train
 from tests.conftest import small_digits_config
@@ -63,21 +68,91 @@ def fill(mount, *, leave: int):
     f.write(b'\0' * (stat.f_bavail * stat.f_frsize - leave))
 
 
+OURS = {os.path.basename(p) for p in glob.glob(
+    os.path.join(ROOT, 'mixer_jax', '**', '*.py'), recursive=True)}
+
+
+LOG_RECORD = re.compile(r'[IWEF]\d{4} [\d:.]+ +\d+ (\S+):\d+\] ')
+
+
+def foreign_lines(stderr: str) -> list:
+  """The lines of stderr that are not absl log records of our modules."""
+  return [line for line in stderr.splitlines()
+          if not ((record := LOG_RECORD.match(line)) and record[1] in OURS)]
+
+
 @pytest.mark.slow
-def test_a_full_disk_stops_the_run_with_earlier_checkpoints_intact(
+def test_a_run_and_a_damaged_checkpoint_speak_in_our_lines_only(tmp_path):
+  """TensorFlow's start-up notices and orbax's late reads of a damaged
+  checkpoint (hundreds of tracebacks) stay off stderr."""
+  workdir = str(tmp_path / 'run')
+  flags = (*SMALL_DIGITS_FLAGS, '--config.eval_every=100')
+  result = run_train(workdir, *flags)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert foreign_lines(result.stderr) == []
+  for data in glob.glob(os.path.join(workdir, 'checkpoints', '8', 'state',
+                                     '**', 'd', '*'), recursive=True):
+    os.truncate(data, 10)
+  result = run_train(workdir, *flags, '--config.total_steps=12')
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert 'The checkpoint of step 8 is damaged' in result.stderr
+  assert foreign_lines(result.stderr) == []
+  assert len(result.stderr.splitlines()) < 15
+
+
+@pytest.mark.slow
+def test_a_full_disk_ends_in_one_line_with_earlier_checkpoints_intact(
     small_disk):
   workdir = str(small_disk / 'run')
-  config = small_digits_config(total_steps=12, eval_every=100)
-  trainer.train_and_evaluate(config, workdir, stop_at_step=4)
+  flags = (*SMALL_DIGITS_FLAGS, '--config.eval_every=100')
+  assert run_train(workdir, *flags, '--config.total_steps=4').returncode == 0
   fill(small_disk, leave=64 * 1024)
-  with pytest.raises(errors.DiskFullError,
-                     match='no space left on device while saving the '
-                     r'checkpoint of step 8 \(noticed at step .*\): .* the '
-                     'checkpoints saved before are intact'):
-    trainer.train_and_evaluate(config, workdir)
+  result = run_train(workdir, *flags, '--config.total_steps=12')
+  assert result.returncode == 1
+  assert 'Traceback' not in result.stderr
+  assert re.match(
+      r'mixer_jax\.train: error: no space left on device while saving the '
+      r'checkpoint of step 8 \(noticed at step \d+\): .* the checkpoints '
+      'saved before are intact', last_line(result.stderr))
   assert '4' in os.listdir(os.path.join(workdir, 'checkpoints'))
   os.remove(small_disk / 'filler')
-  assert trainer.train_and_evaluate(config, workdir)['step'] == 12
+  result = run_train(workdir, *flags, '--config.total_steps=12')
+  assert result.returncode == 0, result.stderr[-2000:]
+  with open(os.path.join(workdir, 'final_metrics.json')) as f:
+    assert json.load(f)['step'] == 12
+
+
+ASYNC_READ = """
+import types
+
+@types.coroutine
+def suspend():
+  yield
+
+async def read():
+  try:
+    await suspend()
+  finally:
+    raise Exception('Encountered error while reading array index')
+"""
+
+
+@pytest.mark.parametrize('filename, dropped', [
+    ('/x/orbax/checkpoint/_src/serialization/serialization.py', True),
+    ('/x/mixer_jax/evals/loading.py', False)])
+def test_an_orbax_read_closed_late_is_dropped_and_others_kept(
+    monkeypatch, filename, dropped):
+  seen = []
+  monkeypatch.setattr(sys, 'unraisablehook',
+                      lambda u: seen.append(str(u.exc_value)))
+  cli.drop_orbax_late_errors()
+  scope = {}
+  exec(compile(ASYNC_READ, filename, 'exec'), scope)  # pylint: disable=exec-used
+  read = scope['read']()
+  read.send(None)
+  del read  # Closed while suspended: its `finally` raises, unraisable.
+  assert seen == ([] if dropped else
+                  ['Encountered error while reading array index'])
 
 
 def test_late_closed_event_loop_errors_are_dropped_and_others_kept(
@@ -85,7 +160,7 @@ def test_late_closed_event_loop_errors_are_dropped_and_others_kept(
   seen = []
   monkeypatch.setattr(sys, 'unraisablehook',
                       lambda u: seen.append(str(u.exc_value)))
-  cli.drop_closed_event_loop_errors()
+  cli.drop_orbax_late_errors()
 
   class Raises:
     def __init__(self, message):

@@ -171,7 +171,7 @@ class Checkpoints:
       except Exception as e:  # pylint: disable=broad-except
         failed.append((step, e))
         logging.warning('Checkpoint of step %d does not restore: %s', step,
-                        errors.describe(e))
+                        errors.describe(e)[:300])
         continue
       for bad, error in failed:
         self._move_aside(bad, error)
