@@ -167,6 +167,16 @@ def write_digits_folder(root, names=('zero', 'one', 'two')):
   return str(root)
 
 
+def upload(local, url: str) -> None:
+  """Copies file or folder `local` to `url` (gs://...), file by file."""
+  from mixer_jax import storage  # pylint: disable=g-import-not-at-top
+  local = pathlib.Path(local)
+  for path in [local] if local.is_file() else local.rglob('*'):
+    if path.is_file():
+      storage.write_whole(storage.join(url, str(path.relative_to(local)))
+                          if path != local else url, path.read_bytes())
+
+
 @pytest.fixture
 def http_server(tmp_path):
   """Serves tmp_path/served over http on localhost; counts GET requests."""

@@ -32,7 +32,6 @@ import collections
 import dataclasses
 import functools
 import math
-import os
 from typing import Iterator
 
 import jax
@@ -42,6 +41,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from mixer_jax import errors
+from mixer_jax.data import preflight
 from mixer_jax.data import preprocess
 from mixer_jax.data import sources
 
@@ -142,7 +142,7 @@ def get_info(config) -> DatasetInfo:
         'least two.')
   train_ranges = split_ranges(source, config.train_split)
   eval_ranges = split_ranges(source, config.eval_split)
-  if os.path.isdir(config.dataset):
+  if preflight.is_folder(config.dataset):
     sources.check_folder_classes(config.dataset, list(dict.fromkeys(
         name for name, _, _ in train_ranges + eval_ranges)))
   return DatasetInfo(source.num_classes, _num_examples(train_ranges),

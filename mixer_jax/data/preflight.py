@@ -46,11 +46,17 @@ def reachable(url: str, *, timeout: float = 3.0) -> bool:
     return False
 
 
+def is_folder(dataset: str) -> bool:
+  """Whether config.dataset names a folder of images: one on disk, or a
+  URL (gs://...; no tfds name holds '://')."""
+  return '://' in dataset or os.path.isdir(dataset)
+
+
 def missing_dataset(config, dataset=None):
   """What is missing of a tfds dataset (default: config.dataset) that cannot
   be fetched, or None."""
   dataset = dataset or config.dataset
-  if dataset == 'digits' or os.path.isdir(dataset):
+  if dataset == 'digits' or is_folder(dataset):
     return None
   try:
     builder = tfds.builder(dataset, data_dir=config.tfds_data_dir)

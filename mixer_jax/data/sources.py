@@ -21,7 +21,6 @@ and range, a reader of one record by index, and a decoder.
 import bisect
 import dataclasses
 import functools
-import os
 import random
 from typing import Callable, Mapping, Optional, Sequence
 
@@ -30,6 +29,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from mixer_jax import errors
+from mixer_jax import storage
 from mixer_jax.data import preflight
 from mixer_jax.multihost import leader
 
@@ -280,22 +280,35 @@ def digits_source() -> Source:
 
 def _folder_images(root: str, split: str) -> dict[str, list[str]]:
   """{class: its image files} of DIR/<split>/<class>/, as ImageFolder sees."""
-  split_dir = os.path.join(root, split)
+  split_dir = storage.join(root, split)
   classes = {}
-  for name in sorted(tf.io.gfile.listdir(split_dir)):
-    name = name.rstrip('/')
-    class_dir = os.path.join(split_dir, name)
-    if tf.io.gfile.isdir(class_dir):
-      classes[name] = sorted(
-          os.path.join(class_dir, f) for f in tf.io.gfile.listdir(class_dir)
-          if f.lower().endswith(_FOLDER_IMAGE_TYPES))
+  for name in storage.listdir(split_dir):
+    class_dir = storage.join(split_dir, name)
+    if storage.isdir(class_dir):
+      classes[name] = [storage.join(class_dir, f)
+                       for f in storage.listdir(class_dir)
+                       if f.lower().endswith(_FOLDER_IMAGE_TYPES)]
   return classes
+
+
+def file_reader(root: str) -> Callable[[tf.Tensor], tf.Tensor]:
+  """A tf.data function from a file's path to its bytes: tf.io.read_file
+  on disk; in a bucket, storage's client (etils.epath), file by file."""
+  if not storage.is_url(root):
+    return tf.io.read_file
+
+  def read(path: tf.Tensor) -> tf.Tensor:
+    data = tf.numpy_function(lambda p: storage.read_bytes(p.decode()),
+                             [path], tf.string, stateful=False)
+    return tf.ensure_shape(data, [])
+
+  return read
 
 
 def check_folder_classes(root: str, splits) -> None:
   """Raises errors.UserError for empty class folders or differing classes."""
   found = {split: _folder_images(root, split) for split in splits}
-  empty = [os.path.join(root, split, name) for split, classes in found.items()
+  empty = [storage.join(root, split, name) for split, classes in found.items()
            for name, files in classes.items() if not files]
   if empty:
     raise errors.UserError(
@@ -312,12 +325,12 @@ def check_folder_classes(root: str, splits) -> None:
           f'{only(other, first)}. Both need the same class folders.')
 
 
-def undecodable_files(paths) -> list[str]:
+def undecodable_files(paths, read=tf.io.read_file) -> list[str]:
   """The files among `paths` that are no image tf.io.decode_image reads."""
   paths = list(paths)
   ds = tf.data.Dataset.from_tensor_slices(tf.constant(paths, tf.string))
-  ds = ds.map(lambda path: (path, tf.shape(_decode_image(tf.io.read_file(
-      path)))), num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+  ds = ds.map(lambda path: (path, tf.shape(_decode_image(read(path)))),
+              num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
   good = {path.decode() for path, _ in ds.as_numpy_iterator()}
   return [path for path in paths if path not in good]
 
@@ -329,10 +342,12 @@ def folder_tables(root: str) -> tuple[dict[str, tuple[np.ndarray,
   in tfds ImageFolder's order: classes sorted over all splits, each split's
   files listed class by class and shuffled by a Random seeded with the
   split's name, so that 'train[:90%]' holds every class."""
+  storage.check_bucket(root, what='Dataset folder')
+  if not storage.isdir(root):
+    raise errors.MissingError(f'Dataset folder {root} does not exist.')
   found = {}
-  for name in sorted(tf.io.gfile.listdir(root)):
-    name = name.rstrip('/')
-    if tf.io.gfile.isdir(os.path.join(root, name)):
+  for name in storage.listdir(root):
+    if storage.isdir(storage.join(root, name)):
       found[name] = _folder_images(root, name)
   classes = sorted({c for images in found.values() for c in images})
   tables = {}
@@ -354,12 +369,14 @@ def folder_source(root: str) -> Source:
         f'No images in {root}: expected '
         f'{root}/<split>/<class>/*.jpg|png.')
 
-  def bad_images(splits):
-    return undecodable_files(path for split in splits for files in
-                             _folder_images(root, split).values()
-                             for path in files)
+  read = file_reader(root)
 
-  lookup = table_lookup(tables, tf.io.read_file)
+  def bad_images(splits):
+    return undecodable_files((path for split in splits for files in
+                              _folder_images(root, split).values()
+                              for path in files), read)
+
+  lookup = table_lookup(tables, read)
   return Source(len(class_names),
                 _split_infos({k: len(v[1]) for k, v in tables.items()}),
                 _read_by_index(lookup), lookup, _decode_image,
@@ -369,7 +386,7 @@ def folder_source(root: str) -> Source:
 def num_classes(config) -> int:
   """config.dataset's class count, without reading or preparing its data
   (a tfds builder knows its features from its code)."""
-  if config.dataset == 'digits' or os.path.isdir(config.dataset):
+  if config.dataset == 'digits' or preflight.is_folder(config.dataset):
     return get_source(config).num_classes
   try:
     features = tfds.builder(config.dataset,
@@ -384,6 +401,6 @@ def num_classes(config) -> int:
 def get_source(config) -> Source:
   if config.dataset == 'digits':
     return digits_source()
-  if os.path.isdir(config.dataset):
+  if preflight.is_folder(config.dataset):
     return folder_source(config.dataset)
   return tfds_source(config)

@@ -37,6 +37,7 @@ import numpy as np
 import tqdm
 
 from mixer_jax import errors
+from mixer_jax import storage
 from mixer_jax.model import resolution
 from mixer_jax.multihost import leader
 
@@ -101,15 +102,7 @@ def save(path: Union[str, os.PathLike], params: Params, *,
   flat = traverse_util.flatten_dict(_to_numpy(params), sep='/')
   buffer = io.BytesIO()
   np.savez(buffer, **flat)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  partial = path.parent / f'.{path.name}.partial'
-  try:
-    partial.write_bytes(buffer.getvalue())
-    partial.replace(path)
-  except BaseException:
-    if partial.exists():
-      partial.unlink()
-    raise
+  storage.write_whole(path, buffer.getvalue())
 
 
 def _to_numpy(params: Params) -> dict:

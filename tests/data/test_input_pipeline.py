@@ -22,6 +22,7 @@ from mixer_jax.data import sources
 from tests.conftest import ROOT
 from tests.conftest import examples
 from tests.conftest import synthetic_cifar10_manual_dir
+from tests.conftest import upload
 from tests.conftest import write_digits_folder
 
 tfds.disable_progress_bar()
@@ -290,6 +291,26 @@ def test_folder_order_is_tfds_image_folders(folder):
     ours = [(ex['image'], ex['label'])
             for ex in source.read(split, 0, n).as_numpy_iterator()]
     assert ours == theirs
+
+
+def test_a_folder_in_a_bucket_reads_as_on_disk(folder, fake_gcs):
+  """The same images, classes, splits and batches from gs://BUCKET/DIR as
+  from DIR (a bucket's files read through storage)."""
+  root, _ = folder
+  url = f'gs://{fake_gcs[0]}/images'
+  upload(root, url)
+  on_disk, in_bucket = (make_config(dataset=d, batch_size=4, eval_batch_size=4)
+                        for d in (str(root), url))
+  assert (input_pipeline.get_info(in_bucket) ==
+          input_pipeline.get_info(on_disk))
+  assert_same_batches(take(input_pipeline.train_iterator(in_bucket), 4),
+                      take(input_pipeline.train_iterator(on_disk), 4))
+  assert (collect(input_pipeline.eval_iterator(in_bucket)) ==
+          collect(input_pipeline.eval_iterator(on_disk)))
+  in_bucket.dataset = f'gs://{fake_gcs[0]}/nothing'
+  with pytest.raises(errors.MissingError, match=(
+      f'Dataset folder gs://{fake_gcs[0]}/nothing does not exist.')):
+    input_pipeline.get_info(in_bucket)
 
 
 @pytest.mark.parametrize('dataset', ['digits', 'folder'])

@@ -266,15 +266,26 @@ def test_cache_root_honours_the_environment(monkeypatch, tmp_path):
   assert published.cache_root() == epath.Path(tmp_path / 'xdg/mixer_jax')
 
 
-def test_url_is_downloaded_once_into_the_cache(http_server, tmp_path):
+@pytest.mark.parametrize('cache_in', ['a folder', 'a bucket'])
+def test_url_is_downloaded_once_into_the_cache(http_server, tmp_path, cache_in,
+                                               request):
   url, served, requests = http_server
   (served / 'w.npz').write_bytes(FIXTURE.read_bytes())
-  cache = tmp_path / 'cache'
+  cache = (tmp_path / 'cache' if cache_in == 'a folder' else
+           f'gs://{request.getfixturevalue("fake_gcs")[0]}/cache')
   first = published.fetch(f'{url}/w.npz', cache_dir=cache)
   second = published.fetch(f'{url}/w.npz', cache_dir=cache)
   assert first == second and requests == ['/w.npz']
+  assert str(first).startswith(str(cache))
   assert first.read_bytes() == FIXTURE.read_bytes()
   assert_trees_equal(published.load(first), published.load(FIXTURE))
+
+
+def test_a_checkpoint_in_a_bucket_loads_as_on_disk(fake_gcs):
+  url = f'gs://{fake_gcs[0]}/w.npz'
+  epath.Path(url).write_bytes(FIXTURE.read_bytes())
+  assert_trees_equal(published.load(published.fetch(url)),
+                     published.load(FIXTURE))
 
 
 def test_failed_download_says_where_to_put_the_file(http_server, tmp_path):

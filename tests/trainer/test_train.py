@@ -1,5 +1,6 @@
 """Tests for mixer_jax.train: the loop, data parallelism, eval, resume."""
 
+import io
 import json
 import os
 import types
@@ -10,6 +11,7 @@ import pytest
 
 from mixer_jax import errors
 from mixer_jax import recipes
+from mixer_jax import storage
 from mixer_jax import train
 from mixer_jax import trainer
 from mixer_jax.data import input_pipeline
@@ -200,15 +202,11 @@ def test_auto_accum_steps_trains_as_the_accumulation_it_picks(
 
 def test_a_full_disk_at_the_final_write_is_one_error_and_leaves_no_partial(
     tmp_path, monkeypatch):
-  write_bytes = published.epath.Path.write_bytes
-
-  def full_disk(self, data):
-    if not str(self).startswith(str(tmp_path)):  # JAX's compilation cache.
-      return write_bytes(self, data)
-    with open(self, 'wb') as f:
-      f.write(data[:len(data) // 2])
-    raise OSError(28, os.strerror(28))
-  monkeypatch.setattr(published.epath.Path, 'write_bytes', full_disk)
+  class FullDisk(io.FileIO):
+    def write(self, data):
+      super().write(data[:len(data) // 2])
+      raise OSError(28, os.strerror(28))
+  monkeypatch.setattr(storage, 'open', FullDisk, raising=False)
   run = types.SimpleNamespace(
       workdir=str(tmp_path), start_step=0, last_step=8, results={},
       train_metrics={}, diverged=types.SimpleNamespace(total=0),

@@ -3,6 +3,7 @@ localhost, reached as the clients document it): killed with kill -9 after
 its first checkpoint, it resumes to the result of a run never stopped; the
 other commands read it there, export writes there; no local 'gs:' folder."""
 
+import functools
 import json
 import os
 import subprocess
@@ -12,13 +13,16 @@ import time
 import pytest
 
 from mixer_jax import storage
+from mixer_jax.trainer import transfer
 from mixer_jax.training import records
 from tests.conftest import DIGITS_RUN
 from tests.conftest import last_line
 from tests.conftest import override_flags
 from tests.conftest import ROOT
 from tests.conftest import SMALL_DIGITS_FLAGS
+from tests.conftest import upload
 from tests.conftest import write_digit_images
+from tests.conftest import write_digits_folder
 
 pytestmark = pytest.mark.slow
 FLAGS = (f'--config={ROOT}/configs/digits.py', *SMALL_DIGITS_FLAGS,
@@ -86,6 +90,31 @@ def test_a_killed_run_in_a_bucket_resumes_and_every_command_reads_it(
   assert json.loads(storage.read_text(f'gs://{bucket}/exported/metadata.json'))[
       'files'] == ['model.bin', 'metadata.json']
   assert os.listdir(tmp_path) == ['images']  # No local 'gs:' folder.
+
+
+def test_a_sweep_in_a_bucket_equals_one_on_disk(fake_gcs, digits_run,
+                                               tmp_path):
+  """transfer with its checkpoint, image folder and workdir all in the
+  bucket: the result of the same sweep on disk, its table written there."""
+  bucket = f'gs://{fake_gcs[0]}'
+  pretrained = os.path.join(digits_run[0], 'params.npz')
+  folder = write_digits_folder(tmp_path / 'three')
+  upload(pretrained, f'{bucket}/params.npz')
+  upload(folder, f'{bucket}/three')
+  sweep = functools.partial(transfer.sweep, lr_grid=(0.01,), overrides=dict(
+      batch_size=32, eval_batch_size=64, total_steps=4, warmup_steps=1,
+      eval_every=4, progress_every=2, checkpoint_every=2, eval_pp='resize'))
+  on_disk = sweep(pretrained=pretrained, workdir=str(tmp_path / 'transfer'),
+                  datasets=[folder])
+  in_bucket = sweep(pretrained=f'{bucket}/params.npz',
+                    workdir=f'{bucket}/transfer', datasets=[f'{bucket}/three'])
+  without_workdir = lambda task: {k: v for k, v in task.items()
+                                   if k != 'workdir'}
+  assert (without_workdir(in_bucket['tasks'][f'{bucket}/three']) ==
+          without_workdir(on_disk['tasks'][folder]))
+  assert records.read_json(f'{bucket}/transfer/transfer.json') == in_bucket
+  assert storage.listdir(f'{bucket}/transfer') == [
+      'three', 'transfer.json', 'transfer.md']
 
 
 @pytest.mark.parametrize('where, endpoint, expected', [
