@@ -104,8 +104,10 @@ def override_flags(overrides: dict) -> tuple:
 
 
 def read_jsonl(workdir):
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [json.loads(line) for line in f]
+  """The records of WORKDIR/metrics.jsonl, on disk or in a bucket."""
+  from mixer_jax import storage  # pylint: disable=g-import-not-at-top
+  return [json.loads(line) for line in storage.read_text(
+      storage.join(workdir, 'metrics.jsonl')).splitlines()]
 
 
 def train_command(workdir, *flags):

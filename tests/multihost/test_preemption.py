@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from mixer_jax import storage
 from mixer_jax import trainer
 from mixer_jax.model import published
 from tests.conftest import ROOT
@@ -52,9 +53,9 @@ def assert_stopped_after_step_1(workdir, code, stderr, signum):
   assert last_line(stderr) == ('mixer_jax.train: stopped at step 1 '
                                f'({signum.name}); run the same command to '
                                'resume.')
-  assert os.listdir(os.path.join(workdir, 'checkpoints')) == ['1']
+  assert storage.listdir(storage.join(workdir, 'checkpoints')) == ['1']
   assert [r['step'] for r in read_jsonl(workdir)] == [1]
-  assert not os.path.exists(os.path.join(workdir, 'lock'))
+  assert not storage.exists(storage.join(workdir, 'lock'))
 
 
 def test_ctrl_c_saves_the_step_and_stops(tmp_path):
@@ -63,11 +64,13 @@ def test_ctrl_c_saves_the_step_and_stops(tmp_path):
   assert_stopped_after_step_1(workdir, code, stderr, signal.SIGINT)
 
 
-def test_sigterm_saves_the_step_and_the_run_resumes_exactly(tmp_path,
-                                                            caplog):
+@pytest.mark.parametrize('where', ['on disk', 'in a bucket'])
+def test_sigterm_saves_the_step_and_the_run_resumes_exactly(
+    tmp_path, caplog, where, request):
   """Stopped by SIGTERM after step 1, resumed to step 8 from what it saved:
   the weights of 8 steps in one go, bit for bit."""
-  workdir = str(tmp_path / 'stopped')
+  workdir = (str(tmp_path / 'stopped') if where == 'on disk' else
+             f'gs://{request.getfixturevalue("fake_gcs")[0]}/stopped')
   code, stderr = start_and_signal(workdir, signal.SIGTERM)
   assert_stopped_after_step_1(workdir, code, stderr, signal.SIGTERM)
   caplog.set_level('INFO', logger='absl')
@@ -76,7 +79,7 @@ def test_sigterm_saves_the_step_and_the_run_resumes_exactly(tmp_path,
   whole = str(tmp_path / 'whole')
   trainer.train_and_evaluate(small_digits_config(**RANDOM), whole)
   a = published.load(os.path.join(whole, 'params.npz'))
-  b = published.load(os.path.join(workdir, 'params.npz'))
+  b = published.load(storage.join(workdir, 'params.npz'))
   jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
