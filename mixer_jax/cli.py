@@ -305,24 +305,32 @@ def read_buckets_afresh() -> None:
   fsspec.config.conf.setdefault('gs', {})['use_listings_cache'] = False
 
 
+# This package's folder: log records from files under it are ours.
+PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
 def keep_orbax_warnings_only() -> None:
-  """Orbax logs every step of every save at INFO, and each failed write of a
-  save (a full disk) as an error with its traceback, five times over, before
-  our line that explains it; tfds warns of each folder in its data dir that
-  holds no prepared dataset, and gcsfs of each bucket whose type it cannot
-  ask without credentials (a Cloud Storage emulator). A command's main drops
-  these from the log; orbax's warnings and errors stay, a line each."""
+  """absl shows every library's INFO records (orbax logs every step of
+  every save; fsspec and gcsfs each file they open in a bucket), orbax logs
+  each failed write of a save (a full disk) as an error with its traceback,
+  five times over, before our line that explains it; tfds warns of each
+  folder in its data dir that holds no prepared dataset, and gcsfs of each
+  bucket whose type it cannot ask without credentials (a Cloud Storage
+  emulator). A command's main drops these from the log; other projects'
+  warnings and errors stay, orbax's a line each."""
   logging.get_absl_handler().addFilter(not_a_library_notice)
   std_logging.getLogger('gcsfs').addFilter(not_a_library_notice)
 
 
 def not_a_library_notice(record: std_logging.LogRecord) -> bool:
-  """False for orbax's INFO records, tfds's 'Variant folder' warnings and
-  gcsfs's 'Could not determine bucket type' ones; orbax's records are kept
-  without their tracebacks."""
+  """False for other projects' INFO records, tfds's 'Variant folder'
+  warnings and gcsfs's 'Could not determine bucket type' ones; orbax's
+  records are kept without their tracebacks."""
+  if record.levelno < std_logging.WARNING:
+    return record.pathname.startswith(PACKAGE)
   if '/orbax/' in record.pathname:
     record.exc_info = record.exc_text = None
-    return record.levelno >= std_logging.WARNING
+    return True
   if '/gcsfs/' in record.pathname and str(record.msg).startswith(
       'Could not determine bucket type'):
     return False

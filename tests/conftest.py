@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import pathlib
+import re
 import shutil
 import socket
 import subprocess
@@ -125,6 +126,17 @@ def run_train(workdir, *flags, timeout=300):
 
 def last_line(text: str) -> str:
   return text.strip().splitlines()[-1]
+
+
+OURS = {p.name for p in (ROOT / 'mixer_jax').rglob('*.py')}
+LOG_RECORD = re.compile(r'[IWEF]\d{4} [\d:.]+ +\d+ (\S+):\d+\] ')
+
+
+def foreign_lines(stderr: str) -> list:
+  """The lines of a command's stderr that are not absl log records of our
+  modules."""
+  return [line for line in stderr.splitlines()
+          if not ((record := LOG_RECORD.match(line)) and record[1] in OURS)]
 
 
 def _digits_run(tmp_path_factory):

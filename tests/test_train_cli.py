@@ -13,8 +13,8 @@ import pytest
 from mixer_jax import cli
 from mixer_jax import errors
 from mixer_jax import trainer
-from tests.conftest import ROOT
 from tests.conftest import SMALL_DIGITS_FLAGS
+from tests.conftest import foreign_lines
 from tests.conftest import last_line
 from tests.conftest import run_train
 from tests.conftest import small_digits_config
@@ -66,19 +66,6 @@ def fill(mount, *, leave: int):
   stat = os.statvfs(mount)
   with open(mount / 'filler', 'wb') as f:
     f.write(b'\0' * (stat.f_bavail * stat.f_frsize - leave))
-
-
-OURS = {os.path.basename(p) for p in glob.glob(
-    os.path.join(ROOT, 'mixer_jax', '**', '*.py'), recursive=True)}
-
-
-LOG_RECORD = re.compile(r'[IWEF]\d{4} [\d:.]+ +\d+ (\S+):\d+\] ')
-
-
-def foreign_lines(stderr: str) -> list:
-  """The lines of stderr that are not absl log records of our modules."""
-  return [line for line in stderr.splitlines()
-          if not ((record := LOG_RECORD.match(line)) and record[1] in OURS)]
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from mixer_jax import storage
 from mixer_jax.trainer import transfer
 from mixer_jax.training import records
 from tests.conftest import DIGITS_RUN
+from tests.conftest import foreign_lines
 from tests.conftest import last_line
 from tests.conftest import override_flags
 from tests.conftest import ROOT
@@ -58,6 +59,9 @@ def test_a_killed_run_in_a_bucket_resumes_and_every_command_reads_it(
 
   resumed = run(tmp_path, env, 'train', *FLAGS, f'--workdir={workdir}')
   assert resumed.returncode == 0, resumed.stderr[-3000:]
+  # tensorstore names the emulator's token, a variable of tests alone.
+  assert [line for line in foreign_lines(resumed.stderr)
+          if 'GOOGLE_AUTH_TOKEN_FOR_TESTING' not in line] == []
   final = records.read_json(storage.join(workdir, 'final_metrics.json'))
   reference_dir, reference = digits_run
   assert final['eval_accuracy'] == reference['eval_accuracy']
