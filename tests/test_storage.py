@@ -1,10 +1,12 @@
 """Tests for mixer_jax.storage and the bucket lock: every file of a run on a
 local disk or in a Cloud Storage bucket (a fake-gcs-server on localhost)."""
 
+import http.server
 import json
 import os
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -128,3 +130,34 @@ def test_no_credentials_is_one_line(monkeypatch, tmp_path):
                      'credentials for Cloud Storage .*application-default '
                      r"login'\)\.$"):
     storage.check_bucket('gs://b/run', what='Workdir')
+
+
+class Forbidden(http.server.BaseHTTPRequestHandler):
+  """Cloud Storage as it answers an account without access to the bucket."""
+
+  def do_GET(self):  # pylint: disable=invalid-name
+    body = json.dumps({'error': {'code': 403, 'message': (
+        'me@example.com does not have storage.buckets.get access to the '
+        'Google Cloud Storage bucket.')}}).encode()
+    self.send_response(403)
+    self.send_header('Content-Type', 'application/json')
+    self.send_header('Content-Length', str(len(body)))
+    self.end_headers()
+    self.wfile.write(body)
+
+  def log_message(self, *args):
+    del args
+
+
+def test_no_permission_is_one_line(monkeypatch):
+  server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Forbidden)
+  threading.Thread(target=server.serve_forever, daemon=True).start()
+  monkeypatch.setenv('STORAGE_EMULATOR_HOST',
+                     f'http://127.0.0.1:{server.server_port}')
+  try:
+    with pytest.raises(errors.UserError, match=(
+        r'^Workdir gs://b/run: no permission to use bucket gs://b \(.*'
+        r'does not have storage.buckets.get access.*\)\.$')):
+      storage.check_bucket('gs://b/run', what='Workdir')
+  finally:
+    server.shutdown()
