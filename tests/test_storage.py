@@ -14,6 +14,12 @@ import pytest
 from mixer_jax import errors
 from mixer_jax import storage
 from mixer_jax.multihost import workdir_lock
+from tests.conftest import optional_module
+
+# The bucket check's client: the gcs extra (absent from Colab's stacks).
+needs_gcs_client = pytest.mark.skipif(
+    optional_module('google.cloud.storage') is None,
+    reason='google-cloud-storage (the gcs extra) is not installed here')
 
 
 @pytest.fixture(name='where', params=['local', 'bucket'])
@@ -118,6 +124,7 @@ def test_a_lock_of_a_killed_process_on_this_host_is_taken_over(fake_gcs):
     assert json.loads(text)['pid'] == os.getpid()
 
 
+@needs_gcs_client
 def test_no_credentials_is_one_line(monkeypatch, tmp_path):
   """Outside a cloud VM and without `gcloud auth application-default
   login`: the way to get credentials, in one line."""
@@ -149,6 +156,7 @@ class Forbidden(http.server.BaseHTTPRequestHandler):
     del args
 
 
+@needs_gcs_client
 def test_no_permission_is_one_line(monkeypatch):
   server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Forbidden)
   threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -34,7 +34,7 @@ import time
 import jax
 from orbax.checkpoint import multihost
 
-from mixer_jax import errors
+from mixer_jax.multihost import supervisor
 
 _ALIVE = 'mixer_jax/alive'
 _LAUNCH = 'mixer_jax/launch'
@@ -138,13 +138,11 @@ def watch(program: str, *, timeout_s: float) -> None:
         client.key_value_set(f'{_ALIVE}/{me}', str(beats),
                              allow_overwrite=True)
         found = dict(client.key_value_dir_get(_ALIVE))
-      except Exception as e:  # pylint: disable=broad-except
+      except Exception:  # pylint: disable=broad-except
         if exiting.is_set():  # JAX's client shut down at exit.
           return
-        end(program, 'lost the coordination service on process 0 '
-            f'({errors.describe(e)[:200]}): process 0 stopped or its host '
-            'is gone; this process stops too. Start every process again to '
-            'resume from the last checkpoint.')
+        # Unreachable: the service on process 0 is gone.
+        end(program, supervisor.LOST_PROCESS_0 + supervisor.AND_STOP)
       now = time.monotonic()
       for peer in range(count):
         value = found.get(f'{_ALIVE}/{peer}')

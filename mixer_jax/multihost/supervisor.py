@@ -79,6 +79,14 @@ def distributed(argv: Sequence[str], environ: Mapping[str, str]) -> bool:
               environ.get('JAX_COORDINATOR_ADDRESS'))
 
 
+# What ends every other process when process 0 is lost, whoever notices
+# first: JAX's client (its fatal message, read here) or peers.watch.
+LOST_PROCESS_0 = ('lost process 0, which runs the coordination service '
+                  '(killed, or its host is gone)')
+AND_STOP = ('; this process stops too. Start every process again to resume '
+            'from the last checkpoint.')
+
+
 def lost_process(fatal: str) -> str:
   """What JAX's fatal message says was lost, for the one line."""
   unhealthy = _UNHEALTHY.search(fatal)
@@ -89,8 +97,7 @@ def lost_process(fatal: str) -> str:
     return (f'process{"es" if len(tasks) > 1 else ""} {which} stopped '
             'responding (killed, or its host is gone)')
   if 'Failed to send RPC to coordination service' in fatal:
-    return ('lost process 0, which runs the coordination service (killed, '
-            'or its host is gone)')
+    return LOST_PROCESS_0
   status = fatal.split('absl::Status:', 1)[-1].strip().splitlines()
   return ('JAX\'s coordination service failed: '
           f'{status[0][:300] if status else "no reason given"}')
@@ -134,9 +141,7 @@ def _run_child(program: str) -> int:
   stdout.join()
   os.close(write)
   if fatal is not None:
-    _say(f'{program}: error: {lost_process(fatal)}; this process stops '
-         'too. Start every process again to resume from the last '
-         'checkpoint.')
+    _say(f'{program}: error: {lost_process(fatal)}{AND_STOP}')
     return 1
   if code < 0:
     name = signal.Signals(-code).name
