@@ -229,7 +229,7 @@ def quiet_libraries(*, tensorflow: bool) -> None:
   user reads our lines: other projects' notices and late errors, each
   explained by a line of ours, stay off the screen (see each function).
   `tensorflow`: the command reads data with tf.data."""
-  keep_orbax_warnings_only()
+  drop_library_notices()
   read_buckets_afresh()
   drop_orbax_late_errors()
   if tensorflow:
@@ -309,7 +309,7 @@ def read_buckets_afresh() -> None:
 PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
-def keep_orbax_warnings_only() -> None:
+def drop_library_notices() -> None:
   """absl shows every library's INFO records (orbax logs every step of
   every save; fsspec and gcsfs each file they open in a bucket), orbax logs
   each failed write of a save (a full disk) as an error with its traceback,

@@ -77,6 +77,7 @@ def test_a_run_and_a_damaged_checkpoint_speak_in_our_lines_only(tmp_path):
   result = run_train(workdir, *flags)
   assert result.returncode == 0, result.stderr[-2000:]
   assert foreign_lines(result.stderr) == []
+  assert 'step 8: eval_loss ' in result.stderr  # Our INFO records stay.
   for data in glob.glob(os.path.join(workdir, 'checkpoints', '8', 'state',
                                      '**', 'd', '*'), recursive=True):
     os.truncate(data, 10)
