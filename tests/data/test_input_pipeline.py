@@ -334,12 +334,13 @@ def jax_free(ex):
 
 
 # Host i of N, for N = 1, 2 and 4, reads the train stream's first 10 epochs
-# (50 global batches of 24 of train[:120]); prints the files each opened, by
-# N, as lists by i. Each host builds its own pipeline, so one process can
-# build all of them; it keeps them to the end (no pipeline is torn down while
-# its prefetch threads read) and exits at once.
+# (50 global batches of 24 of train[:120]); prints the files each opened by
+# then (what its prefetch had read ahead included), by N, as lists by i.
+# Each host builds its own pipeline, so one process can build all of them;
+# it keeps them to the end (no pipeline is torn down while its prefetch
+# threads read) and exits at once.
 _COUNT_READS = """
-import json, os, sys, time
+import json, os, sys
 import tensorflow as tf
 read_file, opened = tf.io.read_file, {}
 def counting(path, log):
@@ -361,7 +362,7 @@ for count in (1, 2, 4):
                                               process_count=count))
     for _ in range(50):
       next(kept[-1])
-time.sleep(1)  # What the prefetch reads ahead is counted too.
+    opened[count][-1] = log[:]  # Its prefetch reads on: not counted.
 print(json.dumps(opened), flush=True)
 os._exit(0)
 """
@@ -383,10 +384,13 @@ def test_each_process_reads_its_share_of_the_files(tmp_path):
   for count, hosts in opened.items():
     share = 120 // int(count)
     assert len(hosts) == int(count)
-    for files in hosts:  # Per epoch its share, plus what the prefetch read
-      # ahead (4 to 6 local batches in all): at most a global batch an epoch.
-      assert 10 * share <= len(files) <= 10 * (share + 24), (count,
-                                                             len(files))
+    for files in hosts:  # Each epoch its share, plus what its prefetch read
+      # ahead (tf.data grows that buffer while it waits, more on a loaded
+      # machine): with others, under half of their shares on top.
+      assert len(files) >= 10 * share, (count, len(files))
+      if count != '1':
+        assert len(files) <= 10 * (share + (120 - share) / 2), (
+            count, len(files))
     assert set().union(*hosts) >= train  # Together: every file.
 
 
