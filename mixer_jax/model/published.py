@@ -24,6 +24,7 @@ import io
 import math
 import os
 import re
+import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -327,20 +328,30 @@ def fetch(pretrained: str, *, cache_dir=None) -> epath.Path:
 
 
 def _download(url: str, destination: epath.Path) -> None:
-  destination.parent.mkdir(parents=True, exist_ok=True)
-  partial = destination.parent / f'.{destination.name}.partial'
-  try:
-    with urllib.request.urlopen(url, timeout=60) as response, \
-        partial.open('wb') as out, tqdm.tqdm(
-            total=int(response.headers.get('Content-Length') or 0) or None,
-            unit='B', unit_scale=True,
-            desc=f'Downloading {destination.name}') as bar:
-      for chunk in iter(lambda: response.read(1 << 20), b''):
-        out.write(chunk)
-        bar.update(len(chunk))
-  except (urllib.error.URLError, OSError) as e:
-    partial.unlink(missing_ok=True)
-    raise errors.MissingError(
-        f'Could not download {url} ({e}). Without network, download it '
-        f'elsewhere and put it at {destination}') from e
-  partial.replace(destination)
+  """Downloads `url` to `destination` whole: into a partial file beside it,
+  renamed into place; for a bucket (no renames), in a local temporary
+  folder, then uploaded in one piece."""
+  in_bucket = storage.is_url(destination)
+  with tempfile.TemporaryDirectory() as scratch:
+    if not in_bucket:
+      destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = ((epath.Path(scratch) if in_bucket else destination.parent) /
+               f'.{destination.name}.partial')
+    try:
+      with urllib.request.urlopen(url, timeout=60) as response, \
+          partial.open('wb') as out, tqdm.tqdm(
+              total=int(response.headers.get('Content-Length') or 0) or None,
+              unit='B', unit_scale=True,
+              desc=f'Downloading {destination.name}') as bar:
+        for chunk in iter(lambda: response.read(1 << 20), b''):
+          out.write(chunk)
+          bar.update(len(chunk))
+    except (urllib.error.URLError, OSError) as e:
+      partial.unlink(missing_ok=True)
+      raise errors.MissingError(
+          f'Could not download {url} ({e}). Without network, download it '
+          f'elsewhere and put it at {destination}') from e
+    if in_bucket:
+      storage.write_whole(destination, partial.read_bytes())
+    else:
+      partial.replace(destination)
