@@ -185,10 +185,13 @@ def upload(local, url: str) -> None:
   """Copies file or folder `local` to `url` (gs://...), file by file."""
   from mixer_jax import storage  # pylint: disable=g-import-not-at-top
   local = pathlib.Path(local)
-  for path in [local] if local.is_file() else local.rglob('*'):
+  if local.is_file():
+    storage.write_whole(url, local.read_bytes())
+    return
+  for path in local.rglob('*'):
     if path.is_file():
-      storage.write_whole(storage.join(url, str(path.relative_to(local)))
-                          if path != local else url, path.read_bytes())
+      storage.write_whole(storage.join(url, str(path.relative_to(local))),
+                          path.read_bytes())
 
 
 @pytest.fixture

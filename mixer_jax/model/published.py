@@ -20,6 +20,7 @@ own orbax checkpoints (params, optimizer state, step), from which it resumes,
 are `train_state.py`'s. This module is about weights meant to be shared.
 """
 
+import contextlib
 import io
 import math
 import os
@@ -332,11 +333,11 @@ def _download(url: str, destination: epath.Path) -> None:
   renamed into place; for a bucket (no renames), in a local temporary
   folder, then uploaded in one piece."""
   in_bucket = storage.is_url(destination)
-  with tempfile.TemporaryDirectory() as scratch:
-    if not in_bucket:
-      destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = ((epath.Path(scratch) if in_bucket else destination.parent) /
-               f'.{destination.name}.partial')
+  if not in_bucket:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+  with (tempfile.TemporaryDirectory() if in_bucket else
+        contextlib.nullcontext(destination.parent)) as folder:
+    partial = epath.Path(folder) / f'.{destination.name}.partial'
     try:
       with urllib.request.urlopen(url, timeout=60) as response, \
           partial.open('wb') as out, tqdm.tqdm(
