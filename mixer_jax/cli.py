@@ -26,6 +26,7 @@ import re
 import sys
 import tempfile
 import threading
+import traceback
 
 from absl import flags
 from absl import logging
@@ -242,7 +243,8 @@ def drop_orbax_late_errors() -> None:
   errors, each a traceback: its coroutines raise as they are closed, or
   finish on an event loop that is gone ('Event loop is closed'). Hundreds
   of tracebacks after a recovery that worked; any other unraisable error
-  still prints."""
+  still prints. (Those that asyncio logs instead, never retrieved, are
+  dropped by not_a_library_notice.)"""
   previous = sys.unraisablehook
 
   def hook(unraisable):
@@ -324,10 +326,14 @@ def drop_library_notices() -> None:
 
 def not_a_library_notice(record: std_logging.LogRecord) -> bool:
   """False for other projects' INFO records, tfds's 'Variant folder'
-  warnings and gcsfs's 'Could not determine bucket type' ones; orbax's
-  records are kept without their tracebacks."""
+  warnings, gcsfs's 'Could not determine bucket type' ones and asyncio's
+  'Task exception was never retrieved' for orbax's tasks (its late reads
+  of a checkpoint that failed to restore, as in drop_orbax_late_errors);
+  orbax's records are kept without their tracebacks."""
   if record.levelno < std_logging.WARNING:
     return record.pathname.startswith(PACKAGE)
+  if record.name == 'asyncio' and _about_orbax(record):
+    return False
   if '/orbax/' in record.pathname:
     record.exc_info = record.exc_text = None
     return True
@@ -336,3 +342,13 @@ def not_a_library_notice(record: std_logging.LogRecord) -> bool:
     return False
   return not ('/tensorflow_datasets/' in record.pathname and
               str(record.msg).startswith('Variant folder '))
+
+
+def _about_orbax(record: std_logging.LogRecord) -> bool:
+  """Whether an asyncio record is of orbax's code: a task of its coroutines,
+  or an exception raised in it."""
+  if '/orbax/' in record.getMessage():
+    return True
+  trace = record.exc_info[2] if record.exc_info else None
+  return any('/orbax/' in frame.filename
+             for frame in traceback.extract_tb(trace))

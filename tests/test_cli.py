@@ -104,6 +104,42 @@ def test_library_notices_are_dropped(path, level, message, kept):
   assert cli.not_a_library_notice(record) is kept
 
 
+NEVER_RETRIEVED = ('Task exception was never retrieved\nfuture: <Task '
+                   "finished name='Task-194' coro=<{}() done, defined at "
+                   '{}:394> exception=ValueError(\'OUT_OF_RANGE\')>')
+
+
+@pytest.mark.parametrize('coroutine, defined_in, kept', [
+    ('async_deserialize',
+     '/x/orbax/checkpoint/_src/serialization/serialization.py', False),
+    ('fetch', '/x/mixer_jax/data/sources.py', True)])
+def test_orbax_tasks_never_retrieved_are_dropped(coroutine, defined_in, kept):
+  """orbax's late reads of a damaged checkpoint, as asyncio logs them."""
+  record = logging.LogRecord(
+      'asyncio', logging.ERROR, '/usr/lib/python3.11/asyncio/base_events.py',
+      1771, NEVER_RETRIEVED.format(coroutine, defined_in), None, None)
+  assert cli.not_a_library_notice(record) is kept
+
+
+@pytest.mark.parametrize('raised_in, kept', [
+    ('/x/orbax/checkpoint/_src/serialization/serialization.py', False),
+    ('/x/mixer_jax/data/sources.py', True)])
+def test_orbax_futures_never_retrieved_are_dropped(raised_in, kept):
+  """A future's record names no coroutine: its traceback says whose."""
+  scope = {}
+  exec(compile('def read():\n  raise ValueError("OUT_OF_RANGE")\n',  # pylint: disable=exec-used
+               raised_in, 'exec'), scope)
+  try:
+    scope['read']()
+  except ValueError:
+    record = logging.LogRecord(
+        'asyncio', logging.ERROR, '/usr/lib/python3.11/asyncio/base_events.py',
+        1771, 'Future exception was never retrieved\nfuture: <Future '
+        'finished exception=ValueError(\'OUT_OF_RANGE\')>', None,
+        sys.exc_info())
+  assert cli.not_a_library_notice(record) is kept
+
+
 @pytest.mark.parametrize('path, traceback_kept', [
     ('/x/orbax/checkpoint/_src/futures/future.py', False),
     ('{ours}training/train_state.py', True)])
